@@ -1,0 +1,96 @@
+"""Execution modes of a lowered network: ``spike`` (the reference) and ``rate`` (time-collapsed)."""
+from __future__ import annotations
+
+from torch import fx, nn
+
+from .errors import ConversionError, ModeError
+from .graph import describe_node, require_graph_module
+from .nn import ParallelIF, TimeExpand, TimeMean
+from .patterns import is_max_pool, rate_commutes
+from .validation import check_mode
+
+__all__ = ["set_mode", "get_mode", "time_steps", "rate_mode_blockers", "neurons"]
+
+_TIMED = (ParallelIF, TimeExpand, TimeMean)
+
+
+def neurons(gm: nn.Module) -> dict[str, ParallelIF]:
+    """``{qualified name: ParallelIF}`` of a lowered network, in module order."""
+    return {name: m for name, m in gm.named_modules() if isinstance(m, ParallelIF)}
+
+
+def time_steps(gm: nn.Module) -> int:
+    """T of a lowered network (all its neurons share it)."""
+    ts = {m.T for m in neurons(gm).values()}
+    if not ts:
+        raise ConversionError("this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif(gm, T=...)")
+    if len(ts) > 1:
+        raise ConversionError(f"the neurons of this model disagree on T: {sorted(ts)}")
+    return ts.pop()
+
+
+def get_mode(gm: nn.Module) -> str:
+    modes = {m.mode for m in gm.modules() if isinstance(m, _TIMED)}
+    if len(modes) != 1:
+        raise ConversionError("this model is not a lowered fxsnn network (or its modules disagree on the mode)")
+    return modes.pop()
+
+
+def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
+    """Nodes between neurons that do not commute with the time-mean, with the reason.
+
+    A node is *temporal* when it depends on a neuron's output. Rate mode is
+    exact for every temporal node that is affine in its temporal inputs
+    (conv, linear, BN in eval, average pooling, sums, concat, padding, views).
+    MaxPool is allowed directly on a neuron's output: a channel's spike trains
+    all fill the last ``k`` slots (Eq. 8) and share ``θ_post``, so the maximum
+    of the trains is the train of the maximum count, and pooling commutes with
+    the time-mean exactly. Anywhere else MaxPool is a blocker.
+    """
+    modules = dict(gm.named_modules())
+    temporal: set[fx.Node] = set()
+    blockers = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), ParallelIF):
+            temporal.add(node)
+            continue
+        if node.op == "output" or not any(a in temporal for a in node.all_input_nodes):
+            continue
+        if node.op == "call_module" and isinstance(modules.get(node.target), TimeMean):
+            continue
+        temporal.add(node)
+        if is_max_pool(node, modules):
+            src = node.args[0] if node.args else None
+            if not (src is not None and src.op == "call_module" and isinstance(modules.get(src.target), ParallelIF)):
+                blockers.append((node, "max pooling does not commute with the time-mean unless it reads a neuron's output directly"))
+        elif not rate_commutes(node, modules, temporal):
+            blockers.append((node, "this op is not affine in its time-varying input, so it does not commute with the time-mean"))
+    return blockers
+
+
+def set_mode(gm: nn.Module, mode: str) -> nn.Module:
+    """Switch a lowered network between ``"spike"`` and ``"rate"`` execution, **in place** (returns ``gm``).
+
+    A mode is a runtime switch on the network's modules, not a rewrite, so
+    this one helper mutates its argument (and says so).
+
+    Both modes compute the same spike counts from the same expression; rate
+    mode skips the time axis (DESIGN convention 7). Raises
+    :class:`fxsnn.ModeError` naming the node when rate mode cannot be exact.
+    """
+    if not isinstance(gm, nn.Module):
+        raise TypeError(f"fxsnn.set_mode expects the lowered GraphModule; got {type(gm).__name__}")
+    mode = check_mode(mode, where="fxsnn.set_mode")
+    timed = [m for m in gm.modules() if isinstance(m, _TIMED)]
+    if not any(isinstance(m, ParallelIF) for m in timed):
+        raise ConversionError("fxsnn.set_mode: this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif")
+    if mode == "rate" and isinstance(gm, fx.GraphModule):
+        blockers = rate_mode_blockers(gm)
+        if blockers:
+            node, why = blockers[0]
+            more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
+            raise ModeError(f"rate mode cannot run {describe_node(node)}{more}: {why}. Use mode='spike' for this network.")
+    for m in timed:
+        m.mode = mode
+    return gm
+

@@ -1,0 +1,238 @@
+"""The arithmetic shared by every fxsnn activation: one integer spike count.
+
+Convention 6 of the design: a parallel neuron's spike count is an integer
+function of its (time-averaged) input, computed once, in one expression, and
+both the spike train and the rate are derived from it. The QCFS activation
+(Eq. 2-4) and the parallel IF neuron (Eq. 5-8, 15-18) call the same
+:func:`spike_count`, so the count of a ``ParallelIF`` spike train equals the
+QCFS integer target bit for bit, in float32 and float64 alike.
+
+Shapes: ``x`` is ``[B, C, *spatial]`` (or ``[B, C]``); every per-channel
+quantity (``theta``, ``psi``, ``psi_da``, ``theta_post``, ``delta_b``) is
+``[C]`` and is broadcast along dim 1 by :func:`per_channel`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "per_channel",
+    "pre_activation",
+    "spike_count",
+    "count_to_rate",
+    "count_to_spikes",
+    "firing_ladder",
+    "triangle_surrogate",
+    "qcfs",
+    "parallel_fire",
+]
+
+
+def per_channel(p: Tensor, x: Tensor) -> Tensor:
+    """View a ``[C]`` tensor so that it broadcasts over ``x`` of shape ``[B, C, ...]``."""
+    if x.dim() < 2:
+        raise ValueError(
+            f"fxsnn activations need inputs shaped [batch, channels, ...]; got a tensor of shape {tuple(x.shape)}"
+        )
+    return p.view((-1,) + (1,) * (x.dim() - 2))
+
+
+def pre_activation(x: Tensor, T: int, psi: Tensor, psi_da: Tensor | None) -> Tensor:
+    """The accumulated potential ``y = (x + ψ_DA)·T + ψ`` of Eq. 4 / Eq. 8.
+
+    With ``x`` the time-averaged input current, ``x·T`` is the cumulative
+    current ``U`` of Eq. 15 and ``ψ`` the initial membrane potential ``v⁰``.
+    """
+    v = x if psi_da is None else x + per_channel(psi_da, x)
+    return v * T + per_channel(psi, x)
+
+
+def spike_count(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None = None) -> Tensor:
+    """Integer spike count ``k`` (a float tensor holding integers in ``[0, T]``).
+
+    With ``y = (x + ψ_DA)·T + ψ`` and the effective threshold ``θ' = θ − Δb``
+    (pass ``theta = θ − Δb``), the parallel firing rule (Eq. 8 with the bias of
+    Eq. 17) fires in the slot whose ladder value is ``n = T − t + 1`` iff
+    ``n·θ' ≤ y``. The count of such slots is
+
+    - ``θ' > 0``:  ``k = clip(⌊y / θ'⌋, 0, T)``   (Eq. 3 / Eq. 9; the QCFS target),
+    - ``θ' = 0``:  ``k = T`` if ``y ≥ 0`` else ``0``,
+    - ``θ' < 0``:  ``k = clip(T + 1 − ⌈y / θ'⌉, 0, T)``  (every slot with ``n ≥ y/θ'``).
+
+    The ``θ' ≤ 0`` branches are only evaluated when such a channel exists.
+    """
+    y = pre_activation(x, T, psi, psi_da)
+    th = per_channel(theta, x)
+    q = y / th
+    k = torch.floor(q).clamp_(0, T)
+    if bool((theta <= 0).any()):
+        # Literal firing rule for a non-positive effective threshold (see docstring).
+        k_neg = (T + 1 - torch.ceil(q)).clamp_(0, T)
+        k_zero = (y >= 0).to(k.dtype) * T
+        k = torch.where(th > 0, k, torch.where(th < 0, k_neg, k_zero))
+    return k
+
+
+def count_to_rate(k: Tensor, T: int, theta_post: Tensor) -> Tensor:
+    """Rate ``r = k · θ_post / T`` (Eq. 2 / Eq. 4 output; the time-mean of weighted spikes)."""
+    return k * per_channel(theta_post / T, k)
+
+
+def firing_ladder(T: int, *, device=None, dtype=None) -> Tensor:
+    """``n_t = T − t + 1`` for ``t = 1..T``: slot ``t`` needs ``n_t`` spikes' worth of potential (Eq. 8)."""
+    return torch.arange(T, 0, -1, device=device, dtype=dtype)
+
+
+def count_to_spikes(k: Tensor, ladder: Tensor, theta: Tensor) -> Tensor:
+    """Binary spike train ``[T, B, C, ...]`` with ``k`` spikes per neuron, in the slots of Eq. 8.
+
+    For ``θ' > 0`` the slot with ladder value ``n`` fires iff ``n ≤ k`` (the
+    last ``k`` slots: spikes are delayed, Sec. 4.3); for ``θ' ≤ 0`` the rule
+    ``n·θ' ≤ y`` selects the first ``k`` slots instead.
+    """
+    T = ladder.numel()
+    lad = ladder.view((T,) + (1,) * k.dim())
+    late = lad <= k.unsqueeze(0)
+    if bool((theta <= 0).any()):
+        early = lad > (T - k).unsqueeze(0)
+        late = torch.where(per_channel(theta, k).unsqueeze(0) > 0, late, early)
+    return late.to(k.dtype)
+
+
+def triangle_surrogate(u: Tensor, width: Tensor) -> Tensor:
+    """Triangle surrogate derivative of the Heaviside step (Appendix C).
+
+    ``σ'(u) = max(0, 1 − |u|/w) / w``: a triangle of half-width ``w`` around the
+    threshold with unit area, so integrating it gives back a unit step.
+    """
+    return (1 - u.abs() / width).clamp_(min=0) / width
+
+
+def _channel_sum(g: Tensor) -> Tensor:
+    dims = [d for d in range(g.dim()) if d != 1]
+    return g.sum(dim=dims) if dims else g
+
+
+class _QCFSFunction(torch.autograd.Function):
+    """QCFS / DA-QCFS (Eq. 2 and Eq. 4) with a straight-through floor.
+
+    Forward: ``a = (θ + φ_DA)/L · clip(⌊((x + ψ_DA)·L + θ/2)/θ⌋, 0, L)`` exactly
+    as :func:`spike_count` / :func:`count_to_rate` compute it. Backward treats
+    the floor as the identity (Bu et al., 2022): inside the clip range
+    ``∂a/∂x = (θ+φ)/θ``, ``∂a/∂θ = φ-free slope of the STE surrogate``; above it
+    ``a = θ + φ``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, theta, psi_da, phi_da, levels):
+        psi = theta * 0.5
+        k = spike_count(x, levels, theta, psi, psi_da)
+        theta_post = theta if phi_da is None else theta + phi_da
+        ctx.save_for_backward(x, theta, psi_da, phi_da, k)
+        ctx.levels = levels
+        return count_to_rate(k, levels, theta_post)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, theta, psi_da, phi_da, k = ctx.saved_tensors
+        L = ctx.levels
+        th = per_channel(theta, x)
+        theta_post = theta if phi_da is None else theta + phi_da
+        tp = per_channel(theta_post, x)
+        v = x if psi_da is None else x + per_channel(psi_da, x)
+        q = (v * L + th * 0.5) / th  # the un-floored count
+        inside = (q > 0) & (q < L)
+        above = q >= L
+        # STE: a ≈ tp/L · q inside, tp above, 0 below.
+        da_dv = torch.where(inside, tp / th, torch.zeros_like(x))
+        grad_x = g * da_dv if ctx.needs_input_grad[0] else None
+        grad_theta = grad_psi = grad_phi = None
+        if ctx.needs_input_grad[1]:
+            # d/dθ of tp/L·(vL + θ/2)/θ with tp = θ + φ: = (1/L)·[q + tp·(1/(2θ) − q/θ)]
+            d_inside = (q + tp * (0.5 / th - q / th)) / L
+            dth = torch.where(inside, d_inside, torch.where(above, torch.ones_like(x), torch.zeros_like(x)))
+            grad_theta = _channel_sum(g * dth)
+        if psi_da is not None and ctx.needs_input_grad[2]:
+            grad_psi = _channel_sum(g * da_dv)
+        if phi_da is not None and ctx.needs_input_grad[3]:
+            grad_phi = _channel_sum(g * k / L)
+        return grad_x, grad_theta, grad_psi, grad_phi, None
+
+
+def qcfs(x: Tensor, theta: Tensor, levels: int, psi_da: Tensor | None = None, phi_da: Tensor | None = None) -> Tensor:
+    """QCFS (Eq. 2, ψ = θ/2) or, with ``psi_da``/``phi_da``, DA-QCFS (Eq. 4); trainable by STE."""
+    return _QCFSFunction.apply(x, theta, psi_da, phi_da, levels)
+
+
+class _ParallelFire(torch.autograd.Function):
+    """The parallel IF neuron (Eq. 5-8, 15-18) with a surrogate gradient (Sec. 4.3).
+
+    Forward computes the count ``k`` once (:func:`spike_count` with
+    ``θ' = θ_pre − Δb``) and returns either the rate ``k·θ_post/T``
+    (``spike=False``, ``[B, C, ...]``) or the weighted spike train
+    ``θ_post · s`` (``spike=True``, ``[T, B, C, ...]``).
+
+    Backward replaces each slot's Heaviside ``s_t = H(u_t)`` with the triangle
+    surrogate, where ``u_t = Λ_PC(t)·(x + ψ_DA) + b(t) + Δb − θ_pre`` with
+    ``Λ_PC(t) = T/n_t`` and ``b(t) = ψ/n_t`` (Eq. 16-17). In rate mode the
+    incoming gradient is the same for every slot (the time-mean's), so the
+    rate-mode gradient is the spike-mode gradient summed in a different order.
+    """
+
+    @staticmethod
+    def forward(ctx, x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike):
+        T = ladder.numel()
+        theta_eff = theta_pre - delta_b
+        k = spike_count(x, T, theta_eff, psi, psi_da)
+        ctx.save_for_backward(x, delta_b, theta_pre, theta_post, lambda_pc, bias, width)
+        ctx.spike = spike
+        if spike:
+            s = count_to_spikes(k, ladder, theta_eff)
+            return s * per_channel(theta_post, k).unsqueeze(0)
+        return count_to_rate(k, T, theta_post)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, delta_b, theta_pre, theta_post, lambda_pc, bias, width = ctx.saved_tensors
+        T = lambda_pc.numel()
+        base = per_channel(delta_b - theta_pre, x)  # Δb − θ_pre
+        tp = per_channel(theta_post, x)
+        w = per_channel(width * theta_pre.abs().clamp(min=torch.finfo(x.dtype).tiny), x)
+        sum_sig = torch.zeros_like(x)  # Σ_t σ'(u_t) [· g_t in spike mode]
+        sum_sig_lam = torch.zeros_like(x)  # Σ_t σ'(u_t) · Λ_PC(t) [· g_t]
+        for t in range(T):
+            lam = float(lambda_pc[t])
+            # u_t = Λ_PC(t)·x + b(t) + Δb − θ_pre, with ψ_DA folded into b(t) (Alg. 1 l. 20)
+            u = x * lam + per_channel(bias[t], x) + base
+            sig = triangle_surrogate(u, w)
+            if ctx.spike:
+                sig = sig * g[t]
+            sum_sig += sig
+            sum_sig_lam += sig * lam
+        scale = tp if ctx.spike else g * tp / T
+        grad_x = sum_sig_lam * scale if ctx.needs_input_grad[0] else None
+        grad_db = _channel_sum(sum_sig * scale) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_db, None, None, None, None, None, None, None, None, None
+
+
+def parallel_fire(
+    x: Tensor,
+    *,
+    delta_b: Tensor,
+    theta_pre: Tensor,
+    theta_post: Tensor,
+    psi: Tensor,
+    psi_da: Tensor | None,
+    ladder: Tensor,
+    lambda_pc: Tensor,
+    bias: Tensor,
+    width: Tensor,
+    spike: bool,
+) -> Tensor:
+    """Functional form of :class:`fxsnn.nn.ParallelIF`; see :class:`_ParallelFire`.
+
+    ``ladder``, ``lambda_pc`` ``[T]`` and ``bias`` ``[T, C]`` are the neuron's
+    precomputed ``n_t``, ``Λ_PC(t)`` and ``b(t)`` (with ``T·ψ_DA`` folded in).
+    """
+    return _ParallelFire.apply(x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike)

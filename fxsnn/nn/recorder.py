@@ -1,0 +1,164 @@
+"""In-line activation-range recorder: the observer of the prepare/calibrate/convert flow."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CalibrationError
+
+__all__ = ["ActivationRecorder"]
+
+
+def _per_channel_rows(x: Tensor) -> Tensor:
+    """``[B, C, *S] -> [C, B·prod(S)]`` (a view when possible)."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+class ActivationRecorder(nn.Module):
+    """A ReLU that records the per-channel range of what it sees.
+
+    ``forward(x) = relu(x)``: it sits in line, so outputs are unchanged. While
+    :attr:`recording` is true (``fxsnn.calibrate`` switches it on), it keeps in
+    buffers, per channel ``c`` of ``x: [B, C, ...]``:
+
+    - ``max_val[c]``: the running maximum of the *pre-activation* (may be ≤ 0);
+    - ``hist[c]``: with ``percentile`` set, a histogram of the positive values
+      over ``[0, hist_hi[c]]`` (the range doubles, merging bin pairs, whenever a
+      larger value arrives), plus ``nonpos[c]``, the count of values ≤ 0.
+
+    :meth:`theta` gives the threshold θ per channel: the running maximum, or
+    the ``percentile``-th percentile of ``relu(x)`` (zeros included) when that
+    is positive. **Dead channels** — those whose maximum is ≤ 0 on all the
+    calibration data — would get θ ≤ 0 (the public FS-PC code keeps that
+    negative θ, which makes them fire on negative input). fxsnn gives them the
+    median θ of the site's live channels instead: they stay silent wherever the
+    pre-activation stays ≤ 0 (``⌊(T·x + θ/2)/θ⌋ = 0``) and get a sensible
+    range should they activate later. A site with no live channel at all is an
+    error.
+
+    Example::
+
+        >>> rec = ActivationRecorder(4); rec.recording = True
+        >>> _ = rec(torch.randn(8, 4, 5, 5)); rec.theta().shape
+        torch.Size([4])
+    """
+
+    def __init__(self, channels: int | None = None, *, percentile: float | None = None, bins: int = 1024):
+        super().__init__()
+        if percentile is not None and not (0.0 < float(percentile) <= 100.0):
+            raise ValueError(f"percentile must be in (0, 100]; got {percentile!r}")
+        if bins < 2 or bins & (bins - 1):
+            raise ValueError(f"bins must be a power of two >= 2; got {bins!r}")
+        self.percentile = None if percentile is None else float(percentile)
+        self.bins = int(bins)
+        self.recording = False
+        self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
+        self.channels = channels
+        c = channels or 0
+        self.register_buffer("max_val", torch.full((c,), float("-inf")))
+        if self.percentile is not None:
+            self.register_buffer("hist", torch.zeros(c, self.bins, dtype=torch.long))
+            self.register_buffer("hist_hi", torch.zeros(c))
+            self.register_buffer("nonpos", torch.zeros(c, dtype=torch.long))
+
+    # -- recording -----------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        if self.recording:
+            self._record(x.detach())
+        return torch.relu(x)
+
+    @torch.no_grad()
+    def _record(self, x: Tensor) -> None:
+        rows = _per_channel_rows(x).to(self.max_val.dtype)
+        C = rows.shape[0]
+        if self.max_val.numel() != C:
+            if self.num_batches.item() > 0 or (self.channels not in (None, C)):
+                raise CalibrationError(
+                    f"ActivationRecorder expected {self.max_val.numel() or self.channels} channels (dim 1) "
+                    f"but got an input of shape {tuple(x.shape)}"
+                )
+            self._resize(C, rows.device)
+        self.max_val.copy_(torch.maximum(self.max_val, rows.amax(dim=1)))
+        if self.percentile is not None:
+            self._record_hist(rows)
+        self.num_batches += 1
+
+    def _resize(self, C: int, device) -> None:
+        self.channels = C
+        self.max_val = torch.full((C,), float("-inf"), device=device, dtype=self.max_val.dtype)
+        if self.percentile is not None:
+            self.hist = torch.zeros(C, self.bins, dtype=torch.long, device=device)
+            self.hist_hi = torch.zeros(C, device=device, dtype=self.max_val.dtype)
+            self.nonpos = torch.zeros(C, dtype=torch.long, device=device)
+
+    def _record_hist(self, rows: Tensor) -> None:
+        C, nb = rows.shape[0], self.bins
+        batch_max = rows.amax(dim=1)
+        hi = self.hist_hi
+        fresh = (hi <= 0) & (batch_max > 0)
+        hi = torch.where(fresh, batch_max, hi)
+        # Grow the range by powers of two so that old bins merge exactly.
+        grow = torch.where(hi > 0, torch.ceil(torch.log2(batch_max / hi)).clamp(min=0), torch.zeros_like(hi))
+        factor = torch.pow(2.0, grow).to(torch.long)
+        if bool((factor > 1).any()):
+            idx = torch.arange(nb, device=rows.device).unsqueeze(0) // factor.unsqueeze(1)
+            merged = torch.zeros_like(self.hist)
+            merged.scatter_add_(1, idx, self.hist)
+            self.hist.copy_(merged)
+            hi = hi * factor.to(hi.dtype)
+        self.hist_hi.copy_(hi)
+        pos = rows > 0
+        self.nonpos += (~pos).sum(dim=1)
+        safe_hi = torch.where(hi > 0, hi, torch.ones_like(hi)).unsqueeze(1)
+        b = (rows / safe_hi * nb).to(torch.long).clamp_(0, nb - 1)
+        flat = (b + torch.arange(C, device=rows.device).unsqueeze(1) * nb)[pos]
+        self.hist.view(-1).add_(torch.bincount(flat, minlength=C * nb))
+
+    # -- results -------------------------------------------------------------
+    @property
+    def has_data(self) -> bool:
+        return int(self.num_batches) > 0
+
+    def raw_theta(self) -> Tensor:
+        """θ per channel before dead-channel handling (may be ≤ 0)."""
+        if not self.has_data:
+            raise CalibrationError("this recorder saw no data: run fxsnn.calibrate(gm, data) first")
+        if self.percentile is None:
+            return self.max_val.clone()
+        counts = torch.cat([self.nonpos.unsqueeze(1), self.hist], dim=1).to(torch.float64)
+        cdf = counts.cumsum(dim=1)
+        total = cdf[:, -1:]
+        rank = total * (self.percentile / 100.0)
+        j = (cdf < rank).sum(dim=1)  # first cumulative bucket reaching the rank
+        # bucket 0 holds the values <= 0; bucket j >= 1 is histogram bin j-1 -> its upper edge
+        edge = self.hist_hi * j.to(self.hist_hi.dtype) / self.bins
+        theta = torch.where(j > 0, edge, torch.zeros_like(edge))
+        theta = torch.minimum(theta, self.max_val.clamp(min=0))
+        return torch.where(theta > 0, theta, self.max_val)
+
+    def dead_channels(self) -> Tensor:
+        """Boolean ``[C]``: channels whose pre-activation never exceeded 0."""
+        return self.raw_theta() <= 0
+
+    def theta(self) -> Tensor:
+        """Threshold θ per channel ``[C]``, all positive (dead channels get the live median)."""
+        raw = self.raw_theta()
+        live = raw > 0
+        if not bool(live.any()):
+            raise CalibrationError(
+                "no channel of this recorder ever activated (every pre-activation was <= 0); "
+                "check the calibration data or the model"
+            )
+        fill = raw[live].median()
+        return torch.where(live, raw, fill)
+
+    def extra_repr(self) -> str:
+        rule = "max" if self.percentile is None else f"p{self.percentile:g}"
+        status = f"batches={int(self.num_batches)}" if self.has_data else "no data"
+        return f"channels={self.channels}, theta={rule}, {status}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "max_val"
+        if key in state_dict and state_dict[key].shape != self.max_val.shape:
+            self._resize(state_dict[key].shape[0], self.max_val.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

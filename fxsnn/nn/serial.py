@@ -1,0 +1,62 @@
+"""The serial integrate-and-fire neuron: the classic T-step reference (Eq. 1, λ = 1)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as Fx
+
+__all__ = ["SerialIF"]
+
+
+class SerialIF(nn.Module):
+    """IF neuron stepped one time step per call (Eq. 1 with λ = 1, reset by subtraction).
+
+    Per step ``t``, for an input current ``I^t: [B, C, ...]``::
+
+        v_pre = v^{t-1} + I^t + ψ_DA          (Eq. 1a; ψ_DA is the DA pre-shift)
+        s^t   = H(v_pre − θ')                  (Eq. 1b, θ' = θ_pre − Δb)
+        v^t   = v_pre − s^t · θ'               (reset by subtraction)
+        out   = s^t · θ_post
+
+    with ``v⁰ = ψ = θ_pre/2``. Driven by a constant current for T steps, it emits
+    ``clip(⌊(T·(I + ψ_DA) + ψ)/θ'⌋, 0, T)`` spikes whenever ``0 ≤ ψ < θ'`` —
+    the count of :class:`ParallelIF` (Eq. 9, 12-13). Call :meth:`reset` before
+    each new input.
+    """
+
+    kind = "SerialIF"
+
+    def __init__(self, theta_pre: Tensor, *, theta_post: Tensor | None = None, psi_da: Tensor | None = None,
+                 delta_b: Tensor | None = None):
+        super().__init__()
+        theta_pre = torch.as_tensor(theta_pre).detach().clone().reshape(-1)
+        self.register_buffer("theta_pre", theta_pre)
+        self.register_buffer("theta_post", theta_pre.clone() if theta_post is None else torch.as_tensor(theta_post).detach().clone().reshape(-1))
+        self.register_buffer("psi_da", torch.zeros_like(theta_pre) if psi_da is None else torch.as_tensor(psi_da).detach().clone().reshape(-1))
+        self.register_buffer("delta_b", torch.zeros_like(theta_pre) if delta_b is None else torch.as_tensor(delta_b).detach().clone().reshape(-1))
+        self.v: Tensor | None = None
+        self.spike_count: Tensor | None = None
+
+    @classmethod
+    def from_parallel(cls, neuron) -> "SerialIF":
+        """The serial neuron with the same θ_pre, θ_post, ψ_DA and Δb as a :class:`ParallelIF`."""
+        return cls(neuron.theta_pre, theta_post=neuron.theta_post, psi_da=neuron.psi_da, delta_b=neuron.delta_b.detach())
+
+    def reset(self) -> None:
+        self.v = None
+        self.spike_count = None
+
+    def forward(self, current: Tensor) -> Tensor:
+        th = Fx.per_channel(self.theta_pre - self.delta_b, current)
+        if self.v is None:
+            self.v = Fx.per_channel(self.theta_pre * 0.5, current).expand_as(current).clone()
+            self.spike_count = torch.zeros_like(current)
+        v_pre = self.v + current + Fx.per_channel(self.psi_da, current)
+        s = (v_pre >= th).to(current.dtype)
+        self.v = v_pre - s * th
+        self.spike_count = self.spike_count + s
+        return s * Fx.per_channel(self.theta_post, current)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.theta_pre.numel()}"

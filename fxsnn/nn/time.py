@@ -1,0 +1,61 @@
+"""Boundary modules of a lowered network: expand the input over time, average the output."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import DataError, ModeError
+from ..validation import check_mode, check_positive_int
+
+__all__ = ["TimeExpand", "TimeMean"]
+
+
+class _TimeBoundary(nn.Module):
+    def __init__(self, T: int, mode: str = "spike"):
+        super().__init__()
+        self.T = check_positive_int(T, "T", where=type(self).__name__)
+        self.mode = check_mode(mode, where=type(self).__name__)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, mode={self.mode}"
+
+
+class TimeExpand(_TimeBoundary):
+    """Network input: ``[B, ...] -> [T·B, ...]`` (time-major repeat, Alg. 3 l. 6) in spike mode; identity in rate mode.
+
+    Also checks that a floating-point input is on the model's device and of
+    its dtype (tracked by an empty non-persistent buffer that ``gm.to(...)``
+    moves with the model), so a mismatch fails here with a clear message
+    rather than deep inside a conv.
+    """
+
+    def __init__(self, T: int, mode: str = "spike", *, dtype=None):
+        super().__init__(T, mode)
+        self.register_buffer("device_probe", torch.empty(0, dtype=dtype or torch.get_default_dtype()), persistent=False)
+
+    def check(self, x: Tensor) -> None:
+        ref = self.device_probe
+        if x.is_floating_point() and (x.device != ref.device or x.dtype != ref.dtype):
+            raise DataError(
+                f"input is {x.dtype} on {x.device} but the model is {ref.dtype} on {ref.device}; "
+                f"move the input with x.to(device={str(ref.device)!r}, dtype={ref.dtype}) or the model with gm.to(...)"
+            )
+
+    def forward(self, x):
+        if not isinstance(x, Tensor):
+            return x
+        self.check(x)
+        if self.mode == "rate":
+            return x
+        return x.repeat((self.T,) + (1,) * (x.dim() - 1))
+
+
+class TimeMean(_TimeBoundary):
+    """Network output: ``[T·B, ...] -> [B, ...]`` mean over time in spike mode; identity in rate mode."""
+
+    def forward(self, x):
+        if not isinstance(x, Tensor) or self.mode == "rate" or x.dim() == 0:
+            return x
+        if x.shape[0] % self.T:
+            raise ModeError(f"TimeMean(T={self.T}): output batch {x.shape[0]} is not a multiple of T")
+        return x.reshape((self.T, -1) + tuple(x.shape[1:])).mean(dim=0)

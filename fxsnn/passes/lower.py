@@ -1,0 +1,76 @@
+"""``lower_to_paraif``: QCFS / DA-QCFS sites become parallel IF neurons; the graph gets a time axis."""
+from __future__ import annotations
+
+from torch import fx
+
+from ..graph import finish, first_tensor, free_submodule_name
+from ..modes import set_mode
+from ..nn import DAQCFS, ParallelIF, TimeExpand, TimeMean
+from ..validation import check_mode, check_positive_int
+from .base import swap_sites
+from .qcfs import site_theta
+
+__all__ = ["lower_to_paraif"]
+
+
+def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogate_width: float = 0.5) -> fx.GraphModule:
+    """Lower every QCFS / DA-QCFS site (or calibrated recorder) to a :class:`fxsnn.nn.ParallelIF` (Alg. 1, stage III).
+
+    Per site: ``θ_pre = θ``, ``θ_post = θ + φ_DA``, ``ψ = θ/2``, ``ψ_DA`` copied,
+    ``Λ_PC`` and ``b(t)`` built once for ``T`` (Eq. 6-7, 16; Alg. 1 l. 20-25),
+    ``Δb = 0`` (Eq. 17). A calibrated recorder lowers as QCFS with ``L = T``
+    (plain FS-PC). The result keeps the ANN's call signature: ``[B, ...]`` in,
+    time-averaged ``[B, ...]`` out — a :class:`~fxsnn.nn.TimeExpand` follows each
+    input and a :class:`~fxsnn.nn.TimeMean` precedes the output.
+
+    ``mode="spike"`` runs a real ``[T·B, ...]`` spike train between layers;
+    ``mode="rate"`` carries the time-mean only (1/T of the cost, refused with
+    :class:`fxsnn.ModeError` where an op between neurons does not commute with
+    the time-mean). Switch later with :func:`fxsnn.set_mode`.
+
+    Example::
+
+        >>> snn = fxsnn.passes.lower_to_paraif(qcfs_gm, T=4, mode="rate")
+        >>> snn(images).shape  # same as the ANN's logits
+    """
+    where = "fxsnn.passes.lower_to_paraif"
+    T = check_positive_int(T, "T", where=where)
+    mode = check_mode(mode, where=where)
+
+    def swap(site, module, node):
+        theta = site_theta(where, site, module)
+        if isinstance(module, DAQCFS):
+            return ParallelIF(theta, T=T, theta_post=theta + module.phi_da, psi_da=module.psi_da,
+                              mode=mode, surrogate_width=surrogate_width)
+        return ParallelIF(theta, T=T, mode=mode, surrogate_width=surrogate_width)
+
+    gm = swap_sites(gm, swap, where=where)
+    _add_time_boundaries(gm, T, mode)
+    finish(gm)
+    set_mode(gm, mode)
+    return gm
+
+
+def _add_time_boundaries(gm: fx.GraphModule, T: int, mode: str) -> None:
+    graph = gm.graph
+    ref = first_tensor(gm)
+    dtype = ref.dtype if ref is not None else None
+    for node in list(graph.nodes):
+        if node.op != "placeholder":
+            continue
+        name = free_submodule_name(gm, "", "time_expand")
+        gm.add_submodule(name, TimeExpand(T, mode, dtype=dtype).to(ref.device if ref is not None else "cpu"))
+        users = list(node.users)
+        with graph.inserting_after(node):
+            expanded = graph.call_module(name, (node,))
+        for user in users:
+            user.replace_input_with(node, expanded)
+    output = next(n for n in graph.nodes if n.op == "output")
+
+    def collapse(value: fx.Node) -> fx.Node:
+        name = free_submodule_name(gm, "", "time_mean")
+        gm.add_submodule(name, TimeMean(T, mode))
+        with graph.inserting_before(output):
+            return graph.call_module(name, (value,))
+
+    output.args = fx.node.map_arg(output.args, collapse)
