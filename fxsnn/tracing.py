@@ -14,7 +14,7 @@ __all__ = ["trace"]
 class _LocatingTracer(fx.Tracer):
     """A Tracer that remembers which module it was inside and honours extra leaf modules."""
 
-    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str]):
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: frozenset[str] = frozenset()):
         super().__init__()
         self.leaf_types = leaf_types
         self.leaf_names = leaf_names
