@@ -9,7 +9,7 @@ The flow (each rewrite returns a new GraphModule; data steps take any iterable o
     gm  = fxsnn.calibrate_da(gm, data)               # psi_DA, phi_DA (Alg. 1)
     snn = fxsnn.passes.lower_to_paraif(gm, T=T)      # parallel IF neurons (Eq. 5-8, 15-18)
 """
-from . import models, nn, passes
+from . import models, nn, passes, probes
 from .calibration import calibrate, calibrate_da, recording
 from .evaluate import EvalResult, evaluate
 from .errors import CalibrationError, ConversionError, DataError, FxsnnError, ModeError, TraceError
@@ -21,7 +21,7 @@ from .tracing import trace
 __version__ = "0.1.0"
 
 __all__ = [
-    "trace", "passes", "nn", "models", "evaluate", "EvalResult", "find_sites", "Site", "SiteTable", "calibrate", "calibrate_da", "recording",
+    "trace", "passes", "nn", "models", "probes", "evaluate", "EvalResult", "find_sites", "Site", "SiteTable", "calibrate", "calibrate_da", "recording",
     "set_mode", "get_mode", "time_steps", "neurons", "rate_mode_blockers", "to_serial", "SerialSimulator",
     "FxsnnError", "TraceError", "ConversionError", "CalibrationError", "ModeError", "DataError",
 ]

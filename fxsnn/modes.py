@@ -1,6 +1,7 @@
 """Execution modes of a lowered network: ``spike`` (the reference) and ``rate`` (time-collapsed)."""
 from __future__ import annotations
 
+import torch
 from torch import fx, nn
 
 from .errors import ConversionError, ModeError
@@ -45,14 +46,18 @@ def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
     MaxPool is allowed directly on a neuron's output: a channel's spike trains
     all fill the last ``k`` slots (Eq. 8) and share ``θ_post``, so the maximum
     of the trains is the train of the maximum count, and pooling commutes with
-    the time-mean exactly. Anywhere else MaxPool is a blocker.
+    the time-mean exactly; the same holds for a channel-wise concatenation of
+    neuron outputs and for MaxPool of such a pooled train. Anywhere else
+    MaxPool is a blocker.
     """
     modules = dict(gm.named_modules())
     temporal: set[fx.Node] = set()
+    sorted_trains: set[fx.Node] = set()  # per channel: suffix spike trains sharing θ_post
     blockers = []
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(modules.get(node.target), ParallelIF):
             temporal.add(node)
+            sorted_trains.add(node)
             continue
         if node.op == "output" or not any(a in temporal for a in node.all_input_nodes):
             continue
@@ -60,12 +65,23 @@ def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
             continue
         temporal.add(node)
         if is_max_pool(node, modules):
-            src = node.args[0] if node.args else None
-            if not (src is not None and src.op == "call_module" and isinstance(modules.get(src.target), ParallelIF)):
-                blockers.append((node, "max pooling does not commute with the time-mean unless it reads a neuron's output directly"))
+            if node.args and node.args[0] in sorted_trains:
+                sorted_trains.add(node)  # the max of nested suffix trains is a suffix train
+            else:
+                blockers.append((node, "max pooling commutes with the time-mean only on neurons' outputs "
+                                       "(directly, or concatenated along channels)"))
+        elif _is_channel_cat(node) and all(a in sorted_trains for a in node.all_input_nodes):
+            sorted_trains.add(node)
         elif not rate_commutes(node, modules, temporal):
             blockers.append((node, "this op is not affine in its time-varying input, so it does not commute with the time-mean"))
     return blockers
+
+
+def _is_channel_cat(node: fx.Node) -> bool:
+    if node.op != "call_function" or node.target not in (torch.cat, torch.concat):
+        return False
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    return dim == 1
 
 
 def set_mode(gm: nn.Module, mode: str) -> nn.Module:

@@ -29,6 +29,14 @@ __all__ = [
 ]
 
 
+def _float_vector(t) -> Tensor:
+    """A detached 1-D copy of ``t``, keeping a floating dtype (float64 stays float64)."""
+    t = torch.as_tensor(t).detach()
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    return t.clone().reshape(-1)
+
+
 def per_channel(p: Tensor, x: Tensor) -> Tensor:
     """View a ``[C]`` tensor so that it broadcasts over ``x`` of shape ``[B, C, ...]``."""
     if x.dim() < 2:

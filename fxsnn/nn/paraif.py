@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from ..errors import ModeError
 from ..validation import check_mode, check_positive_int
 from . import functional as Fx
+from .functional import _float_vector
 
 __all__ = ["ParallelIF"]
 
@@ -60,7 +61,7 @@ class ParallelIF(nn.Module):
         super().__init__()
         self.T = check_positive_int(T, "T", where="ParallelIF")
         self.mode = check_mode(mode, where="ParallelIF")
-        theta_pre = torch.as_tensor(theta_pre, dtype=torch.get_default_dtype()).detach().clone().reshape(-1)
+        theta_pre = _float_vector(theta_pre)
         if not bool((theta_pre > 0).all()):
             raise ValueError(f"ParallelIF: every theta_pre must be > 0; got min {float(theta_pre.min())}")
         theta_post = theta_pre.clone() if theta_post is None else torch.as_tensor(theta_post).detach().clone().reshape(-1)

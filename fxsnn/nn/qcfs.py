@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from ..validation import check_positive_int
 from . import functional as Fx
+from .functional import _float_vector
 
 __all__ = ["QCFS", "DAQCFS"]
 
@@ -36,7 +37,7 @@ class QCFS(nn.Module):
     def __init__(self, theta: Tensor, levels: int):
         super().__init__()
         self.levels = check_positive_int(levels, "levels", where=type(self).__name__)
-        theta = torch.as_tensor(theta, dtype=torch.get_default_dtype()).detach().clone().reshape(-1)
+        theta = _float_vector(theta)
         if not bool((theta > 0).all()):
             raise ValueError(f"{type(self).__name__}: every theta must be > 0; got min {float(theta.min())}")
         self.theta = nn.Parameter(theta)

@@ -1,6 +1,8 @@
 """In-line activation-range recorder: the observer of the prepare/calibrate/convert flow."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -33,8 +35,9 @@ class ActivationRecorder(nn.Module):
     negative θ, which makes them fire on negative input). fxsnn gives them the
     median θ of the site's live channels instead: they stay silent wherever the
     pre-activation stays ≤ 0 (``⌊(T·x + θ/2)/θ⌋ = 0``) and get a sensible
-    range should they activate later. A site with no live channel at all is an
-    error.
+    range should they activate later. A site with no live channel at all (it
+    output zeros on every calibration input) gets θ = 1 with a warning naming
+    it: any positive θ keeps it silent wherever it was silent.
 
     Example::
 
@@ -140,15 +143,17 @@ class ActivationRecorder(nn.Module):
         """Boolean ``[C]``: channels whose pre-activation never exceeded 0."""
         return self.raw_theta() <= 0
 
-    def theta(self) -> Tensor:
+    def theta(self, *, name: str = "this recorder") -> Tensor:
         """Threshold θ per channel ``[C]``, all positive (dead channels get the live median)."""
         raw = self.raw_theta()
         live = raw > 0
         if not bool(live.any()):
-            raise CalibrationError(
-                "no channel of this recorder ever activated (every pre-activation was <= 0); "
-                "check the calibration data or the model"
+            warnings.warn(
+                f"{name}: no channel ever activated on the calibration data (every pre-activation was <= 0); "
+                "using theta = 1 there. Check the calibration data if this is unexpected.",
+                stacklevel=2,
             )
+            return torch.ones_like(raw)
         fill = raw[live].median()
         return torch.where(live, raw, fill)
 

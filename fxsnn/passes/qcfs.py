@@ -18,10 +18,7 @@ def site_theta(where: str, site, module: nn.Module):
             raise CalibrationError(
                 f"{where}: recorder '{site.name}' saw no data; run fxsnn.calibrate(gm, data) before this pass"
             )
-        try:
-            return module.theta()
-        except CalibrationError as exc:
-            raise CalibrationError(f"{where}: recorder '{site.name}': {exc}") from None
+        return module.theta(name=f"{where}: recorder '{site.name}'")
     if isinstance(module, QCFS):
         return module.theta.detach()
     if type(module) is nn.ReLU:
