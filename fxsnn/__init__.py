@@ -17,6 +17,11 @@ from .modes import get_mode, neurons, rate_mode_blockers, set_mode, time_steps
 from .serial import SerialSimulator, to_serial
 from .sites import Site, SiteTable, find_sites
 from .tracing import trace
+from .summary import NetworkSummary, SiteSummary, summary
+from .analysis import Report, SiteReport, analyze
+from .energy import EnergyModel, SynapticLayer
+from .plots import plot_distributions, plot_layers
+from .saving import SaveFileError, load, read_header, save
 
 __version__ = "0.1.0"
 
@@ -24,4 +29,8 @@ __all__ = [
     "trace", "passes", "nn", "models", "probes", "evaluate", "EvalResult", "find_sites", "Site", "SiteTable", "calibrate", "calibrate_da", "recording",
     "set_mode", "get_mode", "time_steps", "neurons", "rate_mode_blockers", "to_serial", "SerialSimulator",
     "FxsnnError", "TraceError", "ConversionError", "CalibrationError", "ModeError", "DataError",
+]
+__all__ += [
+    "summary", "NetworkSummary", "SiteSummary", "analyze", "Report", "SiteReport", "EnergyModel", "SynapticLayer",
+    "plot_distributions", "plot_layers", "save", "load", "read_header", "SaveFileError",
 ]
