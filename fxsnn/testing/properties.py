@@ -119,6 +119,7 @@ def check_spike_count_formula(x: torch.Tensor, theta: torch.Tensor, T: int, *, d
     """
     neuron = _neuron(theta, T, psi_da=psi_da, delta_b=delta_b)
     count = neuron.spike_train(x).sum(dim=0)
+    _check_forward_matches_count(neuron, x, count)
     eff = theta - delta_b
     v = x if psi_da is None else x + psi_da
     formula = torch.floor((v * T + theta * 0.5) / eff).clamp(0, T)
@@ -136,6 +137,21 @@ def check_spike_count_formula(x: torch.Tensor, theta: torch.Tensor, T: int, *, d
         f"{eff.expand_as(x)[wrong][0].item()!r}: {count[wrong][0].item()} vs {exact[wrong][0].item()}"
     )
     return int(ok.sum())
+
+
+def _check_forward_matches_count(neuron: ParallelIF, x: torch.Tensor, count: torch.Tensor) -> None:
+    """Both forward modes emit what the count says: rate ``k·θ_post/T``, spike ``θ_post·s`` per slot."""
+    T = neuron.T
+    neuron.mode = "rate"
+    rate = neuron(x)
+    want = count * (neuron.theta_post / T)
+    assert torch.equal(rate, want), "rate-mode forward != k·θ_post/T of the neuron's own spike count"
+    neuron.mode = "spike"
+    train_in = x.repeat((T,) + (1,) * (x.dim() - 1))
+    spikes = neuron(train_in).view((T,) + tuple(x.shape))
+    expect = neuron.spike_train(neuron.time_mean(train_in)) * neuron.theta_post
+    assert torch.equal(spikes, expect), "spike-mode forward != θ_post · spike_train of its time-mean input"
+    neuron.mode = "rate"
 
 
 @torch.no_grad()

@@ -1,0 +1,34 @@
+"""The README's commands and examples are the ones that work."""
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _command(marker: str) -> str:
+    block = README.split(f"<!-- {marker} -->", 1)[1]
+    return re.search(r"```bash\n(.+?)\n```", block, re.S).group(1).strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1].strip() == _command("test-command")
+
+
+def test_readme_commands_install_from_the_repo_and_run_the_right_things():
+    main, test = _command("main-command"), _command("test-command")
+    assert "pip install" in main and "-e" in main and main.endswith("fxsnn demo")
+    assert "pip install" in test and test.endswith("python -m pytest")
+
+
+def test_readme_property_test_example_runs():
+    code = README.split("## Property-test your own model", 1)[1]
+    code = re.search(r"```python\n(.+?)\n```", code, re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - the README's own example
+    torch.manual_seed(0)
+    ns["test_my_net_converts_losslessly"]()
