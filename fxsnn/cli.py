@@ -1,0 +1,361 @@
+"""The ``fxsnn`` command: convert, eval, inspect, analyze, demo.
+
+Exit codes: 0 success; 1 the run failed (a conversion or calibration error, or
+an unexpected error — add ``--traceback`` to see it); 2 bad command line or
+input (a model spec that does not import, weights that do not match, a data
+file without x/y, a missing file or directory, an unknown layer); 130
+interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = """exit codes: 0 success; 1 the run failed (add --traceback for details); 2 bad command line or input
+(fix the named argument or file); 130 interrupted."""
+
+
+class _InputProblem(Exception):
+    """Raised inside a command for a user-fixable problem found before any work starts (exit 2)."""
+
+
+def _add_model(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("model (the ANN)")
+    g.add_argument("--model", required=required, metavar="SPEC",
+                   help="'package.module:function' (or a class there), or a torchvision model name such as resnet18")
+    g.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="keyword argument for the model function (repeatable), e.g. --model-arg depth=20")
+    g.add_argument("--weights", metavar="FILE", help="state dict file (torch.save(model.state_dict(), FILE))")
+
+
+def _add_data(p: argparse.ArgumentParser, *, flag: str = "--data", required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(flag, required=required, metavar="PATH",
+                   help="an .npz file with arrays x (inputs) and y (integer labels), or an image folder (DIR/<class>/<image>)")
+    g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    g.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    g.add_argument("--nhwc", action="store_true", help=".npz images are [N, H, W, C]: permute to [N, C, H, W]")
+    g.add_argument("--scale", type=float, default=1.0, help="multiply .npz inputs by this (e.g. 0.00392156 = 1/255)")
+    g.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean to subtract (with --std)")
+    g.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std to divide by (with --mean)")
+    g.add_argument("--image-size", type=int, metavar="PX", help="image folders: resize and centre-crop to PX")
+    g.add_argument("--device", default="cpu", help="torch device to run on (default cpu), e.g. cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fxsnn", description="Turn a trained PyTorch ReLU network into a parallel spiking neural network.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fxsnn {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback when a command fails")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("convert", help="convert an ANN into a parallel SNN and save it", epilog=_EPILOG,
+                       description="Convert a trained ReLU network with fxsnn.convert and save the SNN (fxsnn.save).")
+    _add_model(p, required=True)
+    _add_data(p)
+    g = p.add_argument_group("conversion")
+    g.add_argument("--T", type=int, default=4, help="time steps (default 4)")
+    g.add_argument("--method", default="full", help="fspc, fspc_da, spatial, temporal or full (default full)")
+    g.add_argument("--recipe", default="fxsnn", help="base settings: fxsnn (default) or paper")
+    g.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="override a conversion option (fxsnn.ConvertConfig field), e.g. --set s1_epochs=1")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
+    g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("eval", help="accuracy of a saved SNN and/or an ANN", epilog=_EPILOG,
+                       description="Top-1 accuracy and loss of a saved SNN (--snn) and/or an ANN (--model).")
+    p.add_argument("--snn", metavar="FILE", help="a network saved by fxsnn convert / fxsnn.save")
+    p.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
+    _add_model(p, required=False)
+    _add_data(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("inspect", help="per-site summary and graph of a saved network", epilog=_EPILOG,
+                       description="Print the header, fxsnn.summary and the readable graph of a saved network.")
+    p.add_argument("path", metavar="PATH", help="a file written by fxsnn convert / fxsnn.save")
+    p.add_argument("--no-graph", action="store_true", help="do not print the graph code")
+    p.add_argument("--csv", metavar="FILE", help="also write the summary table as CSV")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("analyze", help="ANN vs SNN per layer, SOPs, energy, plots", epilog=_EPILOG,
+                       description="Compare an ANN with its saved SNN site by site (fxsnn.analyze); optional plots.")
+    p.add_argument("--snn", required=True, metavar="FILE", help="a network saved by fxsnn convert / fxsnn.save")
+    _add_model(p, required=True)
+    _add_data(p)
+    g = p.add_argument_group("analysis")
+    g.add_argument("--layers", metavar="A,B,...", help="sites to compare (names or indices; default all)")
+    g.add_argument("--batches", type=int, metavar="N", help="use at most N batches")
+    g.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
+    g.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default 4.6)")
+    g.add_argument("--e-ac", type=float, default=0.9, help="energy per AC in pJ (default 0.9)")
+    g.add_argument("--plot", metavar="FILE.png", help="write ANN vs SNN histograms of the chosen sites")
+    g.add_argument("--plot-layers", metavar="FILE.png", help="write per-site firing rates and per-layer SOPs")
+    g.add_argument("--csv", metavar="FILE", help="write the per-site table as CSV")
+    g.add_argument("--energy-csv", metavar="FILE", help="write the per-layer energy table as CSV")
+    g.add_argument("--json", metavar="FILE", help="write the whole report as JSON")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("demo", help="self-contained demo: digits, a small CNN, conversion at T = 2 and 4",
+                       add_help=False, description="Runs fxsnn.demo; every argument after 'demo' goes to it.")
+    p.set_defaults(func=_cmd_demo)
+    for name, sp in sub.choices.items():
+        if name != "demo":
+            sp.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                            help="show the full traceback when the command fails")
+    return parser
+
+
+# -- shared steps -----------------------------------------------------------------------
+def _check_out(path: str | None, flag: str) -> None:
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise _InputProblem(f"{flag} {path}: directory {parent} does not exist; create it (mkdir -p {parent}) or choose another path")
+
+
+def _model(args):
+    from .loaders import load_model, load_weights, parse_kwargs
+
+    model = load_model(args.model, **parse_kwargs(args.model_arg))
+    if args.weights:
+        load_weights(model, args.weights)
+    elif getattr(args, "command", "") in ("convert", "analyze", "eval"):
+        print(f"note: no --weights given; {args.model} keeps its initial (untrained) weights", file=sys.stderr)
+    return model.to(args.device).eval()
+
+
+def _data(args, path: str, *, shuffle: bool = False):
+    from torch.utils.data import DataLoader
+
+    from .loaders import OnDevice, load_data
+
+    loader = load_data(path, batch_size=args.batch_size, limit=args.limit, nhwc=args.nhwc, scale=args.scale,
+                       mean=args.mean, std=args.std, image_size=args.image_size)
+    if shuffle:
+        loader = DataLoader(loader.dataset, batch_size=args.batch_size, shuffle=True)
+    return OnDevice(loader, args.device)
+
+
+def _load_snn(path: str, device: str):
+    from .saving import load
+
+    return load(path, map_location=device)
+
+
+# -- commands ---------------------------------------------------------------------------
+def _cmd_convert(args) -> int:
+    from . import convert as convert_module
+    from .evaluate import evaluate
+    from .loaders import parse_kwargs
+    from .saving import save
+    from .summary import summary
+
+    if args.method not in convert_module.METHODS:
+        raise _InputProblem(f"--method {args.method!r}: choose one of {', '.join(convert_module.METHODS)}")
+    try:
+        cfg = convert_module.ConvertConfig.recipe(args.recipe).replace(**parse_kwargs(args.set))
+    except (TypeError, ValueError) as exc:
+        raise _InputProblem(str(exc)) from None
+    if args.T < 1:
+        raise _InputProblem(f"--T must be >= 1; got {args.T}")
+    _check_out(args.out, "--out")
+    model = _model(args)
+    data = _data(args, args.data, shuffle=True)
+    eval_data = _data(args, args.eval_data) if args.eval_data else None
+    snn = convert_module.convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg)
+    save(snn, args.out)
+    print(summary(snn))
+    if eval_data is not None:
+        ann_res, snn_res = evaluate(model, eval_data), evaluate(snn, eval_data)
+        print(f"ANN: {ann_res}\nSNN: {snn_res}  (T={args.T}, method={args.method})")
+    print(f"saved {args.out}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from tabulate import tabulate
+
+    from .evaluate import evaluate
+    from .modes import get_mode, set_mode, time_steps
+
+    if not args.snn and not args.model:
+        raise _InputProblem("give --snn FILE, --model SPEC, or both")
+    snn = _load_snn(args.snn, args.device) if args.snn else None
+    model = _model(args) if args.model else None
+    data = _data(args, args.data)
+    rows = []
+    if model is not None:
+        r = evaluate(model, data)
+        rows.append(("ANN", args.model, "-", f"{100 * r.top1:.2f}", f"{r.loss:.4f}", r.samples))
+    if snn is not None:
+        if args.mode:
+            set_mode(snn, args.mode)
+        r = evaluate(snn, data)
+        rows.append((f"SNN ({get_mode(snn)})", args.snn, time_steps(snn), f"{100 * r.top1:.2f}", f"{r.loss:.4f}", r.samples))
+    print(tabulate(rows, headers=("network", "source", "T", "top-1 %", "loss", "samples"), disable_numparse=True))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .saving import read_header
+    from .summary import summary
+
+    _check_out(args.csv, "--csv")
+    header = read_header(args.path)
+    gm = _load_snn(args.path, "cpu")
+    keys = ("stage", "T", "mode", "sites", "delta_b_params", "parameters", "fxsnn_version", "torch_version")
+    print(f"{args.path}: " + ", ".join(f"{k}={header[k]}" for k in keys if k in header))
+    conv = getattr(gm, "meta", {}).get("fxsnn.convert") if hasattr(gm, "meta") else None
+    if conv:
+        print(f"converted with method={conv.get('method')}, T={conv.get('T')}, seed={conv.get('seed')}")
+    s = summary(gm)
+    print()
+    print(s)
+    if args.csv:
+        s.to_csv(args.csv)
+    if not args.no_graph:
+        print()
+        print(gm.code.strip())
+    return 0
+
+
+def _layer_tokens(text: str | None, names: list[str]):
+    if text is None:
+        return None
+    out = []
+    for tok in (t.strip() for t in text.split(",")):
+        if not tok:
+            continue
+        if tok in names:
+            out.append(tok)
+        else:
+            try:
+                out.append(int(tok))
+            except ValueError:
+                out.append(tok)
+    return out
+
+
+def _cmd_analyze(args) -> int:
+    from .analysis import analyze, resolve_layers
+    from .energy import EnergyModel
+    from .sites import find_sites
+
+    for path, flag in ((args.plot, "--plot"), (args.plot_layers, "--plot-layers"), (args.csv, "--csv"),
+                       (args.energy_csv, "--energy-csv"), (args.json, "--json")):
+        _check_out(path, flag)
+    for path, flag in ((args.plot, "--plot"), (args.plot_layers, "--plot-layers")):
+        if path and not path.lower().endswith(".png"):
+            raise _InputProblem(f"{flag} {path}: plots are PNG files; give a name ending in .png")
+    if args.plot or args.plot_layers:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise _InputProblem("--plot needs matplotlib: pip install 'fxsnn[plot]'") from None
+    try:
+        energy = EnergyModel(e_mac=args.e_mac, e_ac=args.e_ac)
+    except ValueError as exc:
+        raise _InputProblem(str(exc)) from None
+    snn = _load_snn(args.snn, args.device)
+    names = [s.name for s in find_sites(snn) if s.kind == "ParallelIF"]
+    layers = _layer_tokens(args.layers, names)
+    try:
+        resolve_layers(layers, names, where="--layers")
+    except (TypeError, ValueError) as exc:
+        raise _InputProblem(str(exc)) from None
+    model = _model(args)
+    data = _data(args, args.data)
+    from .errors import ConversionError
+
+    try:
+        report = analyze(model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches)
+    except ConversionError as exc:  # the ANN given does not match the SNN: an input problem
+        raise _InputProblem(str(exc)) from None
+    print(report)
+    if args.csv:
+        report.to_csv(args.csv)
+    if args.energy_csv:
+        report.to_csv(args.energy_csv, table="energy")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report.to_dict(), fh, indent=2)
+    if args.plot or args.plot_layers:
+        from .plots import plot_distributions, plot_layers
+
+        if args.plot:
+            print(f"wrote {plot_distributions(report, None, args.plot)}")
+        if args.plot_layers:
+            print(f"wrote {plot_layers(report, args.plot_layers)}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    try:
+        from . import demo
+    except ImportError as exc:
+        if getattr(exc, "name", "") in ("fxsnn.demo",):
+            print("fxsnn demo: this installation has no fxsnn.demo module", file=sys.stderr)
+            return 1
+        raise _InputProblem(f"the demo needs scikit-learn: pip install 'fxsnn[demo]' ({exc})") from None
+    result = demo.main(list(args.demo_args))
+    return result if isinstance(result, int) else 0
+
+
+# -- entry point ------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``fxsnn`` command line; returns the exit code (the console script exits with it)."""
+    from .errors import DataError, FxsnnError
+    from .loaders import InputError
+    from .saving import SaveFileError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "demo":
+        args.demo_args = extra
+    elif extra:
+        parser.parse_args(argv)  # reports the unrecognised arguments in the subcommand's usage, exits 2
+    prog = f"fxsnn {args.command}"
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:  # like `python -m`: model specs may name modules in the current directory
+        sys.path.insert(0, cwd)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (_InputProblem, InputError, SaveFileError, DataError, FileNotFoundError, NotADirectoryError,
+            IsADirectoryError) as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except FxsnnError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"{prog}: failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a shell user
+        if args.traceback:
+            traceback.print_exc()
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --traceback for details)", file=sys.stderr)
+        return 1
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
