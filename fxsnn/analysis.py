@@ -314,7 +314,7 @@ def analyze(
     T = time_steps(snn)
     snn_sites = [s for s in find_sites(snn) if s.kind == "ParallelIF"]
     names = [s.name for s in snn_sites]
-    chosen = resolve_layers(layers, names, where=where)
+    chosen = sorted(resolve_layers(layers, names, where=where), key=names.index)  # rows in graph order
     ann_gm = _ann_graph(ann, where)
     ann_modules = dict(ann_gm.named_modules())
     missing = [n for n in chosen if not isinstance(ann_modules.get(n), (nn.ReLU,) + SITE_MODULES)]
