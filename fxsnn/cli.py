@@ -39,6 +39,8 @@ def _add_data(p: argparse.ArgumentParser, *, flag: str = "--data", required: boo
                    help="an .npz file with arrays x (inputs) and y (integer labels), or an image folder (DIR/<class>/<image>)")
     g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     g.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    g.add_argument("--random-subset", action="store_true",
+                   help="with --limit: take N samples by a fixed random permutation (for files sorted by class)")
     g.add_argument("--nhwc", action="store_true", help=".npz images are [N, H, W, C]: permute to [N, C, H, W]")
     g.add_argument("--scale", type=float, default=1.0, help="multiply .npz inputs by this (e.g. 0.00392156 = 1/255)")
     g.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean to subtract (with --std)")
@@ -142,7 +144,7 @@ def _data(args, path: str, *, shuffle: bool = False):
     from .loaders import OnDevice, load_data
 
     loader = load_data(path, batch_size=args.batch_size, limit=args.limit, nhwc=args.nhwc, scale=args.scale,
-                       mean=args.mean, std=args.std, image_size=args.image_size)
+                       mean=args.mean, std=args.std, image_size=args.image_size, random_subset=args.random_subset)
     if shuffle:
         loader = DataLoader(loader.dataset, batch_size=args.batch_size, shuffle=True)
     return OnDevice(loader, args.device)

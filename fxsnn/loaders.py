@@ -127,7 +127,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise InputError(f"{path!r} does not hold a state dict (a dict of tensors); save one with torch.save(model.state_dict(), path)")
     state = {k.removeprefix("module."): v for k, v in blob.items()}
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    # BatchNorm fills in a missing num_batches_tracked itself (checkpoints from before torch 0.4.1 lack it)
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
@@ -143,7 +144,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             f"the weights in {path!r} do not match the model {type(model).__name__}: {'; '.join(parts)}. "
             "Check the model spec and its arguments (e.g. num_classes)"
         )
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"the weights in {path!r} do not match the model {type(model).__name__}: {exc}") from None
     return model
 
 
@@ -222,6 +226,7 @@ def load_data(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     image_size: int | None = None,
+    random_subset: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of ``(x, y)`` batches from an ``.npz`` file (arrays ``x``, ``y``) or an image folder.
 
@@ -229,8 +234,9 @@ def load_data(
     (``nhwc=True`` permutes ``[N, H, W, C] → [N, C, H, W]``), ``y`` ``[N]``
     integer labels. A directory is read with ``torchvision.datasets.ImageFolder``
     (``image_size``: resize + centre crop; pixels in [0, 1]). Then
-    ``(x − mean)/std`` per channel if given, and the first ``limit`` samples.
-    Batches are not shuffled.
+    ``(x − mean)/std`` per channel if given, and the first ``limit`` samples
+    (with ``random_subset``, ``limit`` samples drawn by a fixed permutation,
+    seed 0: for files sorted by class). Batches are not shuffled.
     """
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
@@ -265,5 +271,9 @@ def load_data(
     if limit is not None:
         if limit < 1:
             raise InputError(f"--limit must be >= 1; got {limit}")
-        ds = Subset(ds, range(min(limit, len(ds))))
+        if random_subset:
+            idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].tolist()
+        else:
+            idx = range(min(limit, len(ds)))
+        ds = Subset(ds, idx)
     return DataLoader(ds, batch_size=batch_size, shuffle=False)

@@ -231,3 +231,18 @@ def test_demo_passes_its_arguments_through(capsys, monkeypatch):
     monkeypatch.setattr(demo, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     assert cli.main(["demo", "--T", "2", "--methods", "fspc"]) == 0
     assert seen["argv"] == ["--T", "2", "--methods", "fspc"]
+
+
+def test_loaders_accept_old_checkpoints_and_random_subsets(tmp_path):
+    from fxsnn.loaders import load_data, load_weights
+
+    model = tiny_resnet()
+    old = {"state_dict": {"module." + k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}}
+    torch.save(old, tmp_path / "old.th")  # a DataParallel checkpoint from before num_batches_tracked existed
+    fresh = load_weights(tiny_resnet(seed=3), tmp_path / "old.th")
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[k.removeprefix("module.")], v) for k, v in old["state_dict"].items())
+    np.savez(tmp_path / "sorted.npz", x=np.arange(20, dtype="float32").reshape(20, 1), y=np.repeat([0, 1], 10))
+    first = next(iter(load_data(tmp_path / "sorted.npz", limit=6, batch_size=6)))[1]
+    mixed = next(iter(load_data(tmp_path / "sorted.npz", limit=6, batch_size=6, random_subset=True)))[1]
+    assert first.tolist() == [0] * 6 and 0 < int(mixed.sum()) < 6
