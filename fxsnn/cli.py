@@ -127,6 +127,20 @@ def _check_out(path: str | None, flag: str) -> None:
         raise _InputProblem(f"{flag} {path}: directory {parent} does not exist; create it (mkdir -p {parent}) or choose another path")
 
 
+def _check_device(args) -> None:
+    import torch
+
+    name = getattr(args, "device", None)
+    if name is None:
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise _InputProblem(f"--device {name!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise _InputProblem(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+
+
 def _model(args):
     from .loaders import load_model, load_weights, parse_kwargs
 
@@ -158,16 +172,16 @@ def _load_snn(path: str, device: str):
 
 # -- commands ---------------------------------------------------------------------------
 def _cmd_convert(args) -> int:
-    from . import convert as convert_module
+    from .convert import METHODS, ConvertConfig, convert
     from .evaluate import evaluate
     from .loaders import parse_kwargs
     from .saving import save
     from .summary import summary
 
-    if args.method not in convert_module.METHODS:
-        raise _InputProblem(f"--method {args.method!r}: choose one of {', '.join(convert_module.METHODS)}")
+    if args.method not in METHODS:
+        raise _InputProblem(f"--method {args.method!r}: choose one of {', '.join(METHODS)}")
     try:
-        cfg = convert_module.ConvertConfig.recipe(args.recipe).replace(**parse_kwargs(args.set))
+        cfg = ConvertConfig.recipe(args.recipe).replace(**parse_kwargs(args.set))
     except (TypeError, ValueError) as exc:
         raise _InputProblem(str(exc)) from None
     if args.T < 1:
@@ -176,7 +190,7 @@ def _cmd_convert(args) -> int:
     model = _model(args)
     data = _data(args, args.data, shuffle=True)
     eval_data = _data(args, args.eval_data) if args.eval_data else None
-    snn = convert_module.convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg)
+    snn = convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg)
     save(snn, args.out)
     print(summary(snn))
     if eval_data is not None:
@@ -334,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if added:  # like `python -m`: model specs may name modules in the current directory
         sys.path.insert(0, cwd)
     try:
+        _check_device(args)
         return int(args.func(args))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -165,6 +165,7 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
     (["convert", "--model", SPEC, "--set", "s1_epochs=0"], "s1_epochs must be an integer >= 1"),
     (["convert", "--model", SPEC, "--T", "0"], "--T must be >= 1"),
     (["eval", "--data", "{d}/data.npz"], "give --snn FILE, --model SPEC, or both"),
+    (["eval", "--model", SPEC, "--data", "{d}/data.npz", "--device", "gpu0"], "is not a torch device"),
     (["eval", "--snn", "{d}/w.pt", "--data", "{d}/data.npz"], "use torch.load"),
     (["eval", "--snn", "{d}/data.npz", "--data", "{d}/data.npz"], "has no fxsnn.json header"),
     (["inspect", "{d}/garbage.fxsnn"], "not an fxsnn network file"),
