@@ -189,3 +189,11 @@ def test_a_plain_module_is_traced_automatically_by_passes():
 def test_set_mode_on_an_unlowered_model_is_refused():
     with pytest.raises(fxsnn.ConversionError, match="lower_to_paraif"):
         fxsnn.set_mode(fxsnn.trace(Small()), "rate")
+
+
+def test_lowered_network_is_in_eval_mode_even_from_a_training_model():
+    model = Small().train()
+    gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), [X], progress=False)
+    assert gm.training  # passes keep the model's flag...
+    snn = fxsnn.passes.lower_to_paraif(gm, T=2)
+    assert not snn.training and not any(m.training for m in snn.modules())  # ...a converted SNN is for inference

@@ -28,6 +28,9 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
     :class:`fxsnn.ModeError` where an op between neurons does not commute with
     the time-mean). Switch later with :func:`fxsnn.set_mode`.
 
+    The result is in eval mode: a converted network is for inference (BN
+    uses its running statistics; Stage 2 keeps it that way while it trains Δb).
+
     Example::
 
         >>> snn = fxsnn.passes.lower_to_paraif(qcfs_gm, T=4, mode="rate")
@@ -48,7 +51,7 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
     _add_time_boundaries(gm, T, mode)
     finish(gm)
     set_mode(gm, mode)
-    return gm
+    return gm.eval()
 
 
 def _add_time_boundaries(gm: fx.GraphModule, T: int, mode: str) -> None:

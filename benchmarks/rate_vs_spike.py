@@ -1,0 +1,86 @@
+"""Measure how often rate mode and spike mode disagree on a spike count (DESIGN convention 7).
+
+Both modes compute each neuron's count with the same expression; they differ
+only in floating-point summation order (spike mode averages T per-step
+currents, rate mode applies the layer to the averaged spikes), so a count can
+differ only when a potential lands within rounding of a bin edge.
+
+    python benchmarks/rate_vs_spike.py            # random small CNNs + ResNet-20 if ../shared/data exists
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+import fxsnn
+import fxsnn.testing as ft
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def compare(snn, x):
+    return ft.check_rate_matches_spike(snn, x, max_mismatch_rate=1.0, atol=float("inf"))
+
+
+def random_networks(n: int):
+    rows = []
+    mism = total = 0
+    for seed in range(n):
+        model = ft.random_cnn(seed, maxpool=True)
+        x = ft.inputs_for(model, batch=8, seed=seed)
+        T = 1 + seed % 8
+        gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), [x, 1.5 * x], progress=False)
+        snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=T), T=T, mode="rate")
+        r = compare(snn, x)
+        mism, total = mism + r.mismatched, total + r.total
+    rows.append((f"{n} random small CNNs (T = 1..8)", mism, total, f"{100 * mism / total:.4f} %"))
+    return rows
+
+
+def resnet20(images: int):
+    path = SHARED / "models" / "resnet20-12fca82f.th"
+    if not path.exists():
+        return [("ResNet-20 / CIFAR-10", "skipped: ../shared/data absent", "", "")]
+    d = np.load(SHARED / "cifar10" / "test.npz")
+    idx = np.random.RandomState(0).permutation(len(d["y"]))[:images]
+    x = torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    t = np.load(SHARED / "cifar10" / "train_10k.npz")
+    cidx = np.random.RandomState(1).permutation(len(t["y"]))[:1000]
+    xc = torch.from_numpy(t["x"][cidx]).permute(0, 3, 1, 2).float() / 255
+    xc = (xc - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    model = fxsnn.models.cifar_resnet(20, weights=path).eval()
+    gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model), percentile=99.9),
+                         [xc[i:i + 200] for i in range(0, len(xc), 200)], progress=False)
+    rows = []
+    for T in (2, 4, 8):
+        q = fxsnn.passes.to_da_qcfs(gm, levels=T)
+        fxsnn.calibrate_da(q, [xc[i:i + 200] for i in range(0, len(xc), 200)], progress=False)
+        snn = fxsnn.passes.lower_to_paraif(q, T=T, mode="rate")
+        mism = total = 0
+        diff = 0.0
+        for i in range(0, images, 100):
+            r = compare(snn, x[i:i + 100])
+            mism, total, diff = mism + r.mismatched, total + r.total, max(diff, r.max_abs_diff)
+        rows.append((f"ResNet-20, {images} CIFAR-10 test images, T = {T} (max |Δlogit| {diff:.2e})", mism, total,
+                     f"{100 * mism / total:.4f} %"))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--networks", type=int, default=40)
+    p.add_argument("--images", type=int, default=500)
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    rows = random_networks(args.networks) + resnet20(args.images)
+    print(tabulate(rows, headers=("network", "differing counts", "counts", "rate"), tablefmt="github"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
