@@ -11,9 +11,9 @@ from ..errors import CalibrationError
 __all__ = ["ActivationRecorder"]
 
 
-def _per_channel_rows(x: Tensor) -> Tensor:
-    """``[B, C, *S] -> [C, B·prod(S)]`` (a view when possible)."""
-    return x.transpose(0, 1).reshape(x.shape[1], -1)
+def _reduce_dims(x: Tensor) -> tuple[int, ...]:
+    """Every dim but the channel dim (1) of ``x: [B, C, *S]``."""
+    return (0,) + tuple(range(2, x.dim()))
 
 
 class ActivationRecorder(nn.Module):
@@ -24,9 +24,10 @@ class ActivationRecorder(nn.Module):
     buffers, per channel ``c`` of ``x: [B, C, ...]``:
 
     - ``max_val[c]``: the running maximum of the *pre-activation* (may be ≤ 0);
-    - ``hist[c]``: with ``percentile`` set, a histogram of the positive values
-      over ``[0, hist_hi[c]]`` (the range doubles, merging bin pairs, whenever a
-      larger value arrives), plus ``nonpos[c]``, the count of values ≤ 0.
+    - ``hist[c]``: with ``percentile`` set, ``bins + 1`` counts: ``hist[c, 0]``
+      counts the values ≤ 0, ``hist[c, j]`` those in ``((j−1)·w, j·w]`` with
+      ``w = hist_hi[c] / bins`` (the range doubles, merging bin pairs exactly,
+      whenever a larger value arrives).
 
     :meth:`theta` gives the threshold θ per channel: the running maximum, or
     the ``percentile``-th percentile of ``relu(x)`` (zeros included) when that
@@ -60,9 +61,8 @@ class ActivationRecorder(nn.Module):
         c = channels or 0
         self.register_buffer("max_val", torch.full((c,), float("-inf")))
         if self.percentile is not None:
-            self.register_buffer("hist", torch.zeros(c, self.bins, dtype=torch.long))
+            self.register_buffer("hist", torch.zeros(c, self.bins + 1, dtype=torch.long))
             self.register_buffer("hist_hi", torch.zeros(c))
-            self.register_buffer("nonpos", torch.zeros(c, dtype=torch.long))
 
     # -- recording -----------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -72,50 +72,49 @@ class ActivationRecorder(nn.Module):
 
     @torch.no_grad()
     def _record(self, x: Tensor) -> None:
-        rows = _per_channel_rows(x).to(self.max_val.dtype)
-        C = rows.shape[0]
+        if x.dim() < 2:
+            raise CalibrationError(f"ActivationRecorder needs inputs shaped [batch, channels, ...]; got {tuple(x.shape)}")
+        C = x.shape[1]
         if self.max_val.numel() != C:
             if self.num_batches.item() > 0 or (self.channels not in (None, C)):
                 raise CalibrationError(
                     f"ActivationRecorder expected {self.max_val.numel() or self.channels} channels (dim 1) "
                     f"but got an input of shape {tuple(x.shape)}"
                 )
-            self._resize(C, rows.device)
-        self.max_val.copy_(torch.maximum(self.max_val, rows.amax(dim=1)))
+            self._resize(C, x.device)
+        batch_max = x.amax(dim=_reduce_dims(x)).to(self.max_val.dtype)  # vectorised, no transpose copy
+        torch.maximum(self.max_val, batch_max, out=self.max_val)
         if self.percentile is not None:
-            self._record_hist(rows)
+            self._record_hist(x, batch_max)
         self.num_batches += 1
 
     def _resize(self, C: int, device) -> None:
         self.channels = C
         self.max_val = torch.full((C,), float("-inf"), device=device, dtype=self.max_val.dtype)
         if self.percentile is not None:
-            self.hist = torch.zeros(C, self.bins, dtype=torch.long, device=device)
+            self.hist = torch.zeros(C, self.bins + 1, dtype=torch.long, device=device)
             self.hist_hi = torch.zeros(C, device=device, dtype=self.max_val.dtype)
-            self.nonpos = torch.zeros(C, dtype=torch.long, device=device)
 
-    def _record_hist(self, rows: Tensor) -> None:
-        C, nb = rows.shape[0], self.bins
-        batch_max = rows.amax(dim=1)
-        hi = self.hist_hi
-        fresh = (hi <= 0) & (batch_max > 0)
-        hi = torch.where(fresh, batch_max, hi)
-        # Grow the range by powers of two so that old bins merge exactly.
+    def _record_hist(self, x: Tensor, batch_max: Tensor) -> None:
+        C, nb = x.shape[1], self.bins
+        hi = torch.where((self.hist_hi <= 0) & (batch_max > 0), batch_max, self.hist_hi)
+        # Grow the range by powers of two so that old bins merge exactly: new bin j holds old bins ((j-1)f, jf].
         grow = torch.where(hi > 0, torch.ceil(torch.log2(batch_max / hi)).clamp(min=0), torch.zeros_like(hi))
         factor = torch.pow(2.0, grow).to(torch.long)
         if bool((factor > 1).any()):
-            idx = torch.arange(nb, device=rows.device).unsqueeze(0) // factor.unsqueeze(1)
+            old = torch.arange(nb + 1, device=x.device).unsqueeze(0)
+            idx = torch.div(old + factor.unsqueeze(1) - 1, factor.unsqueeze(1), rounding_mode="floor")  # ceil(j/f)
             merged = torch.zeros_like(self.hist)
             merged.scatter_add_(1, idx, self.hist)
             self.hist.copy_(merged)
             hi = hi * factor.to(hi.dtype)
         self.hist_hi.copy_(hi)
-        pos = rows > 0
-        self.nonpos += (~pos).sum(dim=1)
-        safe_hi = torch.where(hi > 0, hi, torch.ones_like(hi)).unsqueeze(1)
-        b = (rows / safe_hi * nb).to(torch.long).clamp_(0, nb - 1)
-        flat = (b + torch.arange(C, device=rows.device).unsqueeze(1) * nb)[pos]
-        self.hist.view(-1).add_(torch.bincount(flat, minlength=C * nb))
+        # bucket = ceil(x·nb/hi) clipped to [0, nb]: 0 for x <= 0, j for x in ((j-1)w, jw]
+        scale = torch.where(hi > 0, nb / hi, torch.zeros_like(hi)).to(x.dtype)
+        shape = (1, C) + (1,) * (x.dim() - 2)
+        bucket = torch.ceil(x * scale.view(shape)).clamp_(0, nb).to(torch.long)
+        bucket += (torch.arange(C, device=x.device) * (nb + 1)).view(shape)
+        self.hist.view(-1).add_(torch.bincount(bucket.view(-1), minlength=C * (nb + 1)))
 
     # -- results -------------------------------------------------------------
     @property
@@ -128,12 +127,11 @@ class ActivationRecorder(nn.Module):
             raise CalibrationError("this recorder saw no data: run fxsnn.calibrate(gm, data) first")
         if self.percentile is None:
             return self.max_val.clone()
-        counts = torch.cat([self.nonpos.unsqueeze(1), self.hist], dim=1).to(torch.float64)
-        cdf = counts.cumsum(dim=1)
+        cdf = self.hist.to(torch.float64).cumsum(dim=1)
         total = cdf[:, -1:]
         rank = total * (self.percentile / 100.0)
-        j = (cdf < rank).sum(dim=1)  # first cumulative bucket reaching the rank
-        # bucket 0 holds the values <= 0; bucket j >= 1 is histogram bin j-1 -> its upper edge
+        j = (cdf < rank).sum(dim=1)  # first bucket whose cumulative count reaches the rank
+        # bucket 0 holds the values <= 0; bucket j >= 1 has upper edge j·hi/bins
         edge = self.hist_hi * j.to(self.hist_hi.dtype) / self.bins
         theta = torch.where(j > 0, edge, torch.zeros_like(edge))
         theta = torch.minimum(theta, self.max_val.clamp(min=0))
