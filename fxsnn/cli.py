@@ -243,7 +243,7 @@ def _cmd_inspect(args) -> int:
         s.to_csv(args.csv)
     if not args.no_graph:
         print()
-        print(gm.code.strip())
+        print(gm.code.strip() if hasattr(gm, "code") else gm)  # a GraphModule's code, else the module tree
     return 0
 
 

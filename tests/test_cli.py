@@ -71,6 +71,10 @@ def test_inspect(files, capsys, tmp_path):
     assert (tmp_path / "s.csv").read_text().startswith("site,kind,pattern")
     code, out, _ = run(["inspect", files / "snn.fxsnn", "--no-graph"], capsys)
     assert code == 0 and "def forward" not in out
+    fxsnn.save(tiny_resnet(), tmp_path / "ann.fxsnn")  # a plain module, not a GraphModule
+    code, out, err = run(["inspect", tmp_path / "ann.fxsnn"], capsys)
+    assert code == 0, err
+    assert "parameters=" in out.splitlines()[0] and "ReLU" in out and "(conv1): Conv2d" in out
 
 
 def test_eval_matches_the_api(files, capsys):
