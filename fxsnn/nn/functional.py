@@ -22,6 +22,8 @@ __all__ = [
     "spike_count",
     "count_to_rate",
     "count_to_spikes",
+    "count_to_weighted_spikes",
+    "has_nonpositive",
     "firing_ladder",
     "triangle_surrogate",
     "qcfs",
@@ -56,7 +58,27 @@ def pre_activation(x: Tensor, T: int, psi: Tensor, psi_da: Tensor | None) -> Ten
     return v * T + per_channel(psi, x)
 
 
-def spike_count(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None = None) -> Tensor:
+def _inplace_ok(a: Tensor, b) -> bool:
+    """``a op= b`` gives the same result as ``a op b`` (same dtype after promotion, ``b`` broadcasts into ``a``)."""
+    if torch.result_type(a, b) != a.dtype:
+        return False
+    return not isinstance(b, Tensor) or torch.broadcast_shapes(a.shape, b.shape) == a.shape
+
+
+def _iop(a: Tensor, b, op: str) -> Tensor:
+    """``a + b`` / ``a * b`` / ``a / b``, written into ``a`` (a fresh temporary) when that is bit-identical."""
+    if _inplace_ok(a, b):
+        return getattr(a, op + "_")(b)
+    return getattr(torch, op)(a, b)
+
+
+def has_nonpositive(theta: Tensor) -> bool:
+    """Whether any effective threshold ``θ' = θ − Δb`` is ``≤ 0`` (one tiny reduction over ``[C]``)."""
+    return bool((theta <= 0).any())
+
+
+def spike_count(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None = None, *,
+                nonpositive: bool | None = None) -> Tensor:
     """Integer spike count ``k`` (a float tensor holding integers in ``[0, T]``).
 
     With ``y = (x + ψ_DA)·T + ψ`` and the effective threshold ``θ' = θ − Δb``
@@ -68,23 +90,35 @@ def spike_count(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | 
     - ``θ' = 0``:  ``k = T`` if ``y ≥ 0`` else ``0``,
     - ``θ' < 0``:  ``k = clip(T + 1 − ⌈y / θ'⌉, 0, T)``  (every slot with ``n ≥ y/θ'``).
 
-    The ``θ' ≤ 0`` branches are only evaluated when such a channel exists.
+    The ``θ' ≤ 0`` branches are only evaluated when such a channel exists
+    (``nonpositive``: pass :func:`has_nonpositive` of ``theta`` when already
+    known, to skip the check). Cost: one fresh buffer of ``x``'s shape, then
+    in-place passes; the operations and their order (hence every rounding) are
+    those of :func:`pre_activation` followed by ``⌊y / θ'⌋``.
     """
-    y = pre_activation(x, T, psi, psi_da)
     th = per_channel(theta, x)
+    if nonpositive is None:
+        nonpositive = has_nonpositive(theta)
+    # y = (x + ψ_DA)·T + ψ, written into one temporary (the ops of pre_activation, in the same order)
+    y = x * T if psi_da is None else _iop(x + per_channel(psi_da, x), T, "mul")
+    y = _iop(y, per_channel(psi, x), "add")
+    if not nonpositive:
+        return _iop(y, th, "div").floor_().clamp_(0, T)
     q = y / th
     k = torch.floor(q).clamp_(0, T)
-    if bool((theta <= 0).any()):
-        # Literal firing rule for a non-positive effective threshold (see docstring).
-        k_neg = (T + 1 - torch.ceil(q)).clamp_(0, T)
-        k_zero = (y >= 0).to(k.dtype) * T
-        k = torch.where(th > 0, k, torch.where(th < 0, k_neg, k_zero))
-    return k
+    # Literal firing rule for a non-positive effective threshold (see docstring).
+    k_neg = (T + 1 - torch.ceil(q)).clamp_(0, T)
+    k_zero = (y >= 0).to(k.dtype) * T
+    return torch.where(th > 0, k, torch.where(th < 0, k_neg, k_zero))
 
 
-def count_to_rate(k: Tensor, T: int, theta_post: Tensor) -> Tensor:
-    """Rate ``r = k · θ_post / T`` (Eq. 2 / Eq. 4 output; the time-mean of weighted spikes)."""
-    return k * per_channel(theta_post / T, k)
+def count_to_rate(k: Tensor, T: int, theta_post: Tensor, *, inplace: bool = False) -> Tensor:
+    """Rate ``r = k · θ_post / T`` (Eq. 2 / Eq. 4 output; the time-mean of weighted spikes).
+
+    ``inplace=True`` writes the rate into ``k`` (a temporary nobody else holds) when that is bit-identical.
+    """
+    scale = per_channel(theta_post / T, k)
+    return _iop(k, scale, "mul") if inplace else k * scale
 
 
 def firing_ladder(T: int, *, device=None, dtype=None) -> Tensor:
@@ -92,20 +126,41 @@ def firing_ladder(T: int, *, device=None, dtype=None) -> Tensor:
     return torch.arange(T, 0, -1, device=device, dtype=dtype)
 
 
-def count_to_spikes(k: Tensor, ladder: Tensor, theta: Tensor) -> Tensor:
+def count_to_spikes(k: Tensor, ladder: Tensor, theta: Tensor, *, nonpositive: bool | None = None) -> Tensor:
     """Binary spike train ``[T, B, C, ...]`` with ``k`` spikes per neuron, in the slots of Eq. 8.
 
     For ``θ' > 0`` the slot with ladder value ``n`` fires iff ``n ≤ k`` (the
     last ``k`` slots: spikes are delayed, Sec. 4.3); for ``θ' ≤ 0`` the rule
     ``n·θ' ≤ y`` selects the first ``k`` slots instead.
     """
+    return _spike_train(k, ladder, theta, nonpositive, k.dtype)
+
+
+def count_to_weighted_spikes(k: Tensor, ladder: Tensor, theta: Tensor, theta_post: Tensor, *,
+                             nonpositive: bool | None = None) -> Tensor:
+    """``θ_post · count_to_spikes(k, ...)`` ``[T, B, C, ...]``: one ``[T, B, ...]`` buffer, two passes over it.
+
+    The comparison writes 0/1 straight into the float output, which is then
+    scaled in place: bit-identical to ``count_to_spikes(...) * θ_post`` without
+    its second ``[T, B, ...]`` buffer (on CPU every fresh buffer of that size
+    costs page faults, more than the arithmetic).
+    """
+    dtype = torch.promote_types(k.dtype, theta_post.dtype)  # the dtype of float-train · θ_post
+    train = _spike_train(k, ladder, theta, nonpositive, dtype)
+    return train.mul_(per_channel(theta_post, k).unsqueeze(0).to(dtype))
+
+
+def _spike_train(k: Tensor, ladder: Tensor, theta: Tensor, nonpositive: bool | None, dtype) -> Tensor:
     T = ladder.numel()
     lad = ladder.view((T,) + (1,) * k.dim())
-    late = lad <= k.unsqueeze(0)
-    if bool((theta <= 0).any()):
+    if nonpositive is None:
+        nonpositive = has_nonpositive(theta)
+    if nonpositive:
+        late = lad <= k.unsqueeze(0)
         early = lad > (T - k).unsqueeze(0)
-        late = torch.where(per_channel(theta, k).unsqueeze(0) > 0, late, early)
-    return late.to(k.dtype)
+        return torch.where(per_channel(theta, k).unsqueeze(0) > 0, late, early).to(dtype)
+    out = torch.empty((T,) + tuple(k.shape), dtype=dtype, device=k.device)
+    return torch.le(lad, k.unsqueeze(0), out=out)
 
 
 def triangle_surrogate(u: Tensor, width: Tensor) -> Tensor:
@@ -192,13 +247,13 @@ class _ParallelFire(torch.autograd.Function):
     def forward(ctx, x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike):
         T = ladder.numel()
         theta_eff = theta_pre - delta_b
-        k = spike_count(x, T, theta_eff, psi, psi_da)
+        nonpositive = has_nonpositive(theta_eff)  # one check per call, shared by count and train
+        k = spike_count(x, T, theta_eff, psi, psi_da, nonpositive=nonpositive)
         ctx.save_for_backward(x, delta_b, theta_pre, theta_post, lambda_pc, bias, width)
         ctx.spike = spike
         if spike:
-            s = count_to_spikes(k, ladder, theta_eff)
-            return s * per_channel(theta_post, k).unsqueeze(0)
-        return count_to_rate(k, T, theta_post)
+            return count_to_weighted_spikes(k, ladder, theta_eff, theta_post, nonpositive=nonpositive)
+        return count_to_rate(k, T, theta_post, inplace=True)  # k is ours: no second [B, ...] buffer
 
     @staticmethod
     def backward(ctx, g):
@@ -209,15 +264,18 @@ class _ParallelFire(torch.autograd.Function):
         w = per_channel(width * theta_pre.abs().clamp(min=torch.finfo(x.dtype).tiny), x)
         sum_sig = torch.zeros_like(x)  # Σ_t σ'(u_t) [· g_t in spike mode]
         sum_sig_lam = torch.zeros_like(x)  # Σ_t σ'(u_t) · Λ_PC(t) [· g_t]
+        lams = lambda_pc.tolist()  # one host copy, not one per step
         for t in range(T):
-            lam = float(lambda_pc[t])
-            # u_t = Λ_PC(t)·x + b(t) + Δb − θ_pre, with ψ_DA folded into b(t) (Alg. 1 l. 20)
-            u = x * lam + per_channel(bias[t], x) + base
-            sig = triangle_surrogate(u, w)
+            lam = lams[t]
+            # u_t = Λ_PC(t)·x + b(t) + Δb − θ_pre, with ψ_DA folded into b(t) (Alg. 1 l. 20);
+            # then σ'(u_t) as triangle_surrogate computes it, in place on the one temporary
+            sig = _iop(_iop(x * lam, per_channel(bias[t], x), "add"), base, "add")
+            sig = _iop(sig.abs_(), w, "div").neg_().add_(1).clamp_(min=0)
+            sig = _iop(sig, w, "div")
             if ctx.spike:
-                sig = sig * g[t]
+                sig = _iop(sig, g[t], "mul")
             sum_sig += sig
-            sum_sig_lam += sig * lam
+            sum_sig_lam += _iop(sig, lam, "mul")
         scale = tp if ctx.spike else g * tp / T
         grad_x = sum_sig_lam * scale if ctx.needs_input_grad[0] else None
         grad_db = _channel_sum(sum_sig * scale) if ctx.needs_input_grad[1] else None

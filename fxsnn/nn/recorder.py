@@ -16,6 +16,17 @@ def _reduce_dims(x: Tensor) -> tuple[int, ...]:
     return (0,) + tuple(range(2, x.dim()))
 
 
+def _dense_channels(x: Tensor) -> tuple[Tensor, int]:
+    """``(view, channel dim)``: ``x`` itself (channel dim 1), or for a channels-last ``x`` the dense view
+    ``[B, *S, C]`` (channel dim -1), so that reductions and flattening read memory in order, without a copy.
+    Max and histogram counts do not depend on the order, so both give bit-identical results."""
+    if x.dim() > 2 and not x.is_contiguous():
+        last = x.movedim(1, -1)
+        if last.is_contiguous():
+            return last, last.dim() - 1
+    return x, 1
+
+
 class ActivationRecorder(nn.Module):
     """A ReLU that records the per-channel range of what it sees.
 
@@ -82,10 +93,11 @@ class ActivationRecorder(nn.Module):
                     f"but got an input of shape {tuple(x.shape)}"
                 )
             self._resize(C, x.device)
-        batch_max = x.amax(dim=_reduce_dims(x)).to(self.max_val.dtype)  # vectorised, no transpose copy
+        xv, cdim = _dense_channels(x)
+        batch_max = xv.amax(dim=tuple(d for d in range(xv.dim()) if d != cdim)).to(self.max_val.dtype)
         torch.maximum(self.max_val, batch_max, out=self.max_val)
         if self.percentile is not None:
-            self._record_hist(x, batch_max)
+            self._record_hist(xv, cdim, batch_max)
         self.num_batches += 1
 
     def _resize(self, C: int, device) -> None:
@@ -95,11 +107,12 @@ class ActivationRecorder(nn.Module):
             self.hist = torch.zeros(C, self.bins + 1, dtype=torch.long, device=device)
             self.hist_hi = torch.zeros(C, device=device, dtype=self.max_val.dtype)
 
-    def _record_hist(self, x: Tensor, batch_max: Tensor) -> None:
-        C, nb = x.shape[1], self.bins
+    def _record_hist(self, x: Tensor, cdim: int, batch_max: Tensor) -> None:
+        C, nb = x.shape[cdim], self.bins
         hi = torch.where((self.hist_hi <= 0) & (batch_max > 0), batch_max, self.hist_hi)
         # Grow the range by powers of two so that old bins merge exactly: new bin j holds old bins ((j-1)f, jf].
-        grow = torch.where(hi > 0, torch.ceil(torch.log2(batch_max / hi)).clamp(min=0), torch.zeros_like(hi))
+        # (only where the batch exceeds the range: a channel whose batch max is <= 0 would give log2 < 0 or NaN)
+        grow = torch.where((hi > 0) & (batch_max > hi), torch.ceil(torch.log2(batch_max / hi)), torch.zeros_like(hi))
         factor = torch.pow(2.0, grow).to(torch.long)
         if bool((factor > 1).any()):
             old = torch.arange(nb + 1, device=x.device).unsqueeze(0)
@@ -111,10 +124,12 @@ class ActivationRecorder(nn.Module):
         self.hist_hi.copy_(hi)
         # bucket = ceil(x·nb/hi) clipped to [0, nb]: 0 for x <= 0, j for x in ((j-1)w, jw]
         scale = torch.where(hi > 0, nb / hi, torch.zeros_like(hi)).to(x.dtype)
-        shape = (1, C) + (1,) * (x.dim() - 2)
-        bucket = torch.ceil(x * scale.view(shape)).clamp_(0, nb).to(torch.long)
-        bucket += (torch.arange(C, device=x.device) * (nb + 1)).view(shape)
-        self.hist.view(-1).add_(torch.bincount(bucket.view(-1), minlength=C * (nb + 1)))
+        shape = [1] * x.dim()
+        shape[cdim] = C
+        # int32 buckets (half the bytes of int64; C·(nb+1) is far below 2^31), updated in place
+        bucket = torch.mul(x, scale.view(shape)).ceil_().clamp_(0, nb).to(torch.int32)
+        bucket += (torch.arange(C, device=x.device, dtype=torch.int32) * (nb + 1)).view(shape)
+        self.hist.view(-1).add_(torch.bincount(bucket.reshape(-1), minlength=C * (nb + 1)))
 
     # -- results -------------------------------------------------------------
     @property

@@ -52,10 +52,12 @@ class SerialIF(nn.Module):
         if self.v is None:
             self.v = Fx.per_channel(self.theta_pre * 0.5, current).expand_as(current).clone()
             self.spike_count = torch.zeros_like(current)
-        v_pre = self.v + current + Fx.per_channel(self.psi_da, current)
-        s = (v_pre >= th).to(current.dtype)
-        self.v = v_pre - s * th
-        self.spike_count = self.spike_count + s
+        # The state is ours, so update it in place (same ops, same rounding as v + I + ψ_DA, v − s·θ').
+        v = Fx._iop(Fx._iop(self.v, current, "add"), Fx.per_channel(self.psi_da, current), "add")
+        fired = v >= th
+        s = fired.to(current.dtype)
+        self.v = Fx._iop(v, s * th, "sub")
+        self.spike_count = Fx._iop(self.spike_count, s, "add")
         return s * Fx.per_channel(self.theta_post, current)
 
     def extra_repr(self) -> str:
