@@ -10,7 +10,7 @@ from .nn import ParallelIF, TimeExpand, TimeMean
 from .patterns import is_max_pool, rate_commutes
 from .validation import check_mode
 
-__all__ = ["set_mode", "get_mode", "time_steps", "rate_mode_blockers", "neurons"]
+__all__ = ["set_mode", "get_mode", "time_steps", "rate_mode_blockers", "neurons", "set_fused"]
 
 _TIMED = (ParallelIF, TimeExpand, TimeMean)
 
@@ -110,3 +110,25 @@ def set_mode(gm: nn.Module, mode: str) -> nn.Module:
         m.mode = mode
     return gm
 
+
+def set_fused(gm: nn.Module, fused: bool = True) -> nn.Module:
+    """Opt every ParallelIF of ``gm`` in (or out) of the compiled rate-mode neuron, **in place** (returns ``gm``).
+
+    A deployment switch for inference in rate mode: ``torch.compile`` turns the
+    neuron's seven elementwise passes into one, with the same operations in
+    the same order (bit-identical output). The first forward per input shape
+    compiles (seconds); training, spike mode and ``θ_pre − Δb ≤ 0`` keep the
+    eager neuron. Without a working compiler it warns once and stays eager.
+
+    Example::
+
+        >>> fxsnn.modes.set_fused(fxsnn.set_mode(snn, "rate"))
+        >>> with torch.inference_mode():
+        ...     logits = snn(images)
+    """
+    cells = neurons(gm)
+    if not cells:
+        raise ConversionError("fxsnn.modes.set_fused: this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif")
+    for m in cells.values():
+        m.fused = bool(fused)
+    return gm

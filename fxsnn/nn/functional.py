@@ -24,6 +24,7 @@ __all__ = [
     "count_to_spikes",
     "count_to_weighted_spikes",
     "has_nonpositive",
+    "fused_rate",
     "firing_ladder",
     "triangle_surrogate",
     "qcfs",
@@ -119,6 +120,46 @@ def count_to_rate(k: Tensor, T: int, theta_post: Tensor, *, inplace: bool = Fals
     """
     scale = per_channel(theta_post / T, k)
     return _iop(k, scale, "mul") if inplace else k * scale
+
+
+def _rate_expression(x: Tensor, psi_da: Tensor | None, psi: Tensor, theta: Tensor, scale: Tensor, T: int) -> Tensor:
+    """:func:`spike_count` (θ' > 0 branch) then :func:`count_to_rate`, as one expression for ``torch.compile``.
+
+    The same operations in the same order, so a compiler that keeps IEEE
+    semantics (inductor's CPU and GPU code do: no FMA contraction, true
+    division) returns the eager result bit for bit, in one pass over memory.
+    """
+    v = x if psi_da is None else x + psi_da
+    return torch.clamp(torch.floor((v * T + psi) / theta), 0, T) * scale
+
+
+_COMPILED_RATE = None
+_FUSED_BROKEN: str | None = None
+
+
+def fused_rate(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None, theta_post: Tensor) -> Tensor | None:
+    """Rate ``k·θ_post/T`` through ``torch.compile`` (inference only, every ``θ' > 0``); ``None`` if unavailable.
+
+    Opt-in (:attr:`fxsnn.nn.ParallelIF.fused`): the first call per shape compiles
+    (seconds). Where compilation fails (no C++ compiler, an unsupported
+    platform) it warns once and returns ``None``, and the caller runs the
+    eager expression.
+    """
+    global _COMPILED_RATE, _FUSED_BROKEN
+    if _FUSED_BROKEN is not None:
+        return None
+    try:
+        if _COMPILED_RATE is None:
+            _COMPILED_RATE = torch.compile(_rate_expression, dynamic=False)
+        return _COMPILED_RATE(x, None if psi_da is None else per_channel(psi_da, x), per_channel(psi, x),
+                              per_channel(theta, x), per_channel(theta_post / T, x), T)
+    except Exception as exc:  # compiler missing or failing: stay correct, say so once
+        import warnings
+
+        _FUSED_BROKEN = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"fxsnn: the fused (torch.compile) rate neuron is unavailable here ({_FUSED_BROKEN[:200]}); "
+                      "running the eager neuron instead", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def firing_ladder(T: int, *, device=None, dtype=None) -> Tensor:
