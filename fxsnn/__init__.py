@@ -17,6 +17,10 @@ from .modes import get_mode, neurons, rate_mode_blockers, set_mode, time_steps
 from .serial import SerialSimulator, to_serial
 from .sites import Site, SiteTable, find_sites
 from .tracing import trace
+from .finetune import NonFiniteLossError, TrainReport
+from .stage1 import recalibrate_bn, reestimate_bn_stats
+from .stage2 import tune_delta_b
+from .convert import ConvertConfig, convert
 from .summary import NetworkSummary, SiteSummary, summary
 from .analysis import Report, SiteReport, analyze
 from .energy import EnergyModel, SynapticLayer
@@ -29,6 +33,7 @@ __all__ = [
     "trace", "passes", "nn", "models", "probes", "evaluate", "EvalResult", "find_sites", "Site", "SiteTable", "calibrate", "calibrate_da", "recording",
     "set_mode", "get_mode", "time_steps", "neurons", "rate_mode_blockers", "to_serial", "SerialSimulator",
     "FxsnnError", "TraceError", "ConversionError", "CalibrationError", "ModeError", "DataError",
+    "recalibrate_bn", "reestimate_bn_stats", "tune_delta_b", "convert", "ConvertConfig", "NonFiniteLossError", "TrainReport",
 ]
 __all__ += [
     "summary", "NetworkSummary", "SiteSummary", "analyze", "Report", "SiteReport", "EnergyModel", "SynapticLayer",

@@ -1,0 +1,250 @@
+"""``fxsnn.convert``: the one-call path from a trained ReLU network to a parallel SNN (Algorithm 1 with Stages 1-2)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import fx, nn
+
+from . import passes
+from .calibration import calibrate, calibrate_da
+from .finetune import check_reiterable
+from .modes import set_mode
+from .stage1 import BN_MODES, recalibrate_bn
+from .stage2 import PARAMETERIZATIONS, STAGE2_MODES, training_mode, tune_delta_b
+from .tracing import trace
+from .validation import check_positive_int
+
+__all__ = ["convert", "ConvertConfig", "METHODS", "RECIPES"]
+
+#: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
+METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
+RECIPES = ("fxsnn", "paper")
+OUTPUT_MODES = ("spike", "rate", "auto")
+
+
+def _int_or_none(v, name, lo=1):
+    if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
+        raise ValueError(f"ConvertConfig: {name} must be None or an integer >= {lo}; got {v!r}")
+
+
+def _pos(v, name, *, zero=False):
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v >= 0 if zero else v > 0)
+    if not ok:
+        raise ValueError(f"ConvertConfig: {name} must be a finite number {'>= 0' if zero else '> 0'}; got {v!r}")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Every knob of :func:`fxsnn.convert`. Defaults are fxsnn's recipe, chosen by validation on a held-out
+    part of the calibration data (``docs/results.md``); ``ConvertConfig.recipe("paper")`` is the paper's
+    recipe as written (Appendix C).
+
+    Front end (Algorithm 1, stages I-II):
+
+    - ``theta_percentile``: θ per channel is this percentile of the ReLU output over the calibration data
+      (``None``: the running max). Applies to ``spatial``, ``temporal`` and ``full``; ``fspc`` and
+      ``fspc_da`` stay faithful to FS-PC and always use the running max.
+    - ``calibration_batches``: at most this many batches (from the start of the data) for θ recording and the
+      DA error calibration (``None``: all). The stages always use all the data.
+    - ``da_momentum``: α of the DA error calibration (Alg. 1 l. 11, 13).
+
+    Stage 1, :func:`fxsnn.recalibrate_bn` (``spatial``, ``full``): ``s1_epochs`` (or exactly ``s1_steps``),
+    ``s1_lr → s1_lr_min`` with ``s1_warmup``, ``s1_bn_mode`` (``"eval"`` or ``"train"``), ``s1_train_theta``,
+    ``s1_theta_lr`` (``None``: ``s1_lr``), ``s1_restat_after``.
+
+    Stage 2, :func:`fxsnn.tune_delta_b` (``temporal``, ``full``): ``s2_epochs`` (or exactly ``s2_steps``),
+    ``s2_lr → s2_lr_min`` with ``s2_warmup``, ``s2_width`` (triangle half-width / θ_pre),
+    ``s2_parameterization`` (``"relative"``: Δb = θ_pre·z, or ``"absolute"``), ``s2_clip_grad``,
+    ``s2_holdout``, ``s2_patience``, ``s2_mode`` (``"auto"``, ``"rate"``, ``"spike"``).
+
+    ``output_mode``: the execution mode of the returned network (``"auto"``: rate where exact, else spike).
+    """
+
+    theta_percentile: float | None = 99.9
+    calibration_batches: int | None = 40
+    da_momentum: float = 0.99
+    s1_epochs: int = 3
+    s1_steps: int | None = None
+    s1_lr: float = 1e-3
+    s1_lr_min: float = 1e-4
+    s1_warmup: float = 0.1
+    s1_bn_mode: str = "eval"
+    s1_train_theta: bool = True
+    s1_theta_lr: float | None = None
+    s1_restat_after: bool = False
+    s2_epochs: int = 1
+    s2_steps: int | None = None
+    s2_lr: float = 2e-3
+    s2_lr_min: float = 0.0
+    s2_warmup: float = 0.1
+    s2_width: float = 0.5
+    s2_parameterization: str = "relative"
+    s2_clip_grad: float | None = 1.0
+    s2_holdout: float | int | None = 0.05
+    s2_patience: int | None = 3
+    s2_mode: str = "auto"
+    output_mode: str = "spike"
+
+    def __post_init__(self):
+        if self.theta_percentile is not None and not (isinstance(self.theta_percentile, numbers.Real) and 0 < self.theta_percentile <= 100):
+            raise ValueError(f"ConvertConfig: theta_percentile must be None (running max) or in (0, 100]; got {self.theta_percentile!r}")
+        _int_or_none(self.calibration_batches, "calibration_batches")
+        if not (isinstance(self.da_momentum, numbers.Real) and 0 <= self.da_momentum < 1):
+            raise ValueError(f"ConvertConfig: da_momentum must be in [0, 1); got {self.da_momentum!r}")
+        for name in ("s1_epochs", "s2_epochs"):
+            check_positive_int(getattr(self, name), name, where="ConvertConfig")
+        for name in ("s1_steps", "s2_steps", "s2_patience"):
+            _int_or_none(getattr(self, name), name)
+        for name in ("s1_lr", "s2_lr", "s2_width"):
+            _pos(getattr(self, name), name)
+        for name in ("s1_lr_min", "s2_lr_min", "s1_warmup", "s2_warmup"):
+            _pos(getattr(self, name), name, zero=True)
+        if self.s1_lr_min > self.s1_lr or self.s2_lr_min > self.s2_lr:
+            raise ValueError("ConvertConfig: s1_lr_min / s2_lr_min must not exceed s1_lr / s2_lr")
+        if self.s1_theta_lr is not None:
+            _pos(self.s1_theta_lr, "s1_theta_lr")
+        if self.s2_clip_grad is not None:
+            _pos(self.s2_clip_grad, "s2_clip_grad")
+        h = self.s2_holdout
+        if h is not None and not (isinstance(h, numbers.Real) and not isinstance(h, bool) and (0 < h < 1 or (h >= 1 and float(h).is_integer()))):
+            raise ValueError(f"ConvertConfig: s2_holdout must be None, a fraction in (0, 1) or a number of batches; got {h!r}")
+        for name, allowed in (("s1_bn_mode", BN_MODES), ("s2_parameterization", PARAMETERIZATIONS),
+                              ("s2_mode", STAGE2_MODES), ("output_mode", OUTPUT_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ConvertConfig: {name} must be one of {allowed}; got {getattr(self, name)!r}")
+        if not isinstance(self.s1_train_theta, bool) or not isinstance(self.s1_restat_after, bool):
+            raise ValueError("ConvertConfig: s1_train_theta and s1_restat_after must be True or False")
+
+    @classmethod
+    def recipe(cls, name: str = "fxsnn") -> "ConvertConfig":
+        """``"fxsnn"``: the defaults. ``"paper"``: the recipe as the paper writes it (Sec. 4.2-4.3, Alg. 2-3,
+        Appendix C, CIFAR): running-max θ, BN in train mode while its affine terms are tuned, no θ training,
+        one epoch per stage, Stage 1 at 1e-3 → 1e-4, Stage 2 at 2e-3 on Δb itself."""
+        if name not in RECIPES:
+            raise ValueError(f"ConvertConfig.recipe: unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
+        if name == "paper":
+            return cls(theta_percentile=None, s1_epochs=1, s1_lr=1e-3, s1_lr_min=1e-4, s1_bn_mode="train",
+                       s1_train_theta=False, s2_epochs=1, s2_lr=2e-3, s2_parameterization="absolute")
+        return cls()
+
+    def replace(self, **changes) -> "ConvertConfig":
+        """A copy with ``changes``; an unknown name raises a TypeError listing the valid ones."""
+        valid = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown convert option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
+        return dataclasses.replace(self, **changes)
+
+
+class _Head:
+    """The first ``n`` batches of a re-iterable ``data`` (all of them for ``n=None``), itself re-iterable."""
+
+    def __init__(self, data: Iterable, n: int | None):
+        self.data, self.n = data, n
+
+    def __iter__(self):
+        for i, batch in enumerate(self.data):
+            if self.n is not None and i >= self.n:
+                return
+            yield batch
+
+    def __len__(self):
+        n = len(self.data)  # TypeError when unknown: the bar then has no total
+        return n if self.n is None else min(n, self.n)
+
+
+def convert(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    T: int,
+    method: str = "full",
+    seed: int = 0,
+    recipe: str = "fxsnn",
+    config: ConvertConfig | None = None,
+    progress: bool = True,
+    **options,
+) -> fx.GraphModule:
+    """Convert a trained ReLU network into a parallel SNN with ``T`` time steps; returns the lowered GraphModule.
+
+    ``method`` is a row of the paper's ablation (Table 3):
+
+    - ``"fspc"``: FS-PC — recorders (running max) → QCFS (``L = T``) → ParallelIF. No targets needed.
+    - ``"fspc_da"``: FS-PC† — DA-QCFS with its error calibration (Algorithm 1, stage II). No targets needed.
+    - ``"spatial"``: fxsnn's front end (θ at ``theta_percentile``, DA-QCFS, error calibration) + Stage 1
+      (:func:`fxsnn.recalibrate_bn`). Needs targets.
+    - ``"temporal"``: the same front end + Stage 2 (:func:`fxsnn.tune_delta_b`). Needs targets.
+    - ``"full"``: front end + Stage 1 + Stage 2. Needs targets.
+
+    ``data``: a re-iterable of ``(input, target)`` batches — a list, or a DataLoader (``shuffle=True`` for the
+    stages); it is passed over several times. ``seed`` seeds torch's generator for the whole conversion (a
+    shuffling DataLoader draws from it), inside :func:`torch.random.fork_rng`, so the caller's random state
+    is untouched and the same seed gives a bit-identical network. Knobs: ``recipe`` (``"fxsnn"`` or
+    ``"paper"``) picks the base :class:`ConvertConfig`, or pass ``config=``; any field can be overridden by
+    keyword (``convert(m, dl, T=4, s1_epochs=1)``). ``model`` is never modified.
+
+    The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
+    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds).
+
+    Example::
+
+        >>> snn = fxsnn.convert(model, train_loader, T=4, method="full")
+        >>> fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), test_loader).top1
+    """
+    where = "fxsnn.convert"
+    if method not in METHODS:
+        raise ValueError(f"{where}: unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    T = check_positive_int(T, "T", where=where)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{where}: seed must be an integer; got {seed!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{where} expects a torch.nn.Module; got {type(model).__name__}")
+    cfg = (config if config is not None else ConvertConfig.recipe(recipe)).replace(**options)
+    check_reiterable(data, where=where)
+    calib = _Head(data, cfg.calibration_batches)
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    baseline = method in ("fspc", "fspc_da")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        gm = timed("trace", trace, model)
+        gm = passes.insert_recorders(gm, percentile=None if baseline else cfg.theta_percentile)
+        timed("calibrate", calibrate, gm, calib, progress=progress)
+        if method == "fspc":
+            gm = passes.to_qcfs(gm, levels=T)
+        else:
+            gm = passes.to_da_qcfs(gm, levels=T)
+            timed("calibrate_da", calibrate_da, gm, calib, momentum=cfg.da_momentum, progress=progress)
+        if method in ("spatial", "full"):
+            gm = timed("stage1", recalibrate_bn, gm, data, epochs=cfg.s1_epochs, steps=cfg.s1_steps, lr=cfg.s1_lr,
+                       lr_min=cfg.s1_lr_min, warmup=cfg.s1_warmup, bn_mode=cfg.s1_bn_mode,
+                       train_theta=cfg.s1_train_theta, theta_lr=cfg.s1_theta_lr,
+                       restat_after=cfg.s1_restat_after, progress=progress)
+        snn = passes.lower_to_paraif(gm, T=T, mode="spike")
+        if method in ("temporal", "full"):
+            snn = timed("stage2", tune_delta_b, snn, data, T=T, epochs=cfg.s2_epochs, steps=cfg.s2_steps,
+                        lr=cfg.s2_lr, lr_min=cfg.s2_lr_min, warmup=cfg.s2_warmup, width=cfg.s2_width,
+                        parameterization=cfg.s2_parameterization, clip_grad=cfg.s2_clip_grad,
+                        holdout=cfg.s2_holdout, patience=cfg.s2_patience, mode=cfg.s2_mode, progress=progress)
+    out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("rate" if not _rate_blocked(snn) else "spike")
+    set_mode(snn, out_mode)
+    snn.meta["fxsnn.convert"] = {"method": method, "T": T, "seed": int(seed), "config": cfg, "seconds": timings}
+    return snn
+
+
+def _rate_blocked(snn: fx.GraphModule) -> bool:
+    from .modes import rate_mode_blockers
+
+    return bool(rate_mode_blockers(snn))

@@ -1,0 +1,77 @@
+"""Tiny networks and data shared by the Stage 1 / Stage 2 / convert tests (fast on 2 CPU cores)."""
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fxsnn
+
+
+class TinyResNet(nn.Module):
+    """conv-bn-relu, a residual block with F.relu and ``+=``, global average pooling, linear (8x8 inputs)."""
+
+    def __init__(self, c: int = 6, classes: int = 3, pool: str = "avg"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.pool = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
+        self.linear = nn.Linear(c, classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        res = self.bn2(self.conv2(out))
+        res += out
+        out = self.pool(F.relu(res))
+        return self.linear(out.mean(dim=(2, 3)))
+
+
+def tiny_model(seed: int = 0, dtype=torch.float32, **kw) -> TinyResNet:
+    torch.manual_seed(seed)
+    m = TinyResNet(**kw).to(dtype)
+    with torch.no_grad():  # non-trivial BN statistics and affine terms
+        for bn in (m.bn1, m.bn2):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.uniform_(0.7, 1.3)
+            bn.bias.uniform_(-0.1, 0.3)
+    return m.eval()
+
+
+def tiny_data(n: int = 96, batch: int = 16, seed: int = 1, dtype=torch.float32, targets: bool = True) -> list:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g, dtype=dtype)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return [(x[i:i + batch], y[i:i + batch]) if targets else (x[i:i + batch],) for i in range(0, n, batch)]
+
+
+def da_network(model: nn.Module, data, *, T: int = 4) -> torch.fx.GraphModule:
+    """Recorders → calibrate → DA-QCFS(levels=T) → DA error calibration (Algorithm 1, stages I-II)."""
+    gm = fxsnn.passes.insert_recorders(fxsnn.trace(model))
+    fxsnn.calibrate(gm, data, progress=False)
+    gm = fxsnn.passes.to_da_qcfs(gm, levels=T)
+    return fxsnn.calibrate_da(gm, data, progress=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_da(T: int, dtype: torch.dtype, pool: str) -> torch.fx.GraphModule:
+    return da_network(tiny_model(dtype=dtype, pool=pool), tiny_data(dtype=dtype), T=T)
+
+
+def tiny_da(T: int = 4, dtype=torch.float32, pool: str = "avg") -> torch.fx.GraphModule:
+    """A fresh copy of the DA-QCFS network of ``tiny_model(...)`` calibrated on ``tiny_data(...)`` (built once)."""
+    return copy.deepcopy(_cached_da(T, dtype, pool))
+
+
+def state(module: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed_keys(before: dict, after: dict) -> set:
+    assert before.keys() == after.keys()
+    return {k for k in before if not torch.equal(before[k], after[k])}
