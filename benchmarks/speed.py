@@ -39,6 +39,7 @@ RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 VARIANTS = ("ann", "rate", "rate_fused", "spike", "spike_mb", "serial", "ann_TB")
+LOADS: list[float] = []  # 1-min load average sampled at the start of each model/T block
 NOTES = "<!-- hand-written notes below this line are kept when benchmarks/speed.py rewrites the file -->"
 DEFAULT_REPEATS = {"resnet20": 5, "resnet18": 3}  # ResNet-18 at T = 16: about 4 min per round on 2 threads
 MEM_VARIANTS = ("ann", "rate", "spike", "spike_mb", "serial")
@@ -162,6 +163,7 @@ def bench_model(name: str, Ts, repeats: int | None, quick: bool, log) -> tuple[s
                "spike": lambda: nets["spike"](x),
                "spike_mb": lambda: [nets["spike"](c) for c in chunks],
                "serial": lambda: serial(x), "ann_TB": lambda: ann(xTB)}
+        LOADS.append(os.getloadavg()[0])
         times, peaks = rounds(fns, repeats)
         row = {"T": T, "compile_s": compile_s}
         for k in VARIANTS:
@@ -284,7 +286,9 @@ def report(args, info, load_before, load_after, results, stages, neuron, elapsed
         f"    {cmd.strip()}", "",
         f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {elapsed / 60:.1f} min.", "",
         *(f"- {k}: {v}" for k, v in info.items()),
-        f"- machine load before the run: {load_before}; after: {load_after}",
+        f"- machine load before the run: {load_before}; after: {load_after}"
+        + (f"; 1-min load at the start of each model/T block: {min(LOADS):.1f} to {max(LOADS):.1f}"
+           f" (this machine has {os.cpu_count()} cores)" if LOADS else ""),
         "", "What is compared (all in `torch.inference_mode()`, eval mode, float32, the same input batch):", "",
         "- **ANN**: the original `nn.Module` (not traced, BN not folded).",
         "- **rate** / **spike**: the converted network (recorders with the running max → DA-QCFS with levels = T → DA",
