@@ -150,7 +150,7 @@ def fused_rate(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | N
         return None
     try:
         if _COMPILED_RATE is None:
-            _COMPILED_RATE = torch.compile(_rate_expression, dynamic=False)
+            _COMPILED_RATE = torch.compile(_rate_expression, dynamic=True)  # one kernel for every shape and T
         return _COMPILED_RATE(x, None if psi_da is None else per_channel(psi_da, x), per_channel(psi, x),
                               per_channel(theta, x), per_channel(theta_post / T, x), T)
     except Exception as exc:  # compiler missing or failing: stay correct, say so once
