@@ -20,17 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (file, original text, perturbed text, what it breaks)
 PERTURBATIONS = [
-    ("fxsnn/nn/functional.py", "return v * T + per_channel(psi, x)", "return v * T + per_channel(psi, x) * 1.001",
+    ("fxsnn/nn/functional.py", 'y = _iop(y, per_channel(psi, x), "add")', 'y = _iop(y, per_channel(psi, x) * 1.001, "add")',
      "ψ = θ/2 shifted by 0.1 %"),
-    ("fxsnn/nn/functional.py", "late = lad <= k.unsqueeze(0)", "late = lad < k.unsqueeze(0)",
+    ("fxsnn/nn/functional.py", "return torch.le(lad, k.unsqueeze(0), out=out)", "return torch.lt(lad, k.unsqueeze(0), out=out)",
      "spike slots off by one (Eq. 8)"),
+    ("fxsnn/nn/functional.py", "late = lad <= k.unsqueeze(0)", "late = lad < k.unsqueeze(0)",
+     "spike slots off by one when θ − Δb ≤ 0"),
     ("fxsnn/nn/functional.py", "return torch.arange(T, 0, -1, device=device, dtype=dtype)",
      "return torch.arange(T - 1, -1, -1, device=device, dtype=dtype)", "ladder n_t = T − t instead of T − t + 1"),
     ("fxsnn/nn/functional.py", "theta_eff = theta_pre - delta_b", "theta_eff = theta_pre + delta_b",
      "sign of Δb flipped (Eq. 17)"),
     ("fxsnn/nn/functional.py", "k_neg = (T + 1 - torch.ceil(q)).clamp_(0, T)", "k_neg = (T - torch.ceil(q)).clamp_(0, T)",
      "θ − Δb < 0 branch off by one"),
-    ("fxsnn/nn/serial.py", "self.v = v_pre - s * th", "self.v = v_pre * (1 - s)", "serial IF resets to zero"),
+    ("fxsnn/nn/serial.py", 'self.v = Fx._iop(v, s * th, "sub")', "self.v = v * (1 - s)", "serial IF resets to zero"),
 ]
 
 

@@ -18,7 +18,6 @@ from torch import Tensor
 
 __all__ = [
     "per_channel",
-    "pre_activation",
     "spike_count",
     "count_to_rate",
     "count_to_spikes",
@@ -47,16 +46,6 @@ def per_channel(p: Tensor, x: Tensor) -> Tensor:
             f"fxsnn activations need inputs shaped [batch, channels, ...]; got a tensor of shape {tuple(x.shape)}"
         )
     return p.view((-1,) + (1,) * (x.dim() - 2))
-
-
-def pre_activation(x: Tensor, T: int, psi: Tensor, psi_da: Tensor | None) -> Tensor:
-    """The accumulated potential ``y = (x + ψ_DA)·T + ψ`` of Eq. 4 / Eq. 8.
-
-    With ``x`` the time-averaged input current, ``x·T`` is the cumulative
-    current ``U`` of Eq. 15 and ``ψ`` the initial membrane potential ``v⁰``.
-    """
-    v = x if psi_da is None else x + per_channel(psi_da, x)
-    return v * T + per_channel(psi, x)
 
 
 def _inplace_ok(a: Tensor, b) -> bool:
@@ -94,13 +83,13 @@ def spike_count(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | 
     The ``θ' ≤ 0`` branches are only evaluated when such a channel exists
     (``nonpositive``: pass :func:`has_nonpositive` of ``theta`` when already
     known, to skip the check). Cost: one fresh buffer of ``x``'s shape, then
-    in-place passes; the operations and their order (hence every rounding) are
-    those of :func:`pre_activation` followed by ``⌊y / θ'⌋``.
+    in-place passes: ``y = (x + ψ_DA)·T + ψ`` (``x·T`` is the cumulative current
+    ``U`` of Eq. 15, ``ψ`` the initial potential ``v⁰``), then ``⌊y / θ'⌋``.
     """
     th = per_channel(theta, x)
     if nonpositive is None:
         nonpositive = has_nonpositive(theta)
-    # y = (x + ψ_DA)·T + ψ, written into one temporary (the ops of pre_activation, in the same order)
+    # y = (x + ψ_DA)·T + ψ, written into one temporary
     y = x * T if psi_da is None else _iop(x + per_channel(psi_da, x), T, "mul")
     y = _iop(y, per_channel(psi, x), "add")
     if not nonpositive:
