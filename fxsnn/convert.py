@@ -14,13 +14,13 @@ from torch import fx, nn
 from . import passes
 from .calibration import calibrate, calibrate_da
 from .finetune import check_reiterable
-from .modes import set_mode
+from .modes import rate_mode_blockers, set_mode
 from .stage1 import BN_MODES, recalibrate_bn
-from .stage2 import PARAMETERIZATIONS, STAGE2_MODES, training_mode, tune_delta_b
+from .stage2 import PARAMETERIZATIONS, STAGE2_MODES, tune_delta_b
 from .tracing import trace
 from .validation import check_positive_int
 
-__all__ = ["convert", "ConvertConfig", "METHODS", "RECIPES"]
+__all__ = ["convert", "ConvertConfig", "METHODS", "RECIPES", "auto_percentile"]
 
 #: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
 METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
@@ -47,9 +47,10 @@ class ConvertConfig:
 
     Front end (Algorithm 1, stages I-II):
 
-    - ``theta_percentile``: θ per channel is this percentile of the ReLU output over the calibration data
-      (``None``: the running max). Applies to ``spatial``, ``temporal`` and ``full``; ``fspc`` and
-      ``fspc_da`` stay faithful to FS-PC and always use the running max.
+    - ``theta_percentile``: θ per channel is this percentile of the ReLU output over the calibration data;
+      ``"auto"``: ``100 − 4/T`` (96 at T = 1, 98 at T = 2, 99 at T = 4, 99.5 at T = 8: fewer levels want a
+      tighter clip; see :func:`auto_percentile`); ``None``: the running max. Applies to ``spatial``,
+      ``temporal`` and ``full``; ``fspc`` and ``fspc_da`` stay faithful to FS-PC (always the running max).
     - ``calibration_batches``: at most this many batches (from the start of the data) for θ recording and the
       DA error calibration (``None``: all). The stages always use all the data.
     - ``da_momentum``: α of the DA error calibration (Alg. 1 l. 11, 13).
@@ -66,34 +67,35 @@ class ConvertConfig:
     ``output_mode``: the execution mode of the returned network (``"auto"``: rate where exact, else spike).
     """
 
-    theta_percentile: float | None = 99.9
+    theta_percentile: float | str | None = "auto"
     calibration_batches: int | None = 40
     da_momentum: float = 0.99
     s1_epochs: int = 3
     s1_steps: int | None = None
-    s1_lr: float = 1e-3
-    s1_lr_min: float = 1e-4
+    s1_lr: float = 2e-2
+    s1_lr_min: float = 1e-3
     s1_warmup: float = 0.1
     s1_bn_mode: str = "eval"
-    s1_train_theta: bool = True
+    s1_train_theta: bool = False
     s1_theta_lr: float | None = None
     s1_restat_after: bool = False
     s2_epochs: int = 1
     s2_steps: int | None = None
-    s2_lr: float = 2e-3
+    s2_lr: float = 3e-2
     s2_lr_min: float = 0.0
     s2_warmup: float = 0.1
     s2_width: float = 0.5
     s2_parameterization: str = "relative"
     s2_clip_grad: float | None = 1.0
-    s2_holdout: float | int | None = 0.05
+    s2_holdout: float | int | None = 0.1
     s2_patience: int | None = 3
     s2_mode: str = "auto"
     output_mode: str = "spike"
 
     def __post_init__(self):
-        if self.theta_percentile is not None and not (isinstance(self.theta_percentile, numbers.Real) and 0 < self.theta_percentile <= 100):
-            raise ValueError(f"ConvertConfig: theta_percentile must be None (running max) or in (0, 100]; got {self.theta_percentile!r}")
+        p = self.theta_percentile
+        if not (p is None or p == "auto" or (isinstance(p, numbers.Real) and not isinstance(p, bool) and 0 < p <= 100)):
+            raise ValueError(f"ConvertConfig: theta_percentile must be 'auto', None (running max) or in (0, 100]; got {p!r}")
         _int_or_none(self.calibration_batches, "calibration_batches")
         if not (isinstance(self.da_momentum, numbers.Real) and 0 <= self.da_momentum < 1):
             raise ValueError(f"ConvertConfig: da_momentum must be in [0, 1); got {self.da_momentum!r}")
@@ -140,6 +142,17 @@ class ConvertConfig:
         if unknown:
             raise TypeError(f"unknown convert option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
         return dataclasses.replace(self, **changes)
+
+
+def auto_percentile(T: int) -> float:
+    """``100 − 4/T``: the percentile of ``theta_percentile="auto"``.
+
+    With ``T`` levels the quantisation step is ``θ/T``; clipping more of the tail buys a finer step, and
+    the fewer the levels the more that pays. Chosen by validation on a held-out part of CIFAR-10's
+    train_10k with ResNet-20 (front end and Stage 1 at T = 2, 4, 8; front end at T = 1, 16): 98 beat 99
+    and 99.9 at T = 2, 99 beat 98, 98.5, 99.5 and 99.9 at T = 4, 99.5 beat 99.9 at T = 8.
+    """
+    return 100.0 - 4.0 / T
 
 
 class _Head:
@@ -220,7 +233,8 @@ def convert(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         gm = timed("trace", trace, model)
-        gm = passes.insert_recorders(gm, percentile=None if baseline else cfg.theta_percentile)
+        pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
+        gm = passes.insert_recorders(gm, percentile=None if baseline else pct)
         timed("calibrate", calibrate, gm, calib, progress=progress)
         if method == "fspc":
             gm = passes.to_qcfs(gm, levels=T)
@@ -238,13 +252,8 @@ def convert(
                         lr=cfg.s2_lr, lr_min=cfg.s2_lr_min, warmup=cfg.s2_warmup, width=cfg.s2_width,
                         parameterization=cfg.s2_parameterization, clip_grad=cfg.s2_clip_grad,
                         holdout=cfg.s2_holdout, patience=cfg.s2_patience, mode=cfg.s2_mode, progress=progress)
-    out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("rate" if not _rate_blocked(snn) else "spike")
+    out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
     set_mode(snn, out_mode)
     snn.meta["fxsnn.convert"] = {"method": method, "T": T, "seed": int(seed), "config": cfg, "seconds": timings}
     return snn
 
-
-def _rate_blocked(snn: fx.GraphModule) -> bool:
-    from .modes import rate_mode_blockers
-
-    return bool(rate_mode_blockers(snn))

@@ -11,7 +11,7 @@ from .data import batches
 from .errors import ConversionError
 from .finetune import TrainSpec, check_reiterable, fine_tune
 from .graph import copy_graph_module, require_graph_module
-from .nn import QCFS, ParallelIF
+from .nn import DAQCFS, QCFS, ParallelIF
 
 __all__ = ["recalibrate_bn", "reestimate_bn_stats", "BN_MODES"]
 
@@ -89,11 +89,12 @@ def recalibrate_bn(
     *,
     epochs: int = 1,
     steps: int | None = None,
-    lr: float = 1e-3,
-    lr_min: float = 1e-4,
+    lr: float = 2e-2,
+    lr_min: float = 1e-3,
     warmup: float = 0.1,
     bn_mode: str = "eval",
-    train_theta: bool = True,
+    train_theta: bool = False,
+    train_da: bool = False,
     theta_lr: float | None = None,
     restat_after: bool = False,
     clip_grad: float | None = None,
@@ -117,6 +118,8 @@ def recalibrate_bn(
        ``steps``); the QCFS floor is straight-through. ``bn_mode="eval"`` keeps BN on the statistics of
        step 1 (the network tuned is the network deployed); ``"train"`` is Algorithm 2 as written (batch
        statistics, running statistics updated with the BN's momentum while tuning).
+       With ``train_da``, each DA-QCFS site's ``ψ_DA`` and ``φ_DA`` ``[C]`` (Eq. 4) are tuned too, in units
+       of θ.
     3. With ``restat_after``, step 1 again on the tuned network.
 
     ``theta_lr`` (default ``lr``) is θ's learning rate; ``clip_grad``, ``holdout`` and ``patience`` as in
@@ -166,6 +169,12 @@ def recalibrate_bn(
         if theta_lr is not None and sites:
             # Same schedule; θ's variables get their own rate through the scale (Adam steps ≈ lr per unit).
             scales[len(scales) - len(sites):] = [t * (theta_lr / lr) for t in theta0]
+        da_sites = [m for m in gm.modules() if isinstance(m, DAQCFS)] if train_da else []
+        da_buffers = [t for m in da_sites for t in (m.psi_da, m.phi_da)]
+        params += da_buffers
+        scales += [m.theta.detach().clone() for m in da_sites for _ in range(2)]
+        for t in da_buffers:
+            t.requires_grad_(True)
         if params:
             gm.eval()
             if bn_mode == "train":
@@ -186,6 +195,10 @@ def recalibrate_bn(
         if restat_after:
             reestimate_bn_stats(gm, data, progress=progress, where=where)
     finally:
+        for m in gm.modules():
+            if isinstance(m, DAQCFS):
+                m.psi_da.requires_grad_(False)
+                m.phi_da.requires_grad_(False)
         for p, f in zip(gm.parameters(), grad_flags):
             p.requires_grad_(f)
         for m, f in zip(gm.modules(), flags):

@@ -20,7 +20,7 @@ def test_stage1_changes_only_bn_and_theta_and_leaves_inputs_untouched():
     model_before = state(model)
     da = da_network(model, data)
     da_before = state(da)
-    out = fxsnn.recalibrate_bn(da, data, epochs=2, lr=1e-2, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, epochs=2, lr=1e-2, train_theta=True, progress=False)
     changed = changed_keys(da_before, state(out))
     assert changed, "Stage 1 changed nothing"
     assert all(is_bn(k) or k.endswith(".theta") for k in changed), changed
@@ -156,3 +156,13 @@ def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state():
     good = fxsnn.recalibrate_bn(da, data, steps=3, **kw)
     assert not changed_keys(state(good), state(err.model))
     assert all(torch.isfinite(v).all() for v in state(err.model).values() if v.is_floating_point())
+
+
+def test_train_da_also_tunes_the_da_shifts_and_nothing_else():
+    data = tiny_data()
+    da = tiny_da()
+    out = fxsnn.recalibrate_bn(da, data, lr=1e-2, train_da=True, progress=False)
+    changed = changed_keys(state(da), state(out))
+    assert any(k.endswith("psi_da") for k in changed) and any(k.endswith("phi_da") for k in changed)
+    assert all(is_bn(k) or k.endswith(("psi_da", "phi_da")) for k in changed), changed
+    assert not any(t.requires_grad for t in out.buffers())
