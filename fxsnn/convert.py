@@ -76,7 +76,7 @@ class ConvertConfig:
     s1_lr_min: float = 1e-3
     s1_warmup: float = 0.1
     s1_bn_mode: str = "eval"
-    s1_train_theta: bool = False
+    s1_train_theta: bool = True
     s1_theta_lr: float | None = None
     s1_restat_after: bool = False
     s2_epochs: int = 1

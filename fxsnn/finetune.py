@@ -185,15 +185,13 @@ def fine_tune(
     scales: Sequence[Tensor | None] | None = None,
     state: Callable[[], dict] | None = None,
     after_step: Callable[[], None] | None = None,
-    loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
     progress: bool = True,
 ) -> TrainReport:
     """Minimise the cross-entropy of ``model`` over ``data`` w.r.t. ``params`` (in place); returns a :class:`TrainReport`.
 
     The caller sets train/eval modes and ``requires_grad``. ``scales[i]`` (or ``None``) trains ``params[i]``
     relative to that scale (module docstring). ``state()`` returns the tensors to snapshot for restoring
-    (default: ``params``); ``after_step()`` runs after each optimizer step (e.g. to clamp θ > 0);
-    ``loss_fn(logits, target, input)`` replaces the cross-entropy (for experiments; the stages use CE).
+    (default: ``params``); ``after_step()`` runs after each optimizer step (e.g. to clamp θ > 0).
     """
     params = list(params)
     if not params:
@@ -268,8 +266,7 @@ def fine_tune(
                 g["lr"] = lr
             before = snapshot()
             logits = model(x)
-            y = y.to(logits.device)
-            loss = F.cross_entropy(logits.float(), y) if loss_fn is None else loss_fn(logits, y, x)
+            loss = F.cross_entropy(logits.float(), y.to(logits.device))
             bad = None if torch.isfinite(loss) else f"the loss is {float(loss.detach())}"
             if bad is None:
                 optimizer.zero_grad(set_to_none=True)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+import fxsnn
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -32,3 +34,20 @@ def test_readme_property_test_example_runs():
     exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - the README's own example
     torch.manual_seed(0)
     ns["test_my_net_converts_losslessly"]()
+
+
+def test_readme_short_example_runs_and_converts(capsys):
+    section = README.split("## A short example", 1)[1].split("\n## ", 1)[0]
+    one_call, pass_by_pass = re.findall(r"```python\n(.+?)\n```", section, re.S)
+    ns: dict = {}
+    torch.manual_seed(0)
+    exec(compile(one_call, "README.md (short example)", "exec"), ns)  # noqa: S102 - the README's own example
+    assert "top-1" in capsys.readouterr().out
+    assert fxsnn.neurons(ns["snn"]) and fxsnn.get_mode(ns["snn"]) in ("rate", "spike")
+    assert not any(isinstance(m, fxsnn.nn.ParallelIF) for m in ns["model"].modules())  # the model is untouched
+    exec(compile(pass_by_pass, "README.md (pass by pass)", "exec"), ns)  # noqa: S102
+    assert "ParallelIF" in capsys.readouterr().out
+    assert fxsnn.get_mode(ns["snn"]) == "spike"
+    x = ns["data"][0][0]
+    fxsnn.set_mode(ns["snn"], "rate")
+    assert torch.equal(ns["snn"](x), ns["q"](x))  # the README's claim: rate mode is bit-identical to DA-QCFS
