@@ -76,6 +76,11 @@ def test_unknown_method_lists_the_valid_ones():
         fxsnn.convert(tiny_model(), tiny_data(), T=2, method="fspc2")
 
 
+def test_unknown_recipe_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown recipe 'papr'; valid recipes: fxsnn, paper"):
+        fxsnn.convert(tiny_model(), tiny_data(), T=2, recipe="papr")
+
+
 def test_unknown_option_lists_the_valid_ones():
     with pytest.raises(TypeError, match="unknown convert option.*s1_epoch.*valid options: theta_percentile"):
         fxsnn.convert(tiny_model(), tiny_data(), T=2, s1_epoch=1)

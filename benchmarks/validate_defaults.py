@@ -1,0 +1,86 @@
+"""Choose convert's defaults by validation: a held-out slice of the calibration data, never the test set.
+
+Splits ``../shared/data/cifar10/train_10k.npz`` once, through a fixed random permutation (the file is
+sorted by class), into 8,000 calibration images and 2,000 validation images; converts the shared ResNet-20
+with each variant of :class:`fxsnn.ConvertConfig` and prints its top-1 on the validation images.
+
+    python benchmarks/validate_defaults.py                                   # s1_train_theta off / on, T = 2 4 8
+    python benchmarks/validate_defaults.py --T 4 --method full --variant s2_lr=0.01 --variant s2_lr=0.03
+
+A variant is a space-separated list of ``name=value`` overrides of ``ConvertConfig`` (Python literals);
+the empty variant ``""`` is the defaults. Exits cleanly (status 0, with a message) when ../shared/data is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+from torch.utils.data import DataLoader, TensorDataset
+
+import fxsnn
+from fxsnn.convert import METHODS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+WEIGHTS = SHARED / "models" / "resnet20-12fca82f.th"
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def parse_variant(text: str) -> dict:
+    """``"s1_train_theta=True s2_lr=0.01"`` → ``{"s1_train_theta": True, "s2_lr": 0.01}``."""
+    out = {}
+    for item in text.split():
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"validate_defaults: variant item {item!r} is not name=value")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value  # a bare string such as eval / train
+    fxsnn.ConvertConfig().replace(**out)  # unknown names and bad values fail here, before any work
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--T", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--method", default="spatial", choices=METHODS)
+    p.add_argument("--variant", action="append", default=None,
+                   help='ConvertConfig overrides, e.g. "s1_train_theta=False" (repeatable; "" = the defaults)')
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    variants = args.variant if args.variant is not None else ["s1_train_theta=False", "s1_train_theta=True"]
+    overrides = [parse_variant(v) for v in variants]
+    if not WEIGHTS.exists():
+        print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
+        return 0
+    torch.set_num_threads(2)
+    d = np.load(SHARED / "cifar10" / "train_10k.npz")
+    idx = np.random.RandomState(123).permutation(len(d["y"]))
+    x = (torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float().div_(255) - MEAN) / STD
+    y = torch.from_numpy(d["y"][idx]).long()
+    cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
+    val = [(x[i:i + 500], y[i:i + 500]) for i in range(8000, 10000, 500)]
+    model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
+    rows = []
+    for T in args.T:
+        for text, kw in zip(variants, overrides):
+            t0 = time.perf_counter()
+            snn = fxsnn.convert(model, cal, T=T, method=args.method, seed=args.seed, progress=False, **kw)
+            secs = time.perf_counter() - t0
+            acc = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), val, progress=False).top1
+            rows.append([T, args.method, text or "(defaults)", f"{100 * acc:.2f}", f"{secs:.0f}"])
+            print(f"T={T} {args.method} {text or '(defaults)'}: {100 * acc:.2f} % ({secs:.0f} s)", flush=True)
+    print()
+    print(tabulate(rows, headers=["T", "method", "variant", "validation top-1 %", "seconds"], tablefmt="github"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
