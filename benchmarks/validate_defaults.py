@@ -26,10 +26,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import fxsnn
 from fxsnn.convert import METHODS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-WEIGHTS = SHARED / "models" / "resnet20-12fca82f.th"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar10_resnet20 import SHARED, WEIGHTS, load  # noqa: E402 - the benchmark's own data loading
 
 
 def parse_variant(text: str) -> dict:
@@ -61,10 +59,9 @@ def main(argv=None) -> int:
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
         return 0
     torch.set_num_threads(2)
-    d = np.load(SHARED / "cifar10" / "train_10k.npz")
-    idx = np.random.RandomState(123).permutation(len(d["y"]))
-    x = (torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float().div_(255) - MEAN) / STD
-    y = torch.from_numpy(d["y"][idx]).long()
+    x, y = load("train_10k").tensors
+    idx = torch.from_numpy(np.random.RandomState(123).permutation(len(y)))  # the file is sorted by class
+    x, y = x[idx], y[idx]
     cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
     val = [(x[i:i + 500], y[i:i + 500]) for i in range(8000, 10000, 500)]
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
