@@ -113,11 +113,12 @@ def recalibrate_bn(
        ``data`` under the DA-QCFS forward.
     2. **Affine fine-tune**: all non-BN parameters frozen; the BN affine terms ``γ, β`` ``[C]`` (and, with
        ``train_theta``, each site's θ ``[C]``, trained relative to its start — see :mod:`fxsnn.finetune` —
-       and kept ≥ ``THETA_FLOOR``·θ₀) minimise the cross-entropy with AdamW (no weight decay), linear warm-up
-       (``warmup``: fraction or steps) and cosine decay ``lr → lr_min`` over ``epochs`` (or exactly
-       ``steps``); the QCFS floor is straight-through. ``bn_mode="eval"`` keeps BN on the statistics of
-       step 1 (the network tuned is the network deployed); ``"train"`` is Algorithm 2 as written (batch
-       statistics, running statistics updated with the BN's momentum while tuning).
+       and kept ≥ ``THETA_FLOOR``·θ₀; off here, on in :func:`fxsnn.convert`'s defaults) minimise the
+       cross-entropy with AdamW (no weight decay), linear warm-up (``warmup``: fraction or steps) and cosine
+       decay ``lr → lr_min`` over ``epochs`` (or exactly ``steps``); the QCFS floor is straight-through.
+       ``bn_mode="eval"`` keeps BN on the statistics of step 1 (the network tuned is the network deployed);
+       ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated with the BN's
+       momentum while tuning).
        With ``train_da``, each DA-QCFS site's ``ψ_DA`` and ``φ_DA`` ``[C]`` (Eq. 4) are tuned too, in units
        of θ.
     3. With ``restat_after``, step 1 again on the tuned network.
