@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -30,19 +29,16 @@ import fxsnn
 from fxsnn.convert import METHODS, ConvertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-WEIGHTS = SHARED / "models" / "resnet20-12fca82f.th"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from shared_data import RESNET20 as WEIGHTS, SHARED, cifar  # noqa: E402
 FSPC_REF = {2: (23.0, 28.9), 4: (44.0, 49.2), 8: (67.7, 71.4)}  # public FS-PC code on this model and data
 TARGETS = {2: 60.0, 4: 80.0, 8: 82.5}  # fxsnn's defaults, method full (issue 3)
 NOTES = "<!-- hand-written notes below this line are kept when the table is regenerated -->"
 
 
 def load(name: str) -> TensorDataset:
-    d = np.load(SHARED / "cifar10" / f"{name}.npz")
-    x = torch.from_numpy(d["x"]).permute(0, 3, 1, 2).float().div_(255)
-    return TensorDataset((x - MEAN) / STD, torch.from_numpy(d["y"]).long())
+    """All images of ``cifar10/<name>.npz`` in file order (the calibration loader reshuffles every pass)."""
+    return TensorDataset(*cifar(name, seed=None))
 
 
 def fmt(acc: float, base: float | None = None) -> str:

@@ -10,16 +10,17 @@ differ only when a potential lands within rounding of a bin edge.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from tabulate import tabulate
 
 import fxsnn
 import fxsnn.testing as ft
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import RESNET20, cifar  # noqa: E402  (one loader for benchmarks and tests)
 
 
 def compare(snn, x):
@@ -42,17 +43,11 @@ def random_networks(n: int):
 
 
 def resnet20(images: int):
-    path = SHARED / "models" / "resnet20-12fca82f.th"
+    path = RESNET20
     if not path.exists():
         return [("ResNet-20 / CIFAR-10", "skipped: ../shared/data absent", "", "")]
-    d = np.load(SHARED / "cifar10" / "test.npz")
-    idx = np.random.RandomState(0).permutation(len(d["y"]))[:images]
-    x = torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    t = np.load(SHARED / "cifar10" / "train_10k.npz")
-    cidx = np.random.RandomState(1).permutation(len(t["y"]))[:1000]
-    xc = torch.from_numpy(t["x"][cidx]).permute(0, 3, 1, 2).float() / 255
-    xc = (xc - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x, _ = cifar("test", images, seed=0)
+    xc, _ = cifar("train_10k", 1000, seed=1)
     model = fxsnn.models.cifar_resnet(20, weights=path).eval()
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model), percentile=99.9),
                          [xc[i:i + 200] for i in range(0, len(xc), 200)], progress=False)

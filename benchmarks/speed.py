@@ -28,16 +28,14 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import fxsnn
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import shared_data  # noqa: E402  (one loader for benchmarks and tests)
+from shared_data import RESNET20  # noqa: E402
 VARIANTS = ("ann", "rate", "rate_fused", "spike", "spike_mb", "serial", "ann_TB")
 LOADS: list[float] = []  # 1-min load average sampled at the start of each model/T block
 NOTES = "<!-- hand-written notes below this line are kept when benchmarks/speed.py rewrites the file -->"
@@ -49,11 +47,9 @@ LABEL = {"ann": "ANN", "rate": "rate", "rate_fused": "rate, fused (opt-in)", "sp
 
 # -- inputs and models ------------------------------------------------------------------
 def cifar(name: str, n: int | None = None, seed: int = 0):
-    """Normalised CIFAR-10 images and labels through a fixed permutation (the files are sorted by class)."""
-    d = np.load(SHARED / "cifar10" / f"{name}.npz")
-    idx = np.random.RandomState(seed).permutation(len(d["y"]))[:n]
-    x = torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float().div_(255)
-    return ((x - MEAN) / STD).contiguous(), torch.from_numpy(d["y"][idx]).long()  # NCHW, as a DataLoader gives
+    """:func:`shared_data.cifar` in NCHW memory order, as a DataLoader gives it."""
+    x, y = shared_data.cifar(name, n, seed)
+    return x.contiguous(), y
 
 
 def model_case(name: str, quick: bool):

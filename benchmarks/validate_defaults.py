@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, TensorDataset
@@ -27,7 +26,7 @@ import fxsnn
 from fxsnn.convert import METHODS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cifar10_resnet20 import SHARED, WEIGHTS, load  # noqa: E402 - the benchmark's own data loading
+from shared_data import RESNET20 as WEIGHTS, SHARED, cifar  # noqa: E402 - one loader for benchmarks and tests
 
 
 def parse_variant(text: str) -> dict:
@@ -59,9 +58,7 @@ def main(argv=None) -> int:
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
         return 0
     torch.set_num_threads(2)
-    x, y = load("train_10k").tensors
-    idx = torch.from_numpy(np.random.RandomState(123).permutation(len(y)))  # the file is sorted by class
-    x, y = x[idx], y[idx]
+    x, y = cifar("train_10k", seed=123)  # a fixed permutation: the file is sorted by class
     cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
     val = [(x[i:i + 500], y[i:i + 500]) for i in range(8000, 10000, 500)]
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
