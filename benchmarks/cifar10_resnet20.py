@@ -100,9 +100,9 @@ def main(argv=None) -> int:
             secs = time.perf_counter() - t0
             rows[("full, 1 epoch/stage", 4)] = (evaluate(snn), secs)
             print(f"T= 4 full, 1 epoch per stage: top-1 {100 * rows[('full, 1 epoch/stage', 4)][0]:.2f} %  {secs:.1f} s", flush=True)
-            check = fxsnn.evaluate(fxsnn.set_mode(snn, "spike"), [(test.tensors[0][:500], test.tensors[1][:500])], progress=False)
-            fxsnn.set_mode(snn, "rate")
-            rate = fxsnn.evaluate(snn, [(test.tensors[0][:500], test.tensors[1][:500])], progress=False)
+            head = [(test.tensors[0][:500], test.tensors[1][:500])]
+            check = fxsnn.evaluate(fxsnn.set_mode(snn, "spike"), head, progress=False)
+            rate = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), head, progress=False)
             print(f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %", flush=True)
 
     text = render(command, ann, adapted, adapted_s, rows, args)
