@@ -12,6 +12,7 @@ clock, data loading included). Evaluation runs in rate mode, whose spike counts 
 
 Exits cleanly (status 0, with a message) when ../shared/data is absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
-from fxsnn.convert import METHODS, ConvertConfig
+from fxsnn.config import METHODS, ConvertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from shared_data import RESNET20 as WEIGHTS, SHARED, cifar  # noqa: E402
+from shared_data import RESNET20 as WEIGHTS  # noqa: E402
+from shared_data import SHARED, cifar  # noqa: E402
+
 FSPC_REF = {2: (23.0, 28.9), 4: (44.0, 49.2), 8: (67.7, 71.4)}  # public FS-PC code on this model and data
 TARGETS = {2: 60.0, 4: 80.0, 8: 82.5}  # fxsnn's defaults, method full (issue 3)
 NOTES = "<!-- hand-written notes below this line are kept when the table is regenerated -->"
@@ -60,7 +63,9 @@ def main(argv=None) -> int:
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent; see its README for the files")
         return 0
     torch.set_num_threads(2)
-    command = "python benchmarks/cifar10_resnet20.py" + "".join(" " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python benchmarks/cifar10_resnet20.py" + "".join(
+        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     train, test = load("train_10k"), load("test")
     cal = DataLoader(train, batch_size=args.batch_size, shuffle=True)  # convert seeds torch's generator
     test_dl = DataLoader(test, batch_size=1000)
@@ -78,8 +83,15 @@ def main(argv=None) -> int:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
-        adapted_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, epochs=defaults.s1_epochs, lr=defaults.s1_lr,
-                                           lr_min=defaults.s1_lr_min, warmup=defaults.s1_warmup, progress=False)
+        adapted_net = fxsnn.recalibrate_bn(
+            fxsnn.trace(model),
+            cal,
+            epochs=defaults.s1_epochs,
+            lr=defaults.s1_lr,
+            lr_min=defaults.s1_lr_min,
+            warmup=defaults.s1_warmup,
+            progress=False,
+        )
         adapted_s = time.perf_counter() - t0
     adapted = evaluate(adapted_net)
     print(f"adapted ANN: {100 * adapted:.2f} % ({adapted_s:.0f} s)", flush=True)
@@ -96,21 +108,29 @@ def main(argv=None) -> int:
             print(f"T={T:2d} {key:12s} top-1 {100 * acc:6.2f} %  conversion {secs:6.1f} s", flush=True)
         if T == 4 and "full" in args.methods:  # the speed target: one epoch per stage on all 10k images
             t0 = time.perf_counter()
-            snn = fxsnn.convert(model, cal, T=4, method="full", seed=args.seed, s1_epochs=1, s2_epochs=1, progress=False)
+            snn = fxsnn.convert(
+                model, cal, T=4, method="full", seed=args.seed, s1_epochs=1, s2_epochs=1, progress=False
+            )
             secs = time.perf_counter() - t0
             rows[("full, 1 epoch/stage", 4)] = (evaluate(snn), secs)
-            print(f"T= 4 full, 1 epoch per stage: top-1 {100 * rows[('full, 1 epoch/stage', 4)][0]:.2f} %  {secs:.1f} s", flush=True)
+            print(
+                f"T= 4 full, 1 epoch per stage: top-1 {100 * rows[('full, 1 epoch/stage', 4)][0]:.2f} %  {secs:.1f} s",
+                flush=True,
+            )
             head = [(test.tensors[0][:500], test.tensors[1][:500])]
             check = fxsnn.evaluate(fxsnn.set_mode(snn, "spike"), head, progress=False)
             rate = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), head, progress=False)
-            print(f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %", flush=True)
+            print(
+                f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %",
+                flush=True,
+            )
 
     text = render(command, ann, adapted, adapted_s, rows, args)
     print(text)
     if not args.no_write:
         out = Path(args.out)
         old = out.read_text() if out.exists() else ""
-        notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n"
+        notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n"
         out.write_text(text + "\n" + notes)
         print(f"wrote {args.out}")
     return 0
@@ -120,8 +140,14 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
     cols = [m for m in ("fspc", "fspc_da", "spatial", "temporal", "full") if m in args.methods]
     if not args.no_paper:
         cols.append("paper recipe")
-    head = {"fspc": "Baseline (FS-PC)", "fspc_da": "FS-PC†", "spatial": "Spatial", "temporal": "Temporal",
-            "full": "Full", "paper recipe": "Paper recipe (full)"}
+    head = {
+        "fspc": "Baseline (FS-PC)",
+        "fspc_da": "FS-PC†",
+        "spatial": "Spatial",
+        "temporal": "Temporal",
+        "full": "Full",
+        "paper recipe": "Paper recipe (full)",
+    }
     out = [
         "# ResNet-20 on CIFAR-10: the ablation of Table 3",
         "",
@@ -133,7 +159,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
         f"Python {platform.python_version()}. Calibration and fine-tuning: all 10,000 images of "
         "`train_10k.npz` (batch 128, reshuffled every pass); accuracy: all 10,000 images of `test.npz`. "
         f"Seed {args.seed}. Every method uses `fxsnn.convert` with its defaults (`fxsnn.ConvertConfig()`); "
-        "the paper recipe is `ConvertConfig.recipe(\"paper\")` with method `full`.",
+        'the paper recipe is `ConvertConfig.recipe("paper")` with method `full`.',
         "",
         f"- ANN: **{100 * ann:.2f} %**",
         f"- adapted ANN (BN statistics re-estimated, BN affine terms fine-tuned on train_10k with "
@@ -146,31 +172,57 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
     ]
     for T in args.T:
         base = rows.get(("fspc", T), (None,))[0]
-        cells = [fmt(rows[(c, T)][0], None if c == "fspc" or base is None else base) if (c, T) in rows else "–" for c in cols]
+        cells = [
+            fmt(rows[(c, T)][0], None if c == "fspc" or base is None else base) if (c, T) in rows else "–" for c in cols
+        ]
         out.append(f"| ResNet-20 | {100 * ann:.2f} | {T} | " + " | ".join(cells) + " |")
-    out += ["", "Conversion wall time (s), calibration and fine-tuning included:", "",
-            "| T | " + " | ".join(head[c] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    out += [
+        "",
+        "Conversion wall time (s), calibration and fine-tuning included:",
+        "",
+        "| T | " + " | ".join(head[c] for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for T in args.T:
         out.append(f"| {T} | " + " | ".join(f"{rows[(c, T)][1]:.1f}" if (c, T) in rows else "–" for c in cols) + " |")
     if ("full, 1 epoch/stage", 4) in rows:
         acc, secs = rows[("full, 1 epoch/stage", 4)]
-        out += ["", f"Speed target: `full` at T = 4 with one epoch per stage (`s1_epochs=1, s2_epochs=1`) on all 10k "
-                    f"calibration images: **{secs:.1f} s**, top-1 {100 * acc:.2f} %."]
-    ref = [f"T = {T}: fspc {rows[('fspc', T)][0] * 100:.1f} vs {a:.1f}, fspc_da "
-           f"{rows[('fspc_da', T)][0] * 100:.1f} vs {b:.1f}" for T, (a, b) in FSPC_REF.items()
-           if ("fspc", T) in rows and ("fspc_da", T) in rows]
+        out += [
+            "",
+            f"Speed target: `full` at T = 4 with one epoch per stage (`s1_epochs=1, s2_epochs=1`) on all 10k "
+            f"calibration images: **{secs:.1f} s**, top-1 {100 * acc:.2f} %.",
+        ]
+    ref = [
+        f"T = {T}: fspc {rows[('fspc', T)][0] * 100:.1f} vs {a:.1f}, fspc_da "
+        f"{rows[('fspc_da', T)][0] * 100:.1f} vs {b:.1f}"
+        for T, (a, b) in FSPC_REF.items()
+        if ("fspc", T) in rows and ("fspc_da", T) in rows
+    ]
     if ref:
-        out += ["", "Against the public FS-PC code on this model and data (5,000 calibration images): " + "; ".join(ref) + "."]
+        out += [
+            "",
+            "Against the public FS-PC code on this model and data (5,000 calibration images): " + "; ".join(ref) + ".",
+        ]
     checks = []
     for T, goal in TARGETS.items():
         if ("full", T) in rows:
             acc = 100 * rows[("full", T)][0]
-            checks.append(f"T = {T}: full {acc:.2f} % vs ≥ {goal} % — " + ("met" if acc >= goal else f"missed by {goal - acc:.2f}"))
+            checks.append(
+                f"T = {T}: full {acc:.2f} % vs ≥ {goal} % — "
+                + ("met" if acc >= goal else f"missed by {goal - acc:.2f}")
+            )
     for T in args.T:
         r = {c: rows[(c, T)][0] for c in ("fspc", "fspc_da", "spatial", "temporal", "full") if (c, T) in rows}
         if len(r) == 5:
-            ok = r["full"] >= r["spatial"] and r["full"] >= r["temporal"] and all(r[c] > r["fspc"] for c in ("fspc_da", "spatial", "temporal", "full"))
-            checks.append(f"T = {T}: ordering full ≥ spatial, full ≥ temporal, every calibrated method > fspc — " + ("holds" if ok else "does not hold"))
+            ok = (
+                r["full"] >= r["spatial"]
+                and r["full"] >= r["temporal"]
+                and all(r[c] > r["fspc"] for c in ("fspc_da", "spatial", "temporal", "full"))
+            )
+            checks.append(
+                f"T = {T}: ordering full ≥ spatial, full ≥ temporal, every calibrated method > fspc — "
+                + ("holds" if ok else "does not hold")
+            )
     if checks:
         out += ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks]
     return "\n".join(out) + "\n"

@@ -10,6 +10,7 @@ does not depend on how fast or busy the machine is. Spike mode works on the
 Forward rows run under ``torch.inference_mode()``; backward rows time forward +
 backward with ``x`` and Δb requiring gradients (the Stage 2 setting).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,29 @@ def run(shape=(256, 16, 32, 32), Ts=(4, 8), threads: int = 2, min_time: float = 
         cases = [
             ("ParallelIF rate forward", inf("n(x)", n=rate, x=x), relu_f, None),
             ("ParallelIF spike forward", inf("n(xT)", n=spike, xT=xT), relu_f, relu_fT),
-            ("ParallelIF rate forward + backward",
-             _median("fb(n, x)", min_time, threads, fb=_fwd_bwd, n=rate, x=x), relu_b, None),
-            ("ParallelIF spike forward + backward",
-             _median("fb(n, xT)", min_time, threads, fb=_fwd_bwd, n=spike, xT=xT), relu_b, relu_bT),
+            (
+                "ParallelIF rate forward + backward",
+                _median("fb(n, x)", min_time, threads, fb=_fwd_bwd, n=rate, x=x),
+                relu_b,
+                None,
+            ),
+            (
+                "ParallelIF spike forward + backward",
+                _median("fb(n, xT)", min_time, threads, fb=_fwd_bwd, n=spike, xT=xT),
+                relu_b,
+                relu_bT,
+            ),
         ]
         for name, t, ref, refT in cases:
-            rows.append({"case": name, "T": T, "seconds": t, "vs_relu": t / ref, "vs_relu_TB": None if refT is None else t / refT})
+            rows.append(
+                {
+                    "case": name,
+                    "T": T,
+                    "seconds": t,
+                    "vs_relu": t / ref,
+                    "vs_relu_TB": None if refT is None else t / refT,
+                }
+            )
     return rows
 
 
@@ -80,12 +97,16 @@ def table(rows) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", default="256,16,32,32", help="B,C,H,W of the input (default: ResNet-20 layer 1, batch 256)")
+    ap.add_argument(
+        "--shape", default="256,16,32,32", help="B,C,H,W of the input (default: ResNet-20 layer 1, batch 256)"
+    )
     ap.add_argument("--T", default="4,8", help="comma-separated time steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds of blocked runs per measurement")
     args = ap.parse_args(argv)
-    rows = run(tuple(int(s) for s in args.shape.split(",")), [int(t) for t in args.T.split(",")], args.threads, args.min_time)
+    rows = run(
+        tuple(int(s) for s in args.shape.split(",")), [int(t) for t in args.T.split(",")], args.threads, args.min_time
+    )
     print(table(rows))
     return 0
 

@@ -7,6 +7,7 @@ differ only when a potential lands within rounding of a bin edge.
 
     python benchmarks/rate_vs_spike.py            # random small CNNs + ResNet-20 if ../shared/data exists
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,20 +50,29 @@ def resnet20(images: int):
     x, _ = cifar("test", images, seed=0)
     xc, _ = cifar("train_10k", 1000, seed=1)
     model = fxsnn.models.cifar_resnet(20, weights=path).eval()
-    gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model), percentile=99.9),
-                         [xc[i:i + 200] for i in range(0, len(xc), 200)], progress=False)
+    gm = fxsnn.calibrate(
+        fxsnn.passes.insert_recorders(fxsnn.trace(model), percentile=99.9),
+        [xc[i : i + 200] for i in range(0, len(xc), 200)],
+        progress=False,
+    )
     rows = []
     for T in (2, 4, 8):
         q = fxsnn.passes.to_da_qcfs(gm, levels=T)
-        fxsnn.calibrate_da(q, [xc[i:i + 200] for i in range(0, len(xc), 200)], progress=False)
+        fxsnn.calibrate_da(q, [xc[i : i + 200] for i in range(0, len(xc), 200)], progress=False)
         snn = fxsnn.passes.lower_to_paraif(q, T=T, mode="rate")
         mism = total = 0
         diff = 0.0
         for i in range(0, images, 100):
-            r = compare(snn, x[i:i + 100])
+            r = compare(snn, x[i : i + 100])
             mism, total, diff = mism + r.mismatched, total + r.total, max(diff, r.max_abs_diff)
-        rows.append((f"ResNet-20, {images} CIFAR-10 test images, T = {T} (max |Δlogit| {diff:.2e})", mism, total,
-                     f"{100 * mism / total:.4f} %"))
+        rows.append(
+            (
+                f"ResNet-20, {images} CIFAR-10 test images, T = {T} (max |Δlogit| {diff:.2e})",
+                mism,
+                total,
+                f"{100 * mism / total:.4f} %",
+            )
+        )
     return rows
 
 

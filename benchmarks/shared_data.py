@@ -3,6 +3,7 @@
 The files hold ``x`` ``[N, 32, 32, 3]`` uint8 and ``y`` ``[N]`` labels, sorted by class; the published
 checkpoints expect pixels in [0, 1] normalised with the ImageNet statistics below (../shared/data/README.md).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

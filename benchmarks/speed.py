@@ -15,6 +15,7 @@ memory events), above what was held before it (weights and input excluded).
 Then the wall time of each conversion stage for ResNet-20 at T = 4 on the 10k
 calibration images (needs ../shared/data; skipped when absent).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import shared_data  # noqa: E402  (one loader for benchmarks and tests)
 from shared_data import RESNET20  # noqa: E402
+
 VARIANTS = ("ann", "rate", "rate_fused", "spike", "spike_mb", "serial", "ann_TB")
 LOADS: list[float] = []  # 1-min load average sampled at the start of each model/T block
 NOTES = "<!-- hand-written notes below this line are kept when benchmarks/speed.py rewrites the file -->"
 DEFAULT_REPEATS = {"resnet20": 5, "resnet18": 3}  # ResNet-18 at T = 16: about 4 min per round on 2 threads
 MEM_VARIANTS = ("ann", "rate", "spike", "spike_mb", "serial")
-LABEL = {"ann": "ANN", "rate": "rate", "rate_fused": "rate, fused (opt-in)", "spike": "spike", "spike_mb": "spike, B/T per call", "serial": "serial IF",
-         "ann_TB": "ANN on T·B"}
+LABEL = {
+    "ann": "ANN",
+    "rate": "rate",
+    "rate_fused": "rate, fused (opt-in)",
+    "spike": "spike",
+    "spike_mb": "spike, B/T per call",
+    "serial": "serial IF",
+    "ann_TB": "ANN on T·B",
+}
 
 
 # -- inputs and models ------------------------------------------------------------------
@@ -76,7 +85,12 @@ def model_case(name: str, quick: bool):
         ann = torchvision.models.resnet18(weights=None).eval()
         x = torch.randn(batch, 3, side, side, generator=g)
         calib = [torch.randn(batch, 3, side, side, generator=g) for _ in range(2)]
-        return f"torchvision ResNet-18, random init (no weights needed for timing), random {side}x{side} inputs, batch {batch}", ann, x, calib
+        return (
+            f"torchvision ResNet-18, random init (no weights needed for timing), random {side}x{side} inputs, batch {batch}",
+            ann,
+            x,
+            calib,
+        )
     raise SystemExit(f"unknown model {name!r}; choose resnet20 or resnet18")
 
 
@@ -95,7 +109,7 @@ def rounds(fns: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, i
     peaks = {k: peak_bytes(f) for k, f in fns.items()}
     with torch.inference_mode():
         for r in range(repeats):
-            for k in names[r % len(names):] + names[:r % len(names)]:
+            for k in names[r % len(names) :] + names[: r % len(names)]:
                 t0 = time.perf_counter()
                 fns[k]()
                 times[k].append(time.perf_counter() - t0)
@@ -109,7 +123,9 @@ def peak_bytes(fn) -> int:
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
         del out
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
     level = peak = 0
     for e in events:
         level += e.nbytes()
@@ -133,7 +149,7 @@ def machine() -> dict[str, str]:
 
 def load() -> str:
     try:
-        return "load average %.2f / %.2f / %.2f (1 / 5 / 15 min)" % os.getloadavg()
+        return "load average {:.2f} / {:.2f} / {:.2f} (1 / 5 / 15 min)".format(*os.getloadavg())
     except OSError:
         return "load average unavailable"
 
@@ -155,10 +171,15 @@ def bench_model(name: str, Ts, repeats: int | None, quick: bool, log) -> tuple[s
         serial = fxsnn.to_serial(nets["spike"]).eval()
         xTB = x.repeat((T,) + (1,) * (x.dim() - 1))
         chunks = x.split(max(1, x.shape[0] // T))  # spike mode on B/T images per call: [T·B/T, ...] tensors
-        fns = {"ann": lambda: ann(x), "rate": lambda: nets["rate"](x), "rate_fused": lambda: nets["rate_fused"](x),
-               "spike": lambda: nets["spike"](x),
-               "spike_mb": lambda: [nets["spike"](c) for c in chunks],
-               "serial": lambda: serial(x), "ann_TB": lambda: ann(xTB)}
+        fns = {
+            "ann": lambda: ann(x),
+            "rate": lambda: nets["rate"](x),
+            "rate_fused": lambda: nets["rate_fused"](x),
+            "spike": lambda: nets["spike"](x),
+            "spike_mb": lambda: [nets["spike"](c) for c in chunks],
+            "serial": lambda: serial(x),
+            "ann_TB": lambda: ann(xTB),
+        }
         LOADS.append(os.getloadavg()[0])
         times, peaks = rounds(fns, repeats)
         row = {"T": T, "compile_s": compile_s}
@@ -170,8 +191,12 @@ def bench_model(name: str, Ts, repeats: int | None, quick: bool, log) -> tuple[s
         for k in MEM_VARIANTS:
             row[k + "_mem"] = peaks[k]
         rows.append(row)
-        log(f"  T={T}: " + ", ".join(f"{LABEL[k]} {row[k] * 1e3:.0f} ms ({row[k + '_ratio']:.2f}x)" for k in VARIANTS)
-            + "; peak MiB " + ", ".join(f"{LABEL[k]} {row[k + '_mem'] / 2**20:.0f}" for k in MEM_VARIANTS))
+        log(
+            f"  T={T}: "
+            + ", ".join(f"{LABEL[k]} {row[k] * 1e3:.0f} ms ({row[k + '_ratio']:.2f}x)" for k in VARIANTS)
+            + "; peak MiB "
+            + ", ".join(f"{LABEL[k]} {row[k + '_mem'] / 2**20:.0f}" for k in MEM_VARIANTS)
+        )
         del q, nets, serial, xTB, chunks, fns
     return what, rows
 
@@ -181,8 +206,8 @@ def bench_stages(quick: bool, log) -> tuple[str, list[tuple[str, float, str]]] |
     from torch.utils.data import DataLoader, TensorDataset
 
     try:
-        from fxsnn.stage1 import recalibrate_bn
-        from fxsnn.stage2 import tune_delta_b
+        from fxsnn.calibrate.stage1 import recalibrate_bn
+        from fxsnn.calibrate.stage2 import tune_delta_b
     except ImportError as exc:  # the stages are not in this checkout
         log(f"stages skipped: {exc}")
         return None
@@ -217,16 +242,39 @@ def bench_stages(quick: bool, log) -> tuple[str, list[tuple[str, float, str]]] |
             ann(xb)
         ann_pass = time.perf_counter() - t0
     rows.append(("(reference) one ANN pass over the images", ann_pass, "inference mode"))
-    gm = timed("trace + insert recorders", "graph rewrites, no data", lambda: fxsnn.passes.insert_recorders(fxsnn.trace(ann)))
+    gm = timed(
+        "trace + insert recorders", "graph rewrites, no data", lambda: fxsnn.passes.insert_recorders(fxsnn.trace(ann))
+    )
     timed("recorders (fxsnn.calibrate)", "one pass, no_grad", fxsnn.calibrate, gm, calib, progress=False)
     q = timed("to DA-QCFS", "graph rewrite", fxsnn.passes.to_da_qcfs, gm, levels=T)
-    timed("DA calibration (fxsnn.calibrate_da)", "two passes per batch (g_OA and DA-QCFS), no_grad",
-          fxsnn.calibrate_da, q, calib, progress=False)
-    q = timed("Stage 1 (fxsnn.recalibrate_bn)", "1 epoch" if not quick else "1 step", recalibrate_bn, q, train,
-              progress=False, **steps)
+    timed(
+        "DA calibration (fxsnn.calibrate_da)",
+        "two passes per batch (g_OA and DA-QCFS), no_grad",
+        fxsnn.calibrate_da,
+        q,
+        calib,
+        progress=False,
+    )
+    q = timed(
+        "Stage 1 (fxsnn.recalibrate_bn)",
+        "1 epoch" if not quick else "1 step",
+        recalibrate_bn,
+        q,
+        train,
+        progress=False,
+        **steps,
+    )
     snn = timed("lowering (lower_to_paraif)", "graph rewrite", fxsnn.passes.lower_to_paraif, q, T=T)
-    timed("Stage 2 (fxsnn.tune_delta_b)", "1 epoch" if not quick else "1 step", tune_delta_b, snn, train, T=T,
-          progress=False, **steps)
+    timed(
+        "Stage 2 (fxsnn.tune_delta_b)",
+        "1 epoch" if not quick else "1 step",
+        tune_delta_b,
+        snn,
+        train,
+        T=T,
+        progress=False,
+        **steps,
+    )
     return what, rows
 
 
@@ -258,34 +306,61 @@ def verdicts(results) -> list[str]:
     for name, (_, rows) in results.items():
         for r in rows:
             T = r["T"]
-            checks = [("rate ≤ 1.3×", r["rate_ratio"] <= 1.3, f"{r['rate_ratio']:.2f}×"),
-                      ("(opt-in) fused rate ≤ 1.3×", r["rate_fused_ratio"] <= 1.3, f"{r['rate_fused_ratio']:.2f}×")]
+            checks = [
+                ("rate ≤ 1.3×", r["rate_ratio"] <= 1.3, f"{r['rate_ratio']:.2f}×"),
+                ("(opt-in) fused rate ≤ 1.3×", r["rate_fused_ratio"] <= 1.3, f"{r['rate_fused_ratio']:.2f}×"),
+            ]
             for k in ("spike", "spike_mb"):
-                checks.append((f"{LABEL[k]} ≤ 1.2·T× = {1.2 * T:.1f}×", r[k + "_ratio"] <= 1.2 * T, f"{r[k + '_ratio']:.2f}×"))
-            checks.append(("rate peak memory ≤ 1.5× ANN", r["rate_mem"] <= 1.5 * r["ann_mem"],
-                           f"{r['rate_mem'] / max(r['ann_mem'], 1):.2f}×"))
+                checks.append(
+                    (f"{LABEL[k]} ≤ 1.2·T× = {1.2 * T:.1f}×", r[k + "_ratio"] <= 1.2 * T, f"{r[k + '_ratio']:.2f}×")
+                )
+            checks.append(
+                (
+                    "rate peak memory ≤ 1.5× ANN",
+                    r["rate_mem"] <= 1.5 * r["ann_mem"],
+                    f"{r['rate_mem'] / max(r['ann_mem'], 1):.2f}×",
+                )
+            )
             if T >= 4:
                 for k in ("spike", "spike_mb"):
-                    checks.append((f"{LABEL[k]} faster than serial", r[k + "_vs_serial"] < 1,
-                                   f"time ratio {r[k + '_vs_serial']:.2f}"))
+                    checks.append(
+                        (
+                            f"{LABEL[k]} faster than serial",
+                            r[k + "_vs_serial"] < 1,
+                            f"time ratio {r[k + '_vs_serial']:.2f}",
+                        )
+                    )
             floor = r["spike_ratio"] / r["ann_TB_ratio"]
-            lines.append(f"- {name}, T = {T}: " + "; ".join(f"{c} **{'holds' if ok else 'missed'}** ({v})" for c, ok, v in checks)
-                         + f"; spike ÷ its floor (ANN on T·B) = {floor:.2f}")
+            lines.append(
+                f"- {name}, T = {T}: "
+                + "; ".join(f"{c} **{'holds' if ok else 'missed'}** ({v})" for c, ok, v in checks)
+                + f"; spike ÷ its floor (ANN on T·B) = {floor:.2f}"
+            )
     return lines
 
 
 def report(args, info, load_before, load_after, results, stages, neuron, elapsed) -> str:
     cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     parts = [
-        "# Performance", "",
-        "Written by `benchmarks/speed.py` (issue 4): everything above the notes marker comes from one run of:", "",
-        f"    {cmd.strip()}", "",
-        f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {elapsed / 60:.1f} min.", "",
+        "# Performance",
+        "",
+        "Written by `benchmarks/speed.py` (issue 4): everything above the notes marker comes from one run of:",
+        "",
+        f"    {cmd.strip()}",
+        "",
+        f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {elapsed / 60:.1f} min.",
+        "",
         *(f"- {k}: {v}" for k, v in info.items()),
         f"- machine load before the run: {load_before}; after: {load_after}"
-        + (f"; 1-min load at the start of each model/T block: {min(LOADS):.1f} to {max(LOADS):.1f}"
-           f" (this machine has {os.cpu_count()} cores)" if LOADS else ""),
-        "", "What is compared (all in `torch.inference_mode()`, eval mode, float32, the same input batch):", "",
+        + (
+            f"; 1-min load at the start of each model/T block: {min(LOADS):.1f} to {max(LOADS):.1f}"
+            f" (this machine has {os.cpu_count()} cores)"
+            if LOADS
+            else ""
+        ),
+        "",
+        "What is compared (all in `torch.inference_mode()`, eval mode, float32, the same input batch):",
+        "",
         "- **ANN**: the original `nn.Module` (not traced, BN not folded).",
         "- **rate** / **spike**: the converted network (recorders with the running max → DA-QCFS with levels = T → DA",
         "  error calibration → `lower_to_paraif(T)`), in rate mode (time-collapsed, `[B, ...]` tensors) and in spike",
@@ -300,32 +375,70 @@ def report(args, info, load_before, load_after, results, stages, neuron, elapsed
         "- **ANN on T·B**: the ANN on the batch repeated T times: the work spike mode cannot avoid (every layer",
         "  sees T·B samples), so its ratio is the floor of spike mode's.",
         "",
-        "Times are medians over interleaved rounds (" + ", ".join(
-            f"{m}: {args.repeats or DEFAULT_REPEATS[m]}" for m in results) + ") after one warm-up call per variant;",
+        "Times are medians over interleaved rounds ("
+        + ", ".join(f"{m}: {args.repeats or DEFAULT_REPEATS[m]}" for m in results)
+        + ") after one warm-up call per variant;",
         "a ratio (×) is the median over rounds of time(variant) / time(ANN in the same round), so slow drifts in",
         "machine load cancel. Peak memory: the peak of the bytes held through PyTorch's CPU allocator during the",
         "warm-up forward (run under `torch.profiler`), above the level before it (weights and the input are",
         "excluded; oneDNN's internal scratch space is not seen).",
     ]
     for name, (what, rows) in results.items():
-        parts += ["", f"## {name}: time per batch", "", what, "",
-                  md_table(["T"] + [f"{LABEL[k]} ms (×)" for k in VARIANTS] + ["spike ÷ serial", "spike B/T ÷ serial", "fused: first call s"],
-                           [[r["T"]] + [f"{ms(r[k])} ({r[k + '_ratio']:.2f}×)" for k in VARIANTS]
-                            + [f"{r['spike_vs_serial']:.2f}", f"{r['spike_mb_vs_serial']:.2f}", f"{r['compile_s']:.1f}"] for r in rows])]
-        parts += ["", f"## {name}: peak memory of one forward (MiB above weights + input)", "",
-                  md_table(["T", "ANN"] + [f"{LABEL[k]} (× ANN)" for k in MEM_VARIANTS[1:]],
-                           [[r["T"], f"{r['ann_mem'] / 2**20:,.0f}"]
-                            + [f"{r[k + '_mem'] / 2**20:,.0f} ({r[k + '_mem'] / max(r['ann_mem'], 1):.2f}×)"
-                               for k in MEM_VARIANTS[1:]] for r in rows])]
+        parts += [
+            "",
+            f"## {name}: time per batch",
+            "",
+            what,
+            "",
+            md_table(
+                ["T"]
+                + [f"{LABEL[k]} ms (×)" for k in VARIANTS]
+                + ["spike ÷ serial", "spike B/T ÷ serial", "fused: first call s"],
+                [
+                    [r["T"]]
+                    + [f"{ms(r[k])} ({r[k + '_ratio']:.2f}×)" for k in VARIANTS]
+                    + [f"{r['spike_vs_serial']:.2f}", f"{r['spike_mb_vs_serial']:.2f}", f"{r['compile_s']:.1f}"]
+                    for r in rows
+                ],
+            ),
+        ]
+        parts += [
+            "",
+            f"## {name}: peak memory of one forward (MiB above weights + input)",
+            "",
+            md_table(
+                ["T", "ANN"] + [f"{LABEL[k]} (× ANN)" for k in MEM_VARIANTS[1:]],
+                [
+                    [r["T"], f"{r['ann_mem'] / 2**20:,.0f}"]
+                    + [
+                        f"{r[k + '_mem'] / 2**20:,.0f} ({r[k + '_mem'] / max(r['ann_mem'], 1):.2f}×)"
+                        for k in MEM_VARIANTS[1:]
+                    ]
+                    for r in rows
+                ],
+            ),
+        ]
     parts += ["", "## Targets (issue 4)", "", *verdicts(results)]
     shape, text = neuron
-    parts += ["", "## The neuron alone (`benchmarks/neuron_micro.py`)", "",
-              f"Input {list(shape)} (spike mode: the same tensor repeated T times). Forward rows in inference mode;",
-              "forward + backward rows with x and Δb requiring gradients (Stage 2).", "", text]
+    parts += [
+        "",
+        "## The neuron alone (`benchmarks/neuron_micro.py`)",
+        "",
+        f"Input {list(shape)} (spike mode: the same tensor repeated T times). Forward rows in inference mode;",
+        "forward + backward rows with x and Δb requiring gradients (Stage 2).",
+        "",
+        text,
+    ]
     if stages is not None:
         what, rows = stages
-        parts += ["", "## Conversion stages: wall time", "", what, "",
-                  md_table(["stage", "seconds", "note"], [[k, f"{v:.2f}", n] for k, v, n in rows])]
+        parts += [
+            "",
+            "## Conversion stages: wall time",
+            "",
+            what,
+            "",
+            md_table(["stage", "seconds", "note"], [[k, f"{v:.2f}", n] for k, v, n in rows]),
+        ]
     else:
         parts += ["", "## Conversion stages", "", "Skipped (../shared/data absent, or `--no-stages`)."]
     return "\n".join(parts) + "\n"
@@ -335,8 +448,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="resnet20,resnet18", help="comma-separated: resnet20, resnet18")
     ap.add_argument("--T", default="2,4,8,16", help="comma-separated time steps")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="timed rounds per T after the warm-up call (default: 5 for resnet20, 3 for resnet18)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per T after the warm-up call (default: 5 for resnet20, 3 for resnet18)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--no-stages", action="store_true", help="skip the conversion-stage wall times")
     ap.add_argument("--quick", action="store_true", help="smoke form: tiny batches and images, one round")

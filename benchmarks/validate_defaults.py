@@ -10,6 +10,7 @@ with each variant of :class:`fxsnn.ConvertConfig` and prints its top-1 on the va
 A variant is a space-separated list of ``name=value`` overrides of ``ConvertConfig`` (Python literals);
 the empty variant ``""`` is the defaults. Exits cleanly (status 0, with a message) when ../shared/data is absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +24,11 @@ from tabulate import tabulate
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
-from fxsnn.convert import METHODS
+from fxsnn.config import METHODS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_data import RESNET20 as WEIGHTS, SHARED, cifar  # noqa: E402 - one loader for benchmarks and tests
+from shared_data import RESNET20 as WEIGHTS  # noqa: E402 - one loader for benchmarks and tests
+from shared_data import SHARED, cifar
 
 
 def parse_variant(text: str) -> dict:
@@ -48,8 +50,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--T", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--method", default="spatial", choices=METHODS)
-    p.add_argument("--variant", action="append", default=None,
-                   help='ConvertConfig overrides, e.g. "s1_train_theta=False" (repeatable; "" = the defaults)')
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help='ConvertConfig overrides, e.g. "s1_train_theta=False" (repeatable; "" = the defaults)',
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     variants = args.variant if args.variant is not None else ["s1_train_theta=False", "s1_train_theta=True"]
@@ -60,7 +66,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     x, y = cifar("train_10k", seed=123)  # a fixed permutation: the file is sorted by class
     cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
-    val = [(x[i:i + 500], y[i:i + 500]) for i in range(8000, 10000, 500)]
+    val = [(x[i : i + 500], y[i : i + 500]) for i in range(8000, 10000, 500)]
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
     rows = []
     for T in args.T:

@@ -5,6 +5,7 @@ random calibration tensors otherwise.
 
     python examples/pass_by_pass.py
 """
+
 from pathlib import Path
 
 import torch

@@ -1,7 +1,8 @@
 """Property-test a model of your own with fxsnn.testing (run with pytest).
 
-    pytest examples/property_test_my_model.py
+pytest examples/property_test_my_model.py
 """
+
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -21,8 +22,8 @@ class MyNet(nn.Module):
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
-        x = F.max_pool2d(x, 2)          # MaxPool on a neuron's output: exact in rate mode too
-        x = self.conv2(x).relu_() + x   # an in-place method ReLU and a residual add
+        x = F.max_pool2d(x, 2)  # MaxPool on a neuron's output: exact in rate mode too
+        x = self.conv2(x).relu_() + x  # an in-place method ReLU and a residual add
         return self.fc(torch.flatten(x, 1))
 
 
@@ -37,8 +38,8 @@ def test_my_net_converts_losslessly(T, seed):
     q = ft.check_input_untouched(fxsnn.passes.to_qcfs, gm, levels=T)
     snn = ft.check_input_untouched(fxsnn.passes.lower_to_paraif, q, T=T, mode="rate")
     with torch.no_grad():
-        assert torch.equal(snn(x), q(x))                      # Eq. 9, network level
-    ft.check_rate_matches_spike(snn, x)                       # both execution modes agree
+        assert torch.equal(snn(x), q(x))  # Eq. 9, network level
+    ft.check_rate_matches_spike(snn, x)  # both execution modes agree
 
 
 @settings(max_examples=50, deadline=None)

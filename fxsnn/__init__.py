@@ -9,33 +9,76 @@ The flow (each rewrite returns a new GraphModule; data steps take any iterable o
     gm  = fxsnn.calibrate_da(gm, data)               # psi_DA, phi_DA (Alg. 1)
     snn = fxsnn.passes.lower_to_paraif(gm, T=T)      # parallel IF neurons (Eq. 5-8, 15-18)
 """
-from . import models, nn, passes, probes
-from .calibration import calibrate, calibrate_da, recording
-from .evaluate import EvalResult, evaluate
-from .errors import CalibrationError, ConversionError, DataError, FxsnnError, ModeError, TraceError
-from .modes import get_mode, neurons, rate_mode_blockers, set_mode, time_steps
-from .serial import SerialSimulator, to_serial
-from .sites import Site, SiteTable, find_sites
-from .tracing import trace
-from .finetune import NonFiniteLossError, TrainReport
-from .stage1 import recalibrate_bn, reestimate_bn_stats
-from .stage2 import tune_delta_b
-from .convert import ConvertConfig, convert
-from .summary import NetworkSummary, SiteSummary, summary
-from .analysis import Report, SiteReport, analyze
-from .energy import EnergyModel, SynapticLayer
-from .plots import plot_distributions, plot_layers
-from .saving import SaveFileError, load, read_header, save
 
-__version__ = "0.1.0"
+from . import models, nn, passes
+from ._version import __version__ as __version__
+from .calibrate.finetune import NonFiniteLossError, TrainReport
+from .calibrate.ranges import calibrate, calibrate_da, recording
+from .calibrate.stage1 import recalibrate_bn, reestimate_bn_stats
+from .calibrate.stage2 import tune_delta_b
+from .config import ConvertConfig
+from .convert import convert
+from .errors import CalibrationError, ConversionError, DataError, FxsnnError, ModeError, TraceError
+from .graph.rate import rate_mode_blockers
+from .graph.sites import Site, SiteTable, find_sites
+from .graph.tracing import trace
+from .io.saving import SaveFileError, load, read_header, save
+from .modes import get_mode, neurons, set_mode, time_steps
+from .nn.serial import SerialSimulator
+from .passes.serial import to_serial
+from .report.analysis import Report, SiteReport, analyze
+from .report.energy import EnergyModel, SynapticLayer
+from .report.evaluation import EvalResult, evaluate
+from .report.plots import plot_distributions, plot_layers
+from .report.summarize import NetworkSummary, SiteSummary, summary
 
 __all__ = [
-    "trace", "passes", "nn", "models", "probes", "evaluate", "EvalResult", "find_sites", "Site", "SiteTable", "calibrate", "calibrate_da", "recording",
-    "set_mode", "get_mode", "time_steps", "neurons", "rate_mode_blockers", "to_serial", "SerialSimulator",
-    "FxsnnError", "TraceError", "ConversionError", "CalibrationError", "ModeError", "DataError",
-    "recalibrate_bn", "reestimate_bn_stats", "tune_delta_b", "convert", "ConvertConfig", "NonFiniteLossError", "TrainReport",
+    "trace",
+    "passes",
+    "nn",
+    "models",
+    "evaluate",
+    "EvalResult",
+    "find_sites",
+    "Site",
+    "SiteTable",
+    "calibrate",
+    "calibrate_da",
+    "recording",
+    "set_mode",
+    "get_mode",
+    "time_steps",
+    "neurons",
+    "rate_mode_blockers",
+    "to_serial",
+    "SerialSimulator",
+    "FxsnnError",
+    "TraceError",
+    "ConversionError",
+    "CalibrationError",
+    "ModeError",
+    "DataError",
+    "recalibrate_bn",
+    "reestimate_bn_stats",
+    "tune_delta_b",
+    "convert",
+    "ConvertConfig",
+    "NonFiniteLossError",
+    "TrainReport",
 ]
 __all__ += [
-    "summary", "NetworkSummary", "SiteSummary", "analyze", "Report", "SiteReport", "EnergyModel", "SynapticLayer",
-    "plot_distributions", "plot_layers", "save", "load", "read_header", "SaveFileError",
+    "summary",
+    "NetworkSummary",
+    "SiteSummary",
+    "analyze",
+    "Report",
+    "SiteReport",
+    "EnergyModel",
+    "SynapticLayer",
+    "plot_distributions",
+    "plot_layers",
+    "save",
+    "load",
+    "read_header",
+    "SaveFileError",
 ]

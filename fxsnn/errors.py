@@ -1,4 +1,5 @@
 """fxsnn's error types. Every message names the problem and the fix."""
+
 from __future__ import annotations
 
 __all__ = ["FxsnnError", "TraceError", "ConversionError", "CalibrationError", "ModeError", "DataError"]

@@ -1,16 +1,16 @@
 """Execution modes of a lowered network: ``spike`` (the reference) and ``rate`` (time-collapsed)."""
+
 from __future__ import annotations
 
-import torch
 from torch import fx, nn
 
 from .errors import ConversionError, ModeError
-from .graph import describe_node, require_graph_module
+from .graph.edit import describe_node
+from .graph.rate import rate_mode_blockers
 from .nn import ParallelIF, TimeExpand, TimeMean
-from .patterns import is_max_pool, rate_commutes
 from .validation import check_mode
 
-__all__ = ["set_mode", "get_mode", "time_steps", "rate_mode_blockers", "neurons", "set_fused"]
+__all__ = ["set_mode", "get_mode", "time_steps", "neurons", "set_fused"]
 
 _TIMED = (ParallelIF, TimeExpand, TimeMean)
 
@@ -24,7 +24,9 @@ def time_steps(gm: nn.Module) -> int:
     """T of a lowered network (all its neurons share it)."""
     ts = {m.T for m in neurons(gm).values()}
     if not ts:
-        raise ConversionError("this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif(gm, T=...)")
+        raise ConversionError(
+            "this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif(gm, T=...)"
+        )
     if len(ts) > 1:
         raise ConversionError(f"the neurons of this model disagree on T: {sorted(ts)}")
     return ts.pop()
@@ -35,53 +37,6 @@ def get_mode(gm: nn.Module) -> str:
     if len(modes) != 1:
         raise ConversionError("this model is not a lowered fxsnn network (or its modules disagree on the mode)")
     return modes.pop()
-
-
-def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
-    """Nodes between neurons that do not commute with the time-mean, with the reason.
-
-    A node is *temporal* when it depends on a neuron's output. Rate mode is
-    exact for every temporal node that is affine in its temporal inputs
-    (conv, linear, BN in eval, average pooling, sums, concat, padding, views).
-    MaxPool is allowed directly on a neuron's output: a channel's spike trains
-    all fill the last ``k`` slots (Eq. 8) and share ``θ_post``, so the maximum
-    of the trains is the train of the maximum count, and pooling commutes with
-    the time-mean exactly; the same holds for a channel-wise concatenation of
-    neuron outputs and for MaxPool of such a pooled train. Anywhere else
-    MaxPool is a blocker.
-    """
-    modules = dict(gm.named_modules())
-    temporal: set[fx.Node] = set()
-    sorted_trains: set[fx.Node] = set()  # per channel: suffix spike trains sharing θ_post
-    blockers = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), ParallelIF):
-            temporal.add(node)
-            sorted_trains.add(node)
-            continue
-        if node.op == "output" or not any(a in temporal for a in node.all_input_nodes):
-            continue
-        if node.op == "call_module" and isinstance(modules.get(node.target), TimeMean):
-            continue
-        temporal.add(node)
-        if is_max_pool(node, modules):
-            if node.args and node.args[0] in sorted_trains:
-                sorted_trains.add(node)  # the max of nested suffix trains is a suffix train
-            else:
-                blockers.append((node, "max pooling commutes with the time-mean only on neurons' outputs "
-                                       "(directly, or concatenated along channels)"))
-        elif _is_channel_cat(node) and all(a in sorted_trains for a in node.all_input_nodes):
-            sorted_trains.add(node)
-        elif not rate_commutes(node, modules, temporal):
-            blockers.append((node, "this op is not affine in its time-varying input, so it does not commute with the time-mean"))
-    return blockers
-
-
-def _is_channel_cat(node: fx.Node) -> bool:
-    if node.op != "call_function" or node.target not in (torch.cat, torch.concat):
-        return False
-    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-    return dim == 1
 
 
 def set_mode(gm: nn.Module, mode: str) -> nn.Module:
@@ -99,13 +54,17 @@ def set_mode(gm: nn.Module, mode: str) -> nn.Module:
     mode = check_mode(mode, where="fxsnn.set_mode")
     timed = [m for m in gm.modules() if isinstance(m, _TIMED)]
     if not any(isinstance(m, ParallelIF) for m in timed):
-        raise ConversionError("fxsnn.set_mode: this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif")
+        raise ConversionError(
+            "fxsnn.set_mode: this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif"
+        )
     if mode == "rate" and isinstance(gm, fx.GraphModule):
         blockers = rate_mode_blockers(gm)
         if blockers:
             node, why = blockers[0]
             more = f" (and {len(blockers) - 1} more)" if len(blockers) > 1 else ""
-            raise ModeError(f"rate mode cannot run {describe_node(node)}{more}: {why}. Use mode='spike' for this network.")
+            raise ModeError(
+                f"rate mode cannot run {describe_node(node)}{more}: {why}. Use mode='spike' for this network."
+            )
     for m in timed:
         m.mode = mode
     return gm
@@ -128,7 +87,9 @@ def set_fused(gm: nn.Module, fused: bool = True) -> nn.Module:
     """
     cells = neurons(gm)
     if not cells:
-        raise ConversionError("fxsnn.modes.set_fused: this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif")
+        raise ConversionError(
+            "fxsnn.modes.set_fused: this model has no ParallelIF neuron; lower it first with fxsnn.passes.lower_to_paraif"
+        )
     for m in cells.values():
         m.fused = bool(fused)
     return gm

@@ -1,4 +1,5 @@
 """Argument checks shared by passes, modules and data steps (Convention 4)."""
+
 from __future__ import annotations
 
 import numbers

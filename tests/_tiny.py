@@ -1,4 +1,5 @@
 """Tiny networks and data shared by the Stage 1 / Stage 2 / convert tests (fast on 2 CPU cores)."""
+
 from __future__ import annotations
 
 import copy
@@ -47,7 +48,7 @@ def tiny_data(n: int = 96, batch: int = 16, seed: int = 1, dtype=torch.float32, 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, 8, 8, generator=g, dtype=dtype)
     y = torch.randint(0, 3, (n,), generator=g)
-    return [(x[i:i + batch], y[i:i + batch]) if targets else (x[i:i + batch],) for i in range(0, n, batch)]
+    return [(x[i : i + batch], y[i : i + batch]) if targets else (x[i : i + batch],) for i in range(0, n, batch)]
 
 
 def da_network(model: nn.Module, data, *, T: int = 4) -> torch.fx.GraphModule:
@@ -58,7 +59,7 @@ def da_network(model: nn.Module, data, *, T: int = 4) -> torch.fx.GraphModule:
     return fxsnn.calibrate_da(gm, data, progress=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_da(T: int, dtype: torch.dtype, pool: str) -> torch.fx.GraphModule:
     return da_network(tiny_model(dtype=dtype, pool=pool), tiny_data(dtype=dtype), T=T)
 

@@ -1,11 +1,12 @@
 """fxsnn.convert: the one-call path, its methods, its options and its bad input."""
+
 import pytest
 import torch
+from _tiny import changed_keys, state, tiny_data, tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
-from fxsnn.convert import METHODS, ConvertConfig
-from _tiny import changed_keys, state, tiny_data, tiny_model
+from fxsnn.config import METHODS, ConvertConfig
 
 FAST = dict(s1_epochs=1, s2_epochs=1, calibration_batches=None, s2_holdout=None, progress=False)
 
@@ -71,8 +72,11 @@ def test_output_mode_rate():
 
 # -- bad input ----------------------------------------------------------------------------------------------
 
+
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown method 'fspc2'; valid methods: fspc, fspc_da, spatial, temporal, full"):
+    with pytest.raises(
+        ValueError, match="unknown method 'fspc2'; valid methods: fspc, fspc_da, spatial, temporal, full"
+    ):
         fxsnn.convert(tiny_model(), tiny_data(), T=2, method="fspc2")
 
 
@@ -88,11 +92,18 @@ def test_unknown_option_lists_the_valid_ones():
         fxsnn.convert(tiny_model(), tiny_data(), T=2, recipe="nature")
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(theta_percentile=0), "theta_percentile"), (dict(s1_epochs=0), "s1_epochs"), (dict(s2_lr=-1), "s2_lr"),
-    (dict(s1_bn_mode="frozen"), "s1_bn_mode must be one of"), (dict(s2_holdout=2.5), "s2_holdout"),
-    (dict(da_momentum=1.0), "da_momentum"), (dict(output_mode="serial"), "output_mode"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(theta_percentile=0), "theta_percentile"),
+        (dict(s1_epochs=0), "s1_epochs"),
+        (dict(s2_lr=-1), "s2_lr"),
+        (dict(s1_bn_mode="frozen"), "s1_bn_mode must be one of"),
+        (dict(s2_holdout=2.5), "s2_holdout"),
+        (dict(da_momentum=1.0), "da_momentum"),
+        (dict(output_mode="serial"), "output_mode"),
+    ],
+)
 def test_config_is_validated_on_construction(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ConvertConfig(**kw)

@@ -7,6 +7,7 @@ table columns, kinds and messages must match. Regenerate the printouts after a d
 
 docs/api.md must mention every public name of ``fxsnn.__all__``, and every ``fxsnn.<name>`` it mentions must exist.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,7 +48,9 @@ def run_blocks(markdown: str, workdir: str):
                 try:
                     exec(compile(m.group("code"), f"{TUTORIAL.name}[block {i}]", "exec"), ns)
                 except Exception as exc:
-                    raise AssertionError(f"tutorial block {i} failed:\n{m.group('code')}\n{type(exc).__name__}: {exc}") from exc
+                    raise AssertionError(
+                        f"tutorial block {i} failed:\n{m.group('code')}\n{type(exc).__name__}: {exc}"
+                    ) from exc
             yield m, out.getvalue()
     finally:
         os.chdir(old)
@@ -61,7 +64,9 @@ def test_tutorial_runs_and_prints_what_it_shows(tmp_path):
         shown = m.group("out")
         if out.strip():
             assert shown is not None, f"block prints but the page shows no output:\n{m.group('code')}\n---\n{out}"
-            assert mask(out) == mask(shown), f"printout changed for block:\n{m.group('code')}\n--- now:\n{out}\n--- page:\n{shown}"
+            assert mask(out) == mask(shown), (
+                f"printout changed for block:\n{m.group('code')}\n--- now:\n{out}\n--- page:\n{shown}"
+            )
         else:
             assert shown is None, f"the page shows output for a silent block:\n{m.group('code')}"
     assert blocks >= 12
@@ -148,7 +153,7 @@ def update() -> None:
     pieces, last = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for m, out in run_blocks(text, tmp):
-            pieces.append(text[last:m.start()])
+            pieces.append(text[last : m.start()])
             pieces.append(f"```python\n{m.group('code')}```\n")
             if out.strip():
                 pieces.append(f"\n```text\n{out.rstrip()}\n```\n")

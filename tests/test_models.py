@@ -1,9 +1,10 @@
 """The whole data-free chain on real architectures, with random calibration tensors."""
+
 import pytest
 import torch
+from conftest import RESNET20, load_cifar, needs_shared_data
 
 import fxsnn
-from conftest import RESNET20, load_cifar, needs_shared_data
 
 
 def _chain(model, x, T=2):
@@ -54,7 +55,7 @@ def test_torchvision_models_convert_end_to_end(name, size):
 def test_shared_resnet20_scores_81_03_percent_as_an_ann():
     model = fxsnn.models.cifar_resnet(20, weights=RESNET20)
     x, y = load_cifar("test")
-    result = fxsnn.evaluate(model, [(x[i:i + 1000], y[i:i + 1000]) for i in range(0, len(y), 1000)], progress=False)
+    result = fxsnn.evaluate(model, [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, len(y), 1000)], progress=False)
     assert result.samples == 10_000
     assert round(100 * result.top1, 2) == 81.03
     # the traced, normalised graph and its recorders compute the same ANN

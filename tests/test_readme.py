@@ -1,6 +1,6 @@
 """The README's commands and examples are the ones that work."""
+
 import re
-import subprocess
 from pathlib import Path
 
 import torch

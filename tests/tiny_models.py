@@ -1,4 +1,5 @@
 """Tiny models and their converted SNNs for the report / plot / io / cli / docs tests (importable, so they pickle)."""
+
 from __future__ import annotations
 
 import torch
@@ -43,13 +44,20 @@ def fanout_net(seed: int = 0) -> nn.Sequential:
     """conv3x3 → ReLU → conv1x1 → ReLU → flatten → linear: every spike of the two sites has a fixed fan-out (5, then 3)."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 8 * 8, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 5, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(5 * 8 * 8, 3),
     ).eval()
 
 
 def batches(n: int = 3, batch: int = 8, seed: int = 1, classes: int = 3):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, 1, 8, 8, generator=g), torch.randint(0, classes, (batch,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(batch, 1, 8, 8, generator=g), torch.randint(0, classes, (batch,), generator=g)) for _ in range(n)
+    ]
 
 
 def convert(model: nn.Module, data, *, T: int = 4, da: bool = True, mode: str = "spike"):

@@ -4,6 +4,7 @@ State-dict names match akamaster/pytorch_resnet_cifar10's checkpoints. As in tha
 code, ReLUs are ``F.relu`` calls and the residual sum is an in-place ``out +=``:
 what real model code looks like, and what fxsnn must convert.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ Shapes: ``x`` is ``[B, C, *spatial]`` (or ``[B, C]``); every per-channel
 quantity (``theta``, ``psi``, ``psi_da``, ``theta_post``, ``delta_b``) is
 ``[C]`` and is broadcast along dim 1 by :func:`per_channel`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -67,8 +68,9 @@ def has_nonpositive(theta: Tensor) -> bool:
     return bool((theta <= 0).any())
 
 
-def spike_count(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None = None, *,
-                nonpositive: bool | None = None) -> Tensor:
+def spike_count(
+    x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None = None, *, nonpositive: bool | None = None
+) -> Tensor:
     """Integer spike count ``k`` (a float tensor holding integers in ``[0, T]``).
 
     With ``y = (x + ψ_DA)·T + ψ`` and the effective threshold ``θ' = θ − Δb``
@@ -126,7 +128,9 @@ _COMPILED_RATE = None
 _FUSED_BROKEN: str | None = None
 
 
-def fused_rate(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None, theta_post: Tensor) -> Tensor | None:
+def fused_rate(
+    x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | None, theta_post: Tensor
+) -> Tensor | None:
     """Rate ``k·θ_post/T`` through ``torch.compile`` (inference only, every ``θ' > 0``); ``None`` if unavailable.
 
     Opt-in (:attr:`fxsnn.nn.ParallelIF.fused`): the first call per shape compiles
@@ -140,14 +144,24 @@ def fused_rate(x: Tensor, T: int, theta: Tensor, psi: Tensor, psi_da: Tensor | N
     try:
         if _COMPILED_RATE is None:
             _COMPILED_RATE = torch.compile(_rate_expression, dynamic=True)  # one kernel for every shape and T
-        return _COMPILED_RATE(x, None if psi_da is None else per_channel(psi_da, x), per_channel(psi, x),
-                              per_channel(theta, x), per_channel(theta_post / T, x), T)
+        return _COMPILED_RATE(
+            x,
+            None if psi_da is None else per_channel(psi_da, x),
+            per_channel(psi, x),
+            per_channel(theta, x),
+            per_channel(theta_post / T, x),
+            T,
+        )
     except Exception as exc:  # compiler missing or failing: stay correct, say so once
         import warnings
 
         _FUSED_BROKEN = f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"fxsnn: the fused (torch.compile) rate neuron is unavailable here ({_FUSED_BROKEN[:200]}); "
-                      "running the eager neuron instead", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"fxsnn: the fused (torch.compile) rate neuron is unavailable here ({_FUSED_BROKEN[:200]}); "
+            "running the eager neuron instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
 
 
@@ -166,8 +180,9 @@ def count_to_spikes(k: Tensor, ladder: Tensor, theta: Tensor, *, nonpositive: bo
     return _spike_train(k, ladder, theta, nonpositive, k.dtype)
 
 
-def count_to_weighted_spikes(k: Tensor, ladder: Tensor, theta: Tensor, theta_post: Tensor, *,
-                             nonpositive: bool | None = None) -> Tensor:
+def count_to_weighted_spikes(
+    k: Tensor, ladder: Tensor, theta: Tensor, theta_post: Tensor, *, nonpositive: bool | None = None
+) -> Tensor:
     """``θ_post · count_to_spikes(k, ...)`` ``[T, B, C, ...]``: one ``[T, B, ...]`` buffer, two passes over it.
 
     The comparison writes 0/1 straight into the float output, which is then

@@ -1,4 +1,5 @@
 """The parallel integrate-and-fire neuron (ParaIF): a whole T-step spike train in one shot."""
+
 from __future__ import annotations
 
 import torch
@@ -72,7 +73,9 @@ class ParallelIF(nn.Module):
         theta_pre = _float_vector(theta_pre)
         if not bool((theta_pre > 0).all()):
             raise ValueError(f"ParallelIF: every theta_pre must be > 0; got min {float(theta_pre.min())}")
-        theta_post = theta_pre.clone() if theta_post is None else torch.as_tensor(theta_post).detach().clone().reshape(-1)
+        theta_post = (
+            theta_pre.clone() if theta_post is None else torch.as_tensor(theta_post).detach().clone().reshape(-1)
+        )
         self.has_da = psi_da is not None
         psi_da = torch.zeros_like(theta_pre) if psi_da is None else torch.as_tensor(psi_da).detach().clone().reshape(-1)
         self.register_buffer("theta_pre", theta_pre)
@@ -115,7 +118,9 @@ class ParallelIF(nn.Module):
         if not spike and getattr(self, "fused", False) and not torch.is_grad_enabled():
             theta_eff = self.theta_pre - self.delta_b
             if not Fx.has_nonpositive(theta_eff):
-                out = Fx.fused_rate(x, self.T, theta_eff, self.psi, self.psi_da if self.has_da else None, self.theta_post)
+                out = Fx.fused_rate(
+                    x, self.T, theta_eff, self.psi, self.psi_da if self.has_da else None, self.theta_post
+                )
                 if out is not None:
                     return out
         x_mean = self.time_mean(x) if spike else x

@@ -1,4 +1,5 @@
 """QCFS (Eq. 2) and distribution-aware DA-QCFS (Eq. 4) activations."""
+
 from __future__ import annotations
 
 import torch
@@ -105,7 +106,4 @@ class DAQCFS(QCFS):
 
     def extra_repr(self) -> str:
         ref = "clip-ReLU" if self.reference_levels is None else f"QCFS(L={self.reference_levels})"
-        return (
-            super().extra_repr()
-            + f", psi_da={_stats(self.psi_da)}, phi_da={_stats(self.phi_da)}, original={ref}"
-        )
+        return super().extra_repr() + f", psi_da={_stats(self.psi_da)}, phi_da={_stats(self.phi_da)}, original={ref}"

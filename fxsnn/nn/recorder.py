@@ -1,4 +1,5 @@
 """In-line activation-range recorder: the observer of the prepare/calibrate/convert flow."""
+
 from __future__ import annotations
 
 import warnings
@@ -84,7 +85,9 @@ class ActivationRecorder(nn.Module):
     @torch.no_grad()
     def _record(self, x: Tensor) -> None:
         if x.dim() < 2:
-            raise CalibrationError(f"ActivationRecorder needs inputs shaped [batch, channels, ...]; got {tuple(x.shape)}")
+            raise CalibrationError(
+                f"ActivationRecorder needs inputs shaped [batch, channels, ...]; got {tuple(x.shape)}"
+            )
         C = x.shape[1]
         if self.max_val.numel() != C:
             if self.num_batches.item() > 0 or (self.channels not in (None, C)):

@@ -1,4 +1,5 @@
 """Boundary modules of a lowered network: expand the input over time, average the output."""
+
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,9 @@
 """Graph rewrites: pure functions ``(gm, *, options) -> GraphModule`` that never touch their input."""
+
 from .lower import lower_to_paraif
 from .normalize import normalize
 from .qcfs import to_da_qcfs, to_qcfs
 from .recorders import insert_recorders
+from .serial import to_serial
 
-__all__ = ["normalize", "insert_recorders", "to_qcfs", "to_da_qcfs", "lower_to_paraif"]
+__all__ = ["normalize", "insert_recorders", "to_qcfs", "to_da_qcfs", "lower_to_paraif", "to_serial"]

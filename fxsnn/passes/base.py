@@ -1,13 +1,14 @@
 """The generic site rewrite every activation pass is built on."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import fx, nn
 
 from ..errors import ConversionError
-from ..graph import copy_graph_module, describe_node, finish, first_tensor, require_graph_module, set_submodule
-from ..sites import Site, find_sites
+from ..graph.edit import copy_graph_module, describe_node, finish, first_tensor, require_graph_module, set_submodule
+from ..graph.sites import Site, find_sites
 
 __all__ = ["swap_sites", "stage_error"]
 

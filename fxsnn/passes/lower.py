@@ -1,9 +1,10 @@
 """``lower_to_paraif``: QCFS / DA-QCFS sites become parallel IF neurons; the graph gets a time axis."""
+
 from __future__ import annotations
 
 from torch import fx
 
-from ..graph import finish, first_tensor, free_submodule_name
+from ..graph.edit import finish, first_tensor, free_submodule_name
 from ..modes import set_mode
 from ..nn import DAQCFS, ParallelIF, TimeExpand, TimeMean
 from ..validation import check_mode, check_positive_int
@@ -43,8 +44,14 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
     def swap(site, module, node):
         theta = site_theta(where, site, module)
         if isinstance(module, DAQCFS):
-            return ParallelIF(theta, T=T, theta_post=theta + module.phi_da, psi_da=module.psi_da,
-                              mode=mode, surrogate_width=surrogate_width)
+            return ParallelIF(
+                theta,
+                T=T,
+                theta_post=theta + module.phi_da,
+                psi_da=module.psi_da,
+                mode=mode,
+                surrogate_width=surrogate_width,
+            )
         return ParallelIF(theta, T=T, mode=mode, surrogate_width=surrogate_width)
 
     gm = swap_sites(gm, swap, where=where)

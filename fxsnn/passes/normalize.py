@@ -1,13 +1,20 @@
 """``normalize``: every ReLU spelling becomes its own ``nn.ReLU`` call site."""
+
 from __future__ import annotations
 
 from torch import fx, nn
 
 from ..errors import ConversionError
-from ..graph import (
-    copy_graph_module, describe_node, finish, free_submodule_name, node_scope, rename_nodes, require_graph_module,
+from ..graph.edit import (
+    copy_graph_module,
+    describe_node,
+    finish,
+    free_submodule_name,
+    node_scope,
+    rename_nodes,
+    require_graph_module,
 )
-from ..patterns import is_view, relu_inplace
+from ..graph.patterns import is_view, relu_inplace
 
 __all__ = ["normalize"]
 

@@ -1,4 +1,5 @@
 """``to_qcfs`` / ``to_da_qcfs``: calibrated recorders become QCFS or DA-QCFS activations."""
+
 from __future__ import annotations
 
 from torch import fx, nn
@@ -22,7 +23,12 @@ def site_theta(where: str, site, module: nn.Module):
     if isinstance(module, QCFS):
         return module.theta.detach()
     if type(module) is nn.ReLU:
-        raise stage_error(where, site, module, "insert recorders first: fxsnn.passes.insert_recorders(gm), then fxsnn.calibrate(gm, data)")
+        raise stage_error(
+            where,
+            site,
+            module,
+            "insert recorders first: fxsnn.passes.insert_recorders(gm), then fxsnn.calibrate(gm, data)",
+        )
     raise stage_error(where, site, module, "this pass converts recorders or QCFS activations")
 
 

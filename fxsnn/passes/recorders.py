@@ -1,4 +1,5 @@
 """``insert_recorders``: ReLU sites become in-line activation-range recorders."""
+
 from __future__ import annotations
 
 from torch import fx, nn
@@ -28,7 +29,9 @@ def insert_recorders(gm: fx.GraphModule, *, percentile: float | None = None, bin
 
     def swap(site, module, node):
         if type(module) is not nn.ReLU:
-            raise stage_error(where, site, module, "recorders go in place of ReLUs, on a graph that has not been converted yet")
+            raise stage_error(
+                where, site, module, "recorders go in place of ReLUs, on a graph that has not been converted yet"
+            )
         return ActivationRecorder(site.channels, percentile=percentile, bins=bins)
 
     return swap_sites(gm, swap, where=where)

@@ -18,6 +18,7 @@ Example — property-test a model of your own in a few lines::
         assert torch.equal(snn(x), qcfs(x))      # Eq. 9, network level
         ft.check_rate_matches_spike(snn, x)      # the two execution modes agree
 """
+
 try:
     import hypothesis  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -39,16 +40,30 @@ from .strategies import (
     NeuronCase,
     RandomCNN,
     inputs_for,
-    random_cnn,
     neuron_cases,
+    random_cnn,
     small_cnns,
     thresholds,
     time_steps,
 )
 
 __all__ = [
-    "small_cnns", "random_cnn", "RandomCNN", "inputs_for", "time_steps", "thresholds", "neuron_cases", "NeuronCase",
-    "RELU_SPELLINGS", "exact_spike_count", "check_spike_count_matches_qcfs", "check_spike_count_formula",
-    "check_spike_slots", "check_serial_matches_parallel", "check_rewrite_preserves_output",
-    "check_input_untouched", "check_rate_matches_spike", "RateSpikeComparison",
+    "small_cnns",
+    "random_cnn",
+    "RandomCNN",
+    "inputs_for",
+    "time_steps",
+    "thresholds",
+    "neuron_cases",
+    "NeuronCase",
+    "RELU_SPELLINGS",
+    "exact_spike_count",
+    "check_spike_count_matches_qcfs",
+    "check_spike_count_formula",
+    "check_spike_slots",
+    "check_serial_matches_parallel",
+    "check_rewrite_preserves_output",
+    "check_input_untouched",
+    "check_rate_matches_spike",
+    "RateSpikeComparison",
 ]

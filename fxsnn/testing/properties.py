@@ -3,19 +3,20 @@
 Use them inside Hypothesis tests (with :mod:`fxsnn.testing.strategies`) or on
 your own models and passes.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
 
 import torch
 from torch import fx, nn
 
 from ..modes import get_mode, set_mode
 from ..nn import DAQCFS, QCFS, ParallelIF, SerialIF
-from ..probes import spike_counts
+from ..report.probes import spike_counts
 
 __all__ = [
     "exact_spike_count",
@@ -35,8 +36,15 @@ def _frac(t: torch.Tensor) -> list:
     return [Fraction(float(v)) for v in t.reshape(-1).tolist()]
 
 
-def exact_spike_count(x: torch.Tensor, theta: torch.Tensor, T: int, *, psi_da: torch.Tensor | None = None,
-                      delta_b: torch.Tensor | None = None, slack: float = 8.0) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_spike_count(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    T: int,
+    *,
+    psi_da: torch.Tensor | None = None,
+    delta_b: torch.Tensor | None = None,
+    slack: float = 8.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rational reference of the firing rule for ``x: [B, C]``: ``(counts, near_edge)``.
 
     With exact ``y = (x + ψ_DA)·T + θ/2`` and ``θ' = θ − Δb`` (the float values
@@ -62,8 +70,11 @@ def exact_spike_count(x: torch.Tensor, theta: torch.Tensor, T: int, *, psi_da: t
             y = (xv + pda[c]) * T + psi
             eff = th[c] - db[c]
             counts[i, c] = sum(1 for n in range(1, T + 1) if n * eff <= y)
-            bound = slack * eps * float((abs(xv) + abs(pda[c])) * T + abs(psi) + abs(y)
-                                        + (T + 1) * (abs(th[c]) + abs(db[c])))
+            bound = (
+                slack
+                * eps
+                * float((abs(xv) + abs(pda[c])) * T + abs(psi) + abs(y) + (T + 1) * (abs(th[c]) + abs(db[c])))
+            )
             near[i, c] = any(abs(float(y - n * eff)) <= bound for n in range(0, T + 2))
     return counts, near
 
@@ -79,8 +90,14 @@ def _neuron(theta, T, psi_da=None, phi_da=None, delta_b=None, mode="rate") -> Pa
 
 # -- single neuron ----------------------------------------------------------------------
 @torch.no_grad()
-def check_spike_count_matches_qcfs(x: torch.Tensor, theta: torch.Tensor, T: int, *,
-                                   psi_da: torch.Tensor | None = None, phi_da: torch.Tensor | None = None) -> torch.Tensor:
+def check_spike_count_matches_qcfs(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    T: int,
+    *,
+    psi_da: torch.Tensor | None = None,
+    phi_da: torch.Tensor | None = None,
+) -> torch.Tensor:
     """A ``ParallelIF`` spike train's count equals the QCFS (``levels = T``) integer target, bit for bit (Eq. 9).
 
     Also checks that the spikes are 0/1 and that the rate-mode output equals
@@ -110,8 +127,9 @@ def check_spike_count_matches_qcfs(x: torch.Tensor, theta: torch.Tensor, T: int,
 
 
 @torch.no_grad()
-def check_spike_count_formula(x: torch.Tensor, theta: torch.Tensor, T: int, *, delta_b: torch.Tensor,
-                              psi_da: torch.Tensor | None = None) -> int:
+def check_spike_count_formula(
+    x: torch.Tensor, theta: torch.Tensor, T: int, *, delta_b: torch.Tensor, psi_da: torch.Tensor | None = None
+) -> int:
     """With Δb, the count equals ``clip(⌊((x+ψ_DA)·T + ψ)/(θ − Δb)⌋, 0, T)`` where ``θ − Δb > 0`` (bit for bit),
     and equals the exact rational firing rule everywhere (any sign of ``θ − Δb``) away from bin edges.
 
@@ -155,8 +173,14 @@ def _check_forward_matches_count(neuron: ParallelIF, x: torch.Tensor, count: tor
 
 
 @torch.no_grad()
-def check_spike_slots(x: torch.Tensor, theta: torch.Tensor, T: int, *, delta_b: torch.Tensor | None = None,
-                      psi_da: torch.Tensor | None = None) -> None:
+def check_spike_slots(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    T: int,
+    *,
+    delta_b: torch.Tensor | None = None,
+    psi_da: torch.Tensor | None = None,
+) -> None:
     """Spikes are 0/1 and sit in the slots the firing rule (Eq. 8 with Eq. 17) assigns.
 
     Slot ``t`` (ladder value ``n = T − t + 1``) fires iff ``n·(θ − Δb) ≤ (x + ψ_DA)·T + ψ``,
@@ -192,8 +216,9 @@ def check_spike_slots(x: torch.Tensor, theta: torch.Tensor, T: int, *, delta_b: 
 
 
 @torch.no_grad()
-def check_serial_matches_parallel(x: torch.Tensor, theta: torch.Tensor, T: int, *,
-                                  psi_da: torch.Tensor | None = None) -> int:
+def check_serial_matches_parallel(
+    x: torch.Tensor, theta: torch.Tensor, T: int, *, psi_da: torch.Tensor | None = None
+) -> int:
     """A serial IF neuron (Eq. 1, λ = 1, reset by subtraction, v⁰ = θ/2) driven by the constant current ``x``
     for ``T`` steps emits the parallel neuron's count (Eq. 12-13).
 
@@ -251,8 +276,9 @@ def check_input_untouched(rewrite: Callable[..., nn.Module], gm: nn.Module, *arg
 
 
 @torch.no_grad()
-def check_rewrite_preserves_output(rewrite: Callable[[nn.Module], nn.Module], gm: nn.Module, *inputs,
-                                   exact: bool = True, atol: float = 0.0) -> nn.Module:
+def check_rewrite_preserves_output(
+    rewrite: Callable[[nn.Module], nn.Module], gm: nn.Module, *inputs, exact: bool = True, atol: float = 0.0
+) -> nn.Module:
     """``rewrite(gm)(*inputs)`` equals ``gm(*inputs)`` — bit for bit when ``exact``, else within ``atol``.
 
     Inputs are cloned for each call, so in-place ops in the model cannot leak
@@ -262,7 +288,9 @@ def check_rewrite_preserves_output(rewrite: Callable[[nn.Module], nn.Module], gm
     out = rewrite(gm)
     got = out(*[copy.deepcopy(i) for i in inputs])
     if exact:
-        assert torch.equal(got, expected), f"rewrite changed the output (max |diff| {float((got - expected).abs().max())})"
+        assert torch.equal(got, expected), (
+            f"rewrite changed the output (max |diff| {float((got - expected).abs().max())})"
+        )
     else:
         assert torch.allclose(got, expected, atol=atol, rtol=0), (
             f"rewrite changed the output beyond atol={atol} (max |diff| {float((got - expected).abs().max())})"
@@ -288,7 +316,9 @@ class RateSpikeComparison:
 
 
 @torch.no_grad()
-def check_rate_matches_spike(snn: nn.Module, *inputs, atol: float = 1e-3, max_mismatch_rate: float = 0.01) -> RateSpikeComparison:
+def check_rate_matches_spike(
+    snn: nn.Module, *inputs, atol: float = 1e-3, max_mismatch_rate: float = 0.01
+) -> RateSpikeComparison:
     """Rate and spike mode of a lowered network agree: logits within ``atol`` (relative to the logit scale) and
     at most ``max_mismatch_rate`` of the spike counts differing (floating-point summation order, DESIGN conv. 7).
 

@@ -1,4 +1,5 @@
 """Hypothesis strategies: random small CNNs, inputs, time steps, thresholds, neuron cases."""
+
 from __future__ import annotations
 
 import random
@@ -23,8 +24,16 @@ __all__ = [
 
 #: Every ReLU spelling fxsnn normalises (``shared`` = one nn.ReLU instance called from several sites).
 RELU_SPELLINGS = (
-    "module", "module_inplace", "shared", "F.relu", "F.relu_inplace", "torch.relu", "torch.relu_", "F.relu_",
-    "method", "method_",
+    "module",
+    "module_inplace",
+    "shared",
+    "F.relu",
+    "F.relu_inplace",
+    "torch.relu",
+    "torch.relu_",
+    "F.relu_",
+    "method",
+    "method_",
 )
 
 
@@ -57,8 +66,9 @@ class RandomCNN(nn.Module):
     linear[+bn]→relu → linear. Input ``[B, in_channels, size, size]``.
     """
 
-    def __init__(self, blocks: tuple[_Block, ...], *, in_channels: int, size: int, hidden: int,
-                 head_relu: str, num_classes: int):
+    def __init__(
+        self, blocks: tuple[_Block, ...], *, in_channels: int, size: int, hidden: int, head_relu: str, num_classes: int
+    ):
         super().__init__()
         self.spec = blocks
         self.in_channels, self.size = in_channels, size
@@ -67,24 +77,7 @@ class RandomCNN(nn.Module):
         self.relu_modules = nn.ModuleDict()
         c, s = in_channels, size
         for i, b in enumerate(blocks):
-            layer = nn.ModuleDict()
-            if b.kind in ("conv", "fork"):
-                layer["conv"] = nn.Conv2d(c, b.out, 3, padding=1, bias=not b.bn)
-                if b.bn:
-                    layer["bn"] = nn.BatchNorm2d(b.out)
-                c = b.out
-            elif b.kind == "res":
-                layer["conv1"] = nn.Conv2d(c, c, 3, padding=1, bias=not b.bn)
-                layer["conv2"] = nn.Conv2d(c, c, 3, padding=1, bias=not b.bn)
-                if b.bn:
-                    layer["bn1"], layer["bn2"] = nn.BatchNorm2d(c), nn.BatchNorm2d(c)
-            elif b.kind == "cat":
-                half = max(1, b.out // 2)
-                layer["conv_a"] = nn.Conv2d(c, half, 3, padding=1)
-                layer["conv_b"] = nn.Conv2d(c, b.out - half if b.out > half else 1, 1)
-                c = half + (b.out - half if b.out > half else 1)
-            elif b.kind in ("avgpool", "maxpool"):
-                s = s // 2
+            layer, c, s = self._block(b, c, s)
             for j, spelling in enumerate(b.relus):
                 if spelling in ("module", "module_inplace"):
                     self.relu_modules[f"b{i}_{j}"] = nn.ReLU(inplace=spelling == "module_inplace")
@@ -96,6 +89,29 @@ class RandomCNN(nn.Module):
         if head_relu in ("module", "module_inplace"):
             self.relu_modules["head"] = nn.ReLU(inplace=head_relu == "module_inplace")
         self.fc2 = nn.Linear(hidden, num_classes)
+
+    @staticmethod
+    def _block(b: _Block, c: int, s: int) -> tuple[nn.ModuleDict, int, int]:
+        """The layers of one block for ``c`` input channels at size ``s``; returns them with the output's ``c, s``."""
+        layer = nn.ModuleDict()
+        if b.kind in ("conv", "fork"):
+            layer["conv"] = nn.Conv2d(c, b.out, 3, padding=1, bias=not b.bn)
+            if b.bn:
+                layer["bn"] = nn.BatchNorm2d(b.out)
+            c = b.out
+        elif b.kind == "res":
+            layer["conv1"] = nn.Conv2d(c, c, 3, padding=1, bias=not b.bn)
+            layer["conv2"] = nn.Conv2d(c, c, 3, padding=1, bias=not b.bn)
+            if b.bn:
+                layer["bn1"], layer["bn2"] = nn.BatchNorm2d(c), nn.BatchNorm2d(c)
+        elif b.kind == "cat":
+            half = max(1, b.out // 2)
+            layer["conv_a"] = nn.Conv2d(c, half, 3, padding=1)
+            layer["conv_b"] = nn.Conv2d(c, b.out - half if b.out > half else 1, 1)
+            c = half + (b.out - half if b.out > half else 1)
+        elif b.kind in ("avgpool", "maxpool"):
+            s = s // 2
+        return layer, c, s
 
     def _relu(self, x, spelling: str, key: str):
         if spelling in ("module", "module_inplace"):
@@ -120,7 +136,7 @@ class RandomCNN(nn.Module):
 
     def forward(self, x):
         for i, (b, layer) in enumerate(zip(self.spec, self.layers)):
-            r = lambda t, j: self._relu(t, b.relus[j], f"b{i}_{j}")  # noqa: E731
+            r = lambda t, j, b=b, i=i: self._relu(t, b.relus[j], f"b{i}_{j}")  # noqa: E731
             if b.kind == "conv":
                 y = layer["conv"](x)
                 x = r(layer["bn"](y) if b.bn else y, 0)
@@ -156,8 +172,9 @@ def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
             m.bias.data.copy_(torch.randn(c, generator=gen) * 0.3 + 0.2)
 
 
-def _build_cnn(integers, sample, booleans, *, max_blocks: int, maxpool: bool, in_channels: int, size: int,
-               num_classes: int) -> RandomCNN:
+def _build_cnn(
+    integers, sample, booleans, *, max_blocks: int, maxpool: bool, in_channels: int, size: int, num_classes: int
+) -> RandomCNN:
     """Build a random CNN from three choice functions (Hypothesis draws or a ``random.Random``)."""
     kinds = ["conv", "res", "cat", "avgpool", "fork"] + (["maxpool"] if maxpool else [])
     n = integers(1, max_blocks)
@@ -175,31 +192,54 @@ def _build_cnn(integers, sample, booleans, *, max_blocks: int, maxpool: bool, in
         after_relu = kind in ("conv", "res", "cat", "maxpool")
     seed = integers(0, 2**31 - 1)
     torch.manual_seed(seed)
-    model = RandomCNN(tuple(blocks), in_channels=in_channels, size=size, hidden=integers(3, 8),
-                      head_relu=sample(RELU_SPELLINGS), num_classes=num_classes)
+    model = RandomCNN(
+        tuple(blocks),
+        in_channels=in_channels,
+        size=size,
+        hidden=integers(3, 8),
+        head_relu=sample(RELU_SPELLINGS),
+        num_classes=num_classes,
+    )
     with torch.no_grad():
         _randomise_bn(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
 
 @st.composite
-def small_cnns(draw, *, max_blocks: int = 4, maxpool: bool = False, in_channels: int = 3, size: int = 8,
-               num_classes: int = 5) -> RandomCNN:
+def small_cnns(
+    draw, *, max_blocks: int = 4, maxpool: bool = False, in_channels: int = 3, size: int = 8, num_classes: int = 5
+) -> RandomCNN:
     """A random :class:`RandomCNN` in eval mode with seeded random weights and BN statistics.
 
     ``maxpool=True`` also draws MaxPool blocks (each placed right after a ReLU).
     """
-    return _build_cnn(lambda lo, hi: draw(st.integers(lo, hi)), lambda xs: draw(st.sampled_from(xs)),
-                      lambda: draw(st.booleans()), max_blocks=max_blocks, maxpool=maxpool,
-                      in_channels=in_channels, size=size, num_classes=num_classes)
+    return _build_cnn(
+        lambda lo, hi: draw(st.integers(lo, hi)),
+        lambda xs: draw(st.sampled_from(xs)),
+        lambda: draw(st.booleans()),
+        max_blocks=max_blocks,
+        maxpool=maxpool,
+        in_channels=in_channels,
+        size=size,
+        num_classes=num_classes,
+    )
 
 
-def random_cnn(seed: int, *, max_blocks: int = 4, maxpool: bool = False, in_channels: int = 3, size: int = 8,
-               num_classes: int = 5) -> RandomCNN:
+def random_cnn(
+    seed: int, *, max_blocks: int = 4, maxpool: bool = False, in_channels: int = 3, size: int = 8, num_classes: int = 5
+) -> RandomCNN:
     """The same family as :func:`small_cnns`, drawn from ``random.Random(seed)`` (for sweeps and benchmarks)."""
     rng = random.Random(seed)
-    return _build_cnn(rng.randint, rng.choice, lambda: rng.random() < 0.5, max_blocks=max_blocks, maxpool=maxpool,
-                      in_channels=in_channels, size=size, num_classes=num_classes)
+    return _build_cnn(
+        rng.randint,
+        rng.choice,
+        lambda: rng.random() < 0.5,
+        max_blocks=max_blocks,
+        maxpool=maxpool,
+        in_channels=in_channels,
+        size=size,
+        num_classes=num_classes,
+    )
 
 
 def inputs_for(model: RandomCNN, *, batch: int = 4, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -221,8 +261,9 @@ class NeuronCase:
 
 
 @st.composite
-def neuron_cases(draw, *, dtype=torch.float32, da: bool | None = None, delta_b: str = "zero",
-                 max_T: int = 64) -> NeuronCase:
+def neuron_cases(
+    draw, *, dtype=torch.float32, da: bool | None = None, delta_b: str = "zero", max_T: int = 64
+) -> NeuronCase:
     """Inputs for the neuron properties, with exact bin edges, negatives and large values.
 
     ``delta_b``: ``"zero"``, ``"positive_margin"`` (θ − Δb > 0) or ``"any"``

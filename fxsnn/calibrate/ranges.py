@@ -1,0 +1,112 @@
+"""Data steps of the data-free passes: record activation ranges; DA error calibration (Algorithm 1, stage II)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import torch
+from torch import fx
+
+from ..errors import ConversionError
+from ..graph.edit import require_graph_module
+from ..nn import DAQCFS, ActivationRecorder
+from .batches import batches
+from .state import preserved_state
+
+__all__ = ["calibrate", "calibrate_da", "recording"]
+
+
+def _channel_mean(t: torch.Tensor) -> torch.Tensor:
+    """μ(·) of Algorithm 1: the mean over every dim but the channel dim (1)."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1).mean(dim=1)
+
+
+@contextlib.contextmanager
+def recording(gm: torch.nn.Module):
+    """Context manager: recorders of ``gm`` record while inside, and stop after."""
+    recs = [m for m in gm.modules() if isinstance(m, ActivationRecorder)]
+    old = [r.recording for r in recs]
+    for r in recs:
+        r.recording = True
+    try:
+        yield recs
+    finally:
+        for r, o in zip(recs, old):
+            r.recording = o
+
+
+def calibrate(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> fx.GraphModule:
+    """Run ``data`` through ``gm`` so its recorders learn θ per channel (in place; returns ``gm``).
+
+    ``data``: any iterable of batches — input tensors or ``(input, target, ...)``
+    tuples (targets unused). Runs in eval mode under ``torch.no_grad()``;
+    repeated calls accumulate. Raises :class:`fxsnn.DataError` on empty data
+    and :class:`fxsnn.ConversionError` when ``gm`` has no recorder.
+    """
+    gm = require_graph_module(gm, where="fxsnn.calibrate")
+    if not any(isinstance(m, ActivationRecorder) for m in gm.modules()):
+        raise ConversionError("fxsnn.calibrate: the model has no recorder; run fxsnn.passes.insert_recorders(gm) first")
+    with preserved_state(gm), recording(gm), torch.no_grad():
+        gm.eval()
+        for x, _ in batches(data, where="fxsnn.calibrate", model=gm, progress=progress):
+            gm(x)
+    return gm
+
+
+class _MeanProbe:
+    """Forward hook that keeps μ(input) and μ(output) of one DA-QCFS module for the current pass."""
+
+    def __init__(self):
+        self.pre = self.post = None
+
+    def __call__(self, module, args, output):
+        self.pre = _channel_mean(args[0].detach())
+        self.post = _channel_mean(output.detach())
+
+
+def calibrate_da(
+    gm: fx.GraphModule, data: Iterable, *, momentum: float = 0.99, progress: bool = True
+) -> fx.GraphModule:
+    """Layer-wise DA error calibration (Algorithm 1, stage II), in place; returns ``gm``.
+
+    For every batch the network runs twice: once with each DA-QCFS computing
+    its *original* activation ``g_OA`` (clip-ReLU at θ, or the source QCFS),
+    once as DA-QCFS. Then, per site ``l`` and channel (``μ`` = channel mean)::
+
+        e_pre  = μ(W r_OA^{l-1}) − μ(W r_DA^{l-1})     ψ_DA ← α ψ_DA + (1 − α) e_pre
+        e_post = μ(r_OA^l) − μ(r_DA^l)                φ_DA ← α φ_DA + (1 − α) e_post
+
+    with ``α = momentum``. ``W r^{l-1}`` is the site's input (its pre-activation).
+    Both passes of a batch use the same ψ_DA, φ_DA; all sites update together.
+    """
+    gm = require_graph_module(gm, where="fxsnn.calibrate_da")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"fxsnn.calibrate_da: momentum must be in [0, 1); got {momentum}")
+    sites = [m for m in gm.modules() if isinstance(m, DAQCFS)]
+    if not sites:
+        raise ConversionError(
+            "fxsnn.calibrate_da: the model has no DA-QCFS site; run fxsnn.passes.to_da_qcfs(gm, levels=...) first"
+        )
+    probes = [_MeanProbe() for _ in sites]
+    handles = [m.register_forward_hook(p) for m, p in zip(sites, probes)]
+    try:
+        with preserved_state(gm), torch.no_grad():
+            gm.eval()
+            for x, _ in batches(data, where="fxsnn.calibrate_da", model=gm, progress=progress):
+                for m in sites:
+                    m.reference = True
+                gm(x)
+                ref = [(p.pre, p.post) for p in probes]
+                for m in sites:
+                    m.reference = False
+                gm(x)
+                for m, p, (pre_oa, post_oa) in zip(sites, probes, ref):
+                    m.psi_da.mul_(momentum).add_((pre_oa - p.pre).to(m.psi_da.dtype), alpha=1 - momentum)
+                    m.phi_da.mul_(momentum).add_((post_oa - p.post).to(m.phi_da.dtype), alpha=1 - momentum)
+    finally:
+        for h in handles:
+            h.remove()
+        for m in sites:
+            m.reference = False
+    return gm

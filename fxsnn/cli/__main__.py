@@ -1,0 +1,7 @@
+"""``python -m fxsnn.cli ...``: the ``fxsnn`` command."""
+
+import sys
+
+from .commands import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""The ``fxsnn`` command line's argument parser (commands are dispatched by :mod:`fxsnn.cli.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["build_parser"]
+
+_EPILOG = """exit codes: 0 success; 1 the run failed (add --traceback for details); 2 bad command line or input
+(fix the named argument or file); 130 interrupted."""
+
+
+def _add_model(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("model (the ANN)")
+    g.add_argument(
+        "--model",
+        required=required,
+        metavar="SPEC",
+        help="'package.module:function' (or a class there), or a torchvision model name such as resnet18",
+    )
+    g.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keyword argument for the model function (repeatable), e.g. --model-arg depth=20",
+    )
+    g.add_argument("--weights", metavar="FILE", help="state dict file (torch.save(model.state_dict(), FILE))")
+
+
+def _add_data(p: argparse.ArgumentParser, *, flag: str = "--data", required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        flag,
+        required=required,
+        metavar="PATH",
+        help="an .npz file with arrays x (inputs) and y (integer labels), or an image folder (DIR/<class>/<image>)",
+    )
+    g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    g.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    g.add_argument(
+        "--random-subset",
+        action="store_true",
+        help="with --limit: take N samples by a fixed random permutation (for files sorted by class)",
+    )
+    g.add_argument("--nhwc", action="store_true", help=".npz images are [N, H, W, C]: permute to [N, C, H, W]")
+    g.add_argument("--scale", type=float, default=1.0, help="multiply .npz inputs by this (e.g. 0.00392156 = 1/255)")
+    g.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean to subtract (with --std)")
+    g.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std to divide by (with --mean)")
+    g.add_argument("--image-size", type=int, metavar="PX", help="image folders: resize and centre-crop to PX")
+    g.add_argument("--device", default="cpu", help="torch device to run on (default cpu), e.g. cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fxsnn",
+        description="Turn a trained PyTorch ReLU network into a parallel spiking neural network.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fxsnn {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback when a command fails")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert an ANN into a parallel SNN and save it",
+        epilog=_EPILOG,
+        description="Convert a trained ReLU network with fxsnn.convert and save the SNN (fxsnn.save).",
+    )
+    _add_model(p, required=True)
+    _add_data(p)
+    g = p.add_argument_group("conversion")
+    g.add_argument("--T", type=int, default=4, help="time steps (default 4)")
+    g.add_argument("--method", default="full", help="fspc, fspc_da, spatial, temporal or full (default full)")
+    g.add_argument("--recipe", default="fxsnn", help="base settings: fxsnn (default) or paper")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="override a conversion option (fxsnn.ConvertConfig field), e.g. --set s1_epochs=1",
+    )
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
+    g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")
+
+    p = sub.add_parser(
+        "eval",
+        help="accuracy of a saved SNN and/or an ANN",
+        epilog=_EPILOG,
+        description="Top-1 accuracy and loss of a saved SNN (--snn) and/or an ANN (--model).",
+    )
+    p.add_argument("--snn", metavar="FILE", help="a network saved by fxsnn convert / fxsnn.save")
+    p.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
+    _add_model(p, required=False)
+    _add_data(p)
+
+    p = sub.add_parser(
+        "inspect",
+        help="per-site summary and graph of a saved network",
+        epilog=_EPILOG,
+        description="Print the header, fxsnn.summary and the readable graph of a saved network.",
+    )
+    p.add_argument("path", metavar="PATH", help="a file written by fxsnn convert / fxsnn.save")
+    p.add_argument("--no-graph", action="store_true", help="do not print the graph code")
+    p.add_argument("--csv", metavar="FILE", help="also write the summary table as CSV")
+
+    p = sub.add_parser(
+        "analyze",
+        help="ANN vs SNN per layer, SOPs, energy, plots",
+        epilog=_EPILOG,
+        description="Compare an ANN with its saved SNN site by site (fxsnn.analyze); optional plots.",
+    )
+    p.add_argument("--snn", required=True, metavar="FILE", help="a network saved by fxsnn convert / fxsnn.save")
+    _add_model(p, required=True)
+    _add_data(p)
+    g = p.add_argument_group("analysis")
+    g.add_argument("--layers", metavar="A,B,...", help="sites to compare (names or indices; default all)")
+    g.add_argument("--batches", type=int, metavar="N", help="use at most N batches")
+    g.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
+    g.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default 4.6)")
+    g.add_argument("--e-ac", type=float, default=0.9, help="energy per AC in pJ (default 0.9)")
+    g.add_argument("--plot", metavar="FILE.png", help="write ANN vs SNN histograms of the chosen sites")
+    g.add_argument("--plot-layers", metavar="FILE.png", help="write per-site firing rates and per-layer SOPs")
+    g.add_argument("--csv", metavar="FILE", help="write the per-site table as CSV")
+    g.add_argument("--energy-csv", metavar="FILE", help="write the per-layer energy table as CSV")
+    g.add_argument("--json", metavar="FILE", help="write the whole report as JSON")
+
+    p = sub.add_parser(
+        "demo",
+        help="self-contained demo: digits, a small CNN, conversion at T = 2 and 4",
+        add_help=False,
+        description="Runs fxsnn.demo; every argument after 'demo' goes to it.",
+    )
+    for name, sp in sub.choices.items():
+        if name != "demo":
+            sp.add_argument(
+                "--traceback",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show the full traceback when the command fails",
+            )
+    return parser

@@ -1,0 +1,1 @@
+"""Graph plumbing: tracing, editing + finish(), patterns (data), activation sites, rate-mode analysis."""

@@ -1,0 +1,107 @@
+"""``fxsnn.trace``: symbolic tracing of a deep copy, with errors that say where and what to do."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from torch import fx, nn
+
+from ..errors import TraceError
+
+__all__ = ["trace"]
+
+
+class _LocatingTracer(fx.Tracer):
+    """A Tracer that remembers which module it was inside and honours extra leaf modules."""
+
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_names: frozenset[str] = frozenset()):
+        super().__init__()
+        self.leaf_types = leaf_types
+        self.leaf_names = leaf_names
+        self.scope_stack: list[str] = []
+        self.failed_in: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if (self.leaf_types and isinstance(m, self.leaf_types)) or module_qualified_name in self.leaf_names:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        self.scope_stack.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = path
+            raise
+        finally:
+            self.scope_stack.pop()
+
+
+def trace(
+    model: nn.Module, *, leaf_modules: Iterable[type | str] = (), concrete_args: dict[str, Any] | None = None
+) -> fx.GraphModule:
+    """Trace a **deep copy** of ``model`` with torch.fx and return its ``GraphModule``.
+
+    The user's model is never changed by anything fxsnn does: every module of
+    the result is a copy.
+
+    Args:
+        model: any ``nn.Module`` whose ``forward`` torch.fx can trace.
+        leaf_modules: module types or qualified names (``"layer1.0"``) to keep
+            opaque (not traced through). ReLUs inside a leaf are not converted.
+        concrete_args: passed to ``torch.fx.Tracer.trace`` to specialise
+            non-tensor arguments (e.g. ``{"return_features": False}``).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        fxsnn.TraceError: tracing failed (data-dependent control flow, say);
+            the message names the module path where it failed and suggests
+            ``leaf_modules=``; the original exception is ``__cause__``.
+
+    Example::
+
+        >>> gm = fxsnn.trace(torchvision.models.resnet18())
+        >>> type(gm).__name__
+        'GraphModule'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fxsnn.trace expects a torch.nn.Module; got {type(model).__name__}")
+    leaf_types = tuple(x for x in leaf_modules if isinstance(x, type))
+    leaf_names = frozenset(x for x in leaf_modules if isinstance(x, str))
+    bad = [x for x in leaf_modules if not isinstance(x, (type, str))]
+    if bad:
+        raise TypeError(f"fxsnn.trace: leaf_modules takes module types or qualified names; got {bad!r}")
+    root = copy.deepcopy(model)
+    known = {name for name, _ in root.named_modules()}
+    unknown = sorted(leaf_names - known)
+    if unknown:
+        raise ValueError(
+            f"fxsnn.trace: leaf_modules names no such submodule: {unknown}; known names look like {sorted(known - {''})[:5]}"
+        )
+    tracer = _LocatingTracer(leaf_types, leaf_names)
+    try:
+        graph = tracer.trace(root, concrete_args=concrete_args)
+    except Exception as exc:  # torch.fx raises many types; wrap them all
+        where = tracer.failed_in
+        location = (
+            f"inside module '{where}' ({type(root.get_submodule(where)).__name__})"
+            if where
+            else "in the top-level forward"
+        )
+        hint = (
+            f"mark it as opaque with fxsnn.trace(model, leaf_modules=['{where}']) (its ReLUs then stay unconverted)"
+            if where
+            else "pass concrete_args= for non-tensor arguments, or make the control flow independent of tensor values"
+        )
+        raise TraceError(
+            f"could not trace {type(model).__name__}: tracing failed {location}: {type(exc).__name__}: {exc}. "
+            f"To fix it, {hint}."
+        ) from exc
+    name = type(root).__name__
+    gm = fx.GraphModule(tracer.root, graph, name)
+    gm.graph.lint()
+    return gm

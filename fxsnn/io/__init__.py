@@ -1,0 +1,1 @@
+"""Files: saving and loading converted networks, loading user models, weights and data."""

@@ -1,0 +1,296 @@
+"""Turn command-line style descriptions into objects: a model spec, a weights file, a data file or folder.
+
+Used by the ``fxsnn`` command line; usable from Python too. Every failure is
+an :class:`InputError` (or ``FileNotFoundError``) whose message names the
+problem and the fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import FxsnnError
+
+__all__ = ["InputError", "load_model", "load_weights", "load_data", "parse_kwargs", "OnDevice"]
+
+
+class InputError(FxsnnError, ValueError):
+    """A model spec, weights file or data source that cannot be used as given."""
+
+
+def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    """``["depth=20", "name='x'"]`` → ``{"depth": 20, "name": "x"}`` (values via ``ast.literal_eval``, else strings)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise InputError(f"model argument {item!r} is not of the form NAME=VALUE (e.g. depth=20)")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def load_model(spec: str, **kwargs) -> nn.Module:
+    """Build a model from ``"package.module:function"`` (or a class / instance there) or a torchvision model name.
+
+    ``kwargs`` go to the function or class (torchvision: to
+    ``torchvision.models.get_model``, always with ``weights=None``; load weights
+    with :func:`load_weights`).
+
+    Example::
+
+        >>> load_model("fxsnn.models:cifar_resnet", depth=20)
+        >>> load_model("resnet18", num_classes=10)
+    """
+    if not isinstance(spec, str) or not spec:
+        raise InputError(f"model spec must be 'package.module:function' or a torchvision model name; got {spec!r}")
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise InputError(
+                f"cannot import module {module_name!r} of model spec {spec!r} ({exc}); check the spelling, install the "
+                "package, or run from the directory that contains it (or add it to PYTHONPATH)"
+            ) from None
+        except Exception as exc:  # the user's module raised while importing
+            raise InputError(
+                f"importing {module_name!r} for model spec {spec!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        obj = module
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+                close = difflib.get_close_matches(part, public, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else f"; it defines: {', '.join(public[:12])}"
+                raise InputError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+            obj = getattr(obj, part)
+        if isinstance(obj, nn.Module):
+            if kwargs:
+                raise InputError(f"{spec!r} is a model instance; it takes no model arguments (got {sorted(kwargs)})")
+            model = obj
+        elif callable(obj):
+            try:
+                model = obj(**kwargs)
+            except TypeError as exc:
+                raise InputError(
+                    f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {exc}"
+                ) from None
+        else:
+            raise InputError(f"{spec!r} is a {type(obj).__name__}, not a function, class or nn.Module")
+    else:
+        import torchvision
+
+        names = torchvision.models.list_models()
+        if spec not in names:
+            close = difflib.get_close_matches(spec, names, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise InputError(
+                f"unknown model {spec!r}: give 'package.module:function' or a torchvision model name "
+                f"(torchvision.models.list_models()).{hint}"
+            )
+        model = torchvision.models.get_model(spec, weights=None, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a state dict file into ``model`` (in place; returns it).
+
+    Accepts ``torch.save(model.state_dict())`` files, and checkpoints holding
+    the state dict under ``"state_dict"`` or ``"model"``; a ``module.`` prefix
+    (DataParallel) is stripped. Read with ``weights_only=True``: tensors only,
+    no code is run. Keys and shapes must match the model exactly.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated file, not a torch file
+        raise InputError(
+            f"cannot read weights from {path!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "it must be a state dict saved with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(blob, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(blob.get(key), dict):
+                blob = blob[key]
+                break
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise InputError(
+            f"{path!r} does not hold a state dict (a dict of tensors); save one with torch.save(model.state_dict(), path)"
+        )
+    state = {k.removeprefix("module."): v for k, v in blob.items()}
+    own = model.state_dict()
+    # BatchNorm fills in a missing num_batches_tracked itself (checkpoints from before torch 0.4.1 lack it)
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
+        raise InputError(
+            f"the weights in {path!r} do not match the model {type(model).__name__}: {'; '.join(parts)}. "
+            "Check the model spec and its arguments (e.g. num_classes)"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"the weights in {path!r} do not match the model {type(model).__name__}: {exc}") from None
+    return model
+
+
+class OnDevice:
+    """A re-iterable view of a DataLoader whose batches are moved to ``device`` (and floats to ``dtype``)."""
+
+    def __init__(self, loader: Iterable, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+        self.loader, self.device, self.dtype = loader, torch.device(device), dtype
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            out = []
+            for t in batch:
+                if isinstance(t, torch.Tensor):
+                    t = t.to(self.device, dtype=self.dtype if (self.dtype and t.is_floating_point()) else None)
+                out.append(t)
+            yield tuple(out)
+
+
+def _npz_tensors(path: str, *, nhwc: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            keys = sorted(d.files)
+            if "x" not in keys or "y" not in keys:
+                raise InputError(
+                    f"data file {path!r} must hold arrays named 'x' (inputs) and 'y' (integer labels); it has "
+                    f"{keys or 'no arrays'}. Write one with numpy.savez(path, x=inputs, y=labels)"
+                )
+            x, y = d["x"], d["y"]
+    except InputError:
+        raise
+    except Exception as exc:  # not a zip, truncated, object arrays
+        raise InputError(f"cannot read {path!r} as a numpy .npz file ({type(exc).__name__}: {exc})") from None
+    if len(x) != len(y):
+        raise InputError(f"data file {path!r}: x has {len(x)} samples but y has {len(y)}")
+    if len(x) == 0:
+        raise InputError(f"data file {path!r} holds no samples")
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+        raise InputError(
+            f"data file {path!r}: y must be a 1-D array of integer class labels; got {y.dtype} of shape {y.shape}"
+        )
+    xt = torch.from_numpy(np.ascontiguousarray(x)).float()
+    if nhwc:
+        if xt.dim() != 4:
+            raise InputError(f"--nhwc needs 4-D images [N, H, W, C]; x has shape {tuple(x.shape)}")
+        xt = xt.permute(0, 3, 1, 2).contiguous()
+    return xt * scale, torch.from_numpy(y.astype(np.int64))
+
+
+def _image_folder(path: str, image_size: int | None):
+    from torchvision import datasets, transforms
+
+    steps = []
+    if image_size:
+        steps += [transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    steps.append(transforms.ToTensor())
+    try:
+        return datasets.ImageFolder(path, transform=transforms.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as exc:
+        exts = ", ".join(datasets.folder.IMG_EXTENSIONS)
+        first = str(exc).split(". ")[0]
+        raise InputError(
+            f"found no images under {path!r} ({first}). An image folder holds one subfolder per class with the images "
+            f"inside (DIR/cat/001.png, DIR/dog/002.jpg); accepted extensions: {exts}"
+        ) from None
+
+
+def load_data(
+    path: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    limit: int | None = None,
+    nhwc: bool = False,
+    scale: float = 1.0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    image_size: int | None = None,
+    random_subset: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader of ``(x, y)`` batches from an ``.npz`` file (arrays ``x``, ``y``) or an image folder.
+
+    ``.npz``: ``x`` ``[N, ...]`` is used as float32 times ``scale``
+    (``nhwc=True`` permutes ``[N, H, W, C] → [N, C, H, W]``), ``y`` ``[N]``
+    integer labels. A directory is read with ``torchvision.datasets.ImageFolder``
+    (``image_size``: resize + centre crop; pixels in [0, 1]). Then
+    ``(x − mean)/std`` per channel if given, and the first ``limit`` samples
+    (with ``random_subset``, ``limit`` samples drawn by a fixed permutation,
+    seed 0: for files sorted by class). Batches are not shuffled.
+    """
+    from torch.utils.data import DataLoader, Subset, TensorDataset
+
+    path = os.fspath(path)
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1; got {batch_size}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"data {path!r} does not exist; give an .npz file with arrays x and y, or an image folder"
+        )
+    norm = None
+    if mean is not None or std is not None:
+        if mean is None or std is None or len(mean) != len(std):
+            raise InputError("give --mean and --std together, with one value per channel each")
+        norm = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+    if os.path.isdir(path):
+        ds = _image_folder(path, image_size)
+        if norm is not None:
+            from torchvision import transforms
+
+            ds.transform = transforms.Compose([ds.transform, transforms.Normalize(*norm)])
+        elif scale != 1.0:
+            raise InputError("--scale applies to .npz data; image folders are read as pixels in [0, 1]")
+    elif path.endswith(".npz"):
+        x, y = _npz_tensors(path, nhwc=nhwc, scale=scale)
+        if norm is not None:
+            if x.dim() < 2 or x.shape[1] != len(norm[0]):
+                raise InputError(
+                    f"--mean/--std give {len(norm[0])} channels but x has shape {tuple(x.shape)} (channels in dim 1)"
+                )
+            view = (1, -1) + (1,) * (x.dim() - 2)
+            x = (x - norm[0].view(view)) / norm[1].view(view)
+        ds = TensorDataset(x, y)
+    else:
+        raise InputError(f"unknown data format {path!r}: give an .npz file with arrays x and y, or an image folder")
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit must be >= 1; got {limit}")
+        if random_subset:
+            idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].tolist()
+        else:
+            idx = range(min(limit, len(ds)))
+        ds = Subset(ds, idx)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)

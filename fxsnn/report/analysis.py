@@ -1,0 +1,491 @@
+"""``fxsnn.analyze``: where the SNN drifts from the ANN, layer by layer, and what it costs.
+
+For every activation site ``l`` (matched by its qualified module name, which
+every pass keeps) and every input in ``data``:
+
+- ANN side: ``a`` = the ReLU output of the source network at the site;
+- SNN side: ``k`` = the ParallelIF's integer spike count per neuron
+  (``module.spike_count`` of its time-averaged input) and the average firing
+  rate ``r = k · θ_post / T`` — the time-mean of the weighted spike train, in
+  the same units as ``a`` (the red histograms of the paper's Figures 1, 3, 4).
+
+Statistics (over all neurons of all inputs): mean and std of ``a`` and ``r``;
+sparsity = fraction of zeros (``a = 0``; ``k = 0``, i.e. silent neurons);
+``mae = mean |a − r|`` (paired: same input, same neuron); ``wasserstein`` =
+W1 between the two empirical distributions, ``mean |sort(a) − sort(r)|`` on a
+uniform paired subsample of at most ``max_samples`` values per site (exact
+below that); ``spike_rate = mean(k) / T``, spikes per neuron per time step.
+The energy table is described in :mod:`fxsnn.energy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, fx, nn
+
+from ..calibrate.batches import batches, check_batch
+from ..calibrate.state import preserved_state
+from ..errors import ConversionError
+from ..graph.edit import require_graph_module
+from ..graph.sites import find_sites
+from ..modes import get_mode, neurons, set_mode, time_steps
+from ..nn import SITE_MODULES, ParallelIF
+from ..nn import functional as Fx
+from ..passes import normalize
+from .energy import WEIGHTED_LAYERS, EnergyModel, energy_table, format_energy, layer_macs
+from .table import Rows
+
+__all__ = ["analyze", "Report", "SiteReport", "resolve_layers"]
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """One activation site of :func:`fxsnn.analyze` (statistics over every neuron of every input).
+
+    Attributes:
+        site: qualified module path.
+        channels: ``C``; ``neurons``: neurons per input (``C·H·W``).
+        ann_mean, ann_std, ann_sparsity: of the ANN activation ``a`` (sparsity = fraction of ``a = 0``).
+        snn_mean, snn_std, snn_sparsity: of the SNN average firing rate
+            ``r = k·θ_post/T`` (sparsity = fraction of neurons with ``k = 0``).
+        mae: ``mean |a − r|`` over paired neurons.
+        wasserstein: W1 distance between the distributions of ``a`` and ``r``.
+        spike_rate: ``mean(k)/T``, spikes per neuron per time step, in ``[0, 1]``.
+    """
+
+    site: str
+    channels: int
+    neurons: int
+    ann_mean: float
+    ann_std: float
+    ann_sparsity: float
+    snn_mean: float
+    snn_std: float
+    snn_sparsity: float
+    mae: float
+    wasserstein: float
+    spike_rate: float
+
+
+_SITE_HEADERS = {
+    "site": "site",
+    "neurons": "neurons",
+    "ann_mean": "ANN mean",
+    "snn_mean": "SNN mean",
+    "ann_std": "ANN std",
+    "snn_std": "SNN std",
+    "ann_sparsity": "ANN sparsity",
+    "snn_sparsity": "SNN sparsity",
+    "mae": "MAE",
+    "wasserstein": "W1",
+    "spike_rate": "spikes/neuron/step",
+}
+_ENERGY_HEADERS = {
+    "layer": "layer",
+    "op": "op",
+    "input": "input",
+    "macs": "FLOPs (MACs)",
+    "input_rate": "input rate",
+    "sops": "SOPs",
+    "ann_energy": "ANN J",
+    "snn_energy": "SNN J",
+}
+
+
+class Report:
+    """What :func:`fxsnn.analyze` returns. Prints as tables; ``to_dict()``; ``to_csv()``.
+
+    Attributes:
+        sites: :class:`SiteReport` rows (one per analysed site, graph order).
+        energy: :class:`fxsnn.energy.SynapticLayer` rows (every weighted layer).
+        T, mode, samples: time steps, execution mode used, number of inputs.
+        ann_top1, snn_top1: accuracies (``None`` without targets);
+        agreement: fraction of inputs where ANN and SNN predict the same class.
+        ann_macs, snn_macs, snn_sops: per-input totals (``snn_macs`` = analog layers).
+        ann_energy, snn_energy: per-input energy in joules; ``energy_model``: the constants.
+        values: ``{site: (ann, snn)}`` paired numpy samples used for W1 and the plots.
+        spike_rates: ``{site: mean(k)/T}`` for every site of the SNN (analysed or not).
+    """
+
+    def __init__(
+        self, *, sites, energy, T, mode, samples, ann_top1, snn_top1, agreement, energy_model, values, spike_rates
+    ):
+        self.sites = Rows(sites, _SITE_HEADERS)
+        self.energy = Rows(energy, _ENERGY_HEADERS)
+        self.T, self.mode, self.samples = T, mode, samples
+        self.ann_top1, self.snn_top1, self.agreement = ann_top1, snn_top1, agreement
+        self.energy_model = energy_model
+        self.values = values
+        self.spike_rates = dict(spike_rates)
+        self.ann_macs = sum(r.macs for r in energy)
+        self.snn_macs = sum(r.macs for r in energy if r.input == "analog")
+        self.snn_sops = float(sum(r.sops for r in energy if r.sops is not None))
+        self.ann_energy = float(sum(r.ann_energy for r in energy))
+        self.snn_energy = float(sum(r.snn_energy for r in energy))
+
+    def site(self, name: str) -> SiteReport:
+        """The row of site ``name`` (``KeyError`` naming the analysed sites otherwise)."""
+        for r in self.sites:
+            if r.site == name:
+                return r
+        raise KeyError(f"site {name!r} was not analysed; analysed sites: {[r.site for r in self.sites]}")
+
+    def totals(self) -> dict:
+        return {
+            "T": self.T,
+            "mode": self.mode,
+            "samples": self.samples,
+            "ann_top1": self.ann_top1,
+            "snn_top1": self.snn_top1,
+            "agreement": self.agreement,
+            "ann_macs": self.ann_macs,
+            "snn_macs": self.snn_macs,
+            "snn_sops": self.snn_sops,
+            "ann_energy_j": self.ann_energy,
+            "snn_energy_j": self.snn_energy,
+            "e_mac_pj": self.energy_model.e_mac,
+            "e_ac_pj": self.energy_model.e_ac,
+        }
+
+    def __str__(self) -> str:
+        acc = ""
+        if self.ann_top1 is not None:
+            acc = f"; top-1 ANN {100 * self.ann_top1:.2f} % vs SNN {100 * self.snn_top1:.2f} %"
+        ratio = self.snn_energy / self.ann_energy if self.ann_energy else float("nan")
+        em = self.energy_model
+        return "\n".join(
+            [
+                f"fxsnn.analyze: T={self.T} ({self.mode} mode), {self.samples} inputs{acc}; "
+                f"predictions agree on {100 * self.agreement:.2f} %",
+                "",
+                str(self.sites),
+                "",
+                str(self.energy),
+                "",
+                f"per input: ANN {self.ann_macs:,} MACs = {format_energy(self.ann_energy)}; SNN {self.snn_macs:,} MACs + "
+                f"{self.snn_sops:,.0f} SOPs = {format_energy(self.snn_energy)} "
+                f"({ratio:.3g} × ANN; E_MAC = {em.e_mac:g} pJ, E_AC = {em.e_ac:g} pJ)",
+            ]
+        )
+
+    def __repr__(self) -> str:
+        return f"Report(T={self.T}, {len(self.sites)} sites, {len(self.energy)} weighted layers)"
+
+    def to_dict(self) -> dict:
+        """``{"totals": {...}, "sites": [...], "energy": [...]}`` of plain Python values (no samples)."""
+        return {
+            "totals": self.totals(),
+            "sites": self.sites.to_dict(),
+            "energy": self.energy.to_dict(),
+            "spike_rates": dict(self.spike_rates),
+        }
+
+    def to_csv(self, path=None, *, table: str = "sites") -> str:
+        """CSV text of ``table`` (``"sites"`` or ``"energy"``); also written to ``path`` if given."""
+        if table not in ("sites", "energy"):
+            raise ValueError(f"Report.to_csv: table must be 'sites' or 'energy'; got {table!r}")
+        return getattr(self, table).to_csv(path)
+
+
+class _SiteStats:
+    """Streaming float64 sums for one site, plus a paired bottom-k uniform subsample."""
+
+    def __init__(self, max_samples: int, seed: int):
+        self.n = 0
+        self.sums = torch.zeros(8, dtype=torch.float64)  # Σa Σa² #a=0 Σr Σr² #k=0 Σ|a−r| Σk
+        self.max_samples = max_samples
+        self.seed = seed
+        self.gen = None
+        self.keys = self.a = self.r = None
+        self.neurons = 0
+
+    def add(self, a: Tensor, r: Tensor, k: Tensor) -> None:
+        a, r, k = a.detach().reshape(-1), r.detach().reshape(-1), k.detach().reshape(-1)
+        a64, r64 = a.double(), r.double()
+        s = torch.stack(
+            [
+                a64.sum(),
+                (a64 * a64).sum(),
+                (a == 0).sum().double(),
+                r64.sum(),
+                (r64 * r64).sum(),
+                (k == 0).sum().double(),
+                (a64 - r64).abs().sum(),
+                k.double().sum(),
+            ]
+        )
+        self.sums += s.cpu()
+        self.n += a.numel()
+        self._sample(a, r)
+
+    def _sample(self, a: Tensor, r: Tensor) -> None:
+        if self.max_samples <= 0:
+            return
+        if self.gen is None:
+            self.gen = torch.Generator(device=a.device).manual_seed(self.seed)
+        keys = torch.rand(a.numel(), generator=self.gen, device=a.device)
+        if self.keys is not None and self.keys.numel() >= self.max_samples:
+            keep = keys < self.keys.max()
+            keys, a, r = keys[keep], a[keep], r[keep]
+        if self.keys is not None:
+            keys, a, r = torch.cat([self.keys, keys]), torch.cat([self.a, a]), torch.cat([self.r, r])
+        if keys.numel() > self.max_samples:
+            idx = torch.topk(keys, self.max_samples, largest=False).indices
+            keys, a, r = keys[idx], a[idx], r[idx]
+        self.keys, self.a, self.r = keys, a, r
+
+    def row(self, site: str, channels: int, T: int) -> SiteReport:
+        n = max(self.n, 1)
+        sa, sa2, za, sr, sr2, zk, sabs, sk = (float(v) for v in self.sums)
+        std = lambda s, s2: float(np.sqrt(max(s2 / n - (s / n) ** 2, 0.0)))  # noqa: E731
+        a, r = self.arrays()
+        w1 = float(np.abs(np.sort(a) - np.sort(r)).mean()) if a.size else float("nan")
+        return SiteReport(
+            site,
+            channels,
+            self.neurons,
+            sa / n,
+            std(sa, sa2),
+            za / n,
+            sr / n,
+            std(sr, sr2),
+            zk / n,
+            sabs / n,
+            w1,
+            sk / n / T,
+        )
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.a is None:
+            return np.zeros(0), np.zeros(0)
+        return self.a.double().cpu().numpy(), self.r.double().cpu().numpy()
+
+
+def resolve_layers(layers, names: Sequence[str], *, where: str) -> list[str]:
+    """Site names from ``layers``: ``None`` (all), a name, or a list of names and/or integer indices."""
+    if layers is None:
+        return list(names)
+    if isinstance(layers, (str, int)):
+        layers = [layers]
+    out = []
+    for item in layers:
+        if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+            raise TypeError(f"{where}: layers takes site names or integer indices; got {item!r}")
+        if isinstance(item, str):
+            if item not in names:
+                shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+                raise ValueError(
+                    f"{where}: no activation site named {item!r}. The sites are: {shown} "
+                    f"(or pass integer indices 0..{len(names) - 1}; fxsnn.find_sites(gm) lists them)"
+                )
+            out.append(item)
+        else:
+            if not -len(names) <= int(item) < len(names):
+                raise ValueError(
+                    f"{where}: layer index {int(item)} is out of range; the network has {len(names)} sites (0..{len(names) - 1})"
+                )
+            out.append(names[int(item)])
+    if not out:
+        raise ValueError(f"{where}: layers is empty; pass None for every site")
+    return list(dict.fromkeys(out))
+
+
+def _ann_graph(ann: nn.Module, where: str) -> fx.GraphModule:
+    if any(isinstance(m, ParallelIF) for m in ann.modules()):
+        raise ConversionError(
+            f"{where}: the first argument is a lowered SNN; call analyze(ann, snn, data) with the ANN first"
+        )
+    return normalize(require_graph_module(ann, where=where))
+
+
+def _total(data, max_batches: int | None) -> int | None:
+    try:
+        n = len(data)
+    except TypeError:
+        return max_batches
+    return n if max_batches is None else min(n, max_batches)
+
+
+@torch.no_grad()
+@contextlib.contextmanager
+def _removed(handles: list) -> Iterator[None]:
+    """Remove the hook ``handles`` on exit."""
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _mode_kept(snn: nn.Module) -> Iterator[None]:
+    """Put the network back into its execution mode on exit."""
+    old = get_mode(snn)
+    try:
+        yield
+    finally:
+        set_mode(snn, old)
+
+
+def analyze(
+    ann: nn.Module,
+    snn: fx.GraphModule,
+    data: Iterable,
+    *,
+    layers=None,
+    energy: EnergyModel | None = None,
+    mode: str | None = None,
+    max_batches: int | None = None,
+    max_samples: int = 100_000,
+    seed: int = 0,
+    progress: bool = True,
+) -> Report:
+    """Compare ``ann`` and its converted ``snn`` site by site on ``data``, and count SOPs and energy.
+
+    Args:
+        ann: the source network (any ``nn.Module``; it is traced and
+            normalised on a copy, so its ReLU sites get the SNN's names), or an
+            earlier fxsnn stage of it (recorders, QCFS, DA-QCFS).
+        snn: the lowered network (:func:`fxsnn.passes.lower_to_paraif`).
+        data: an iterable of batches (input tensors or ``(input, target)``);
+            with targets the report includes both top-1 accuracies.
+        layers: sites to compare — ``None`` (all), names, or integer indices
+            into :func:`fxsnn.find_sites` of the SNN. Spike rates of every
+            site are still measured for the energy table.
+        energy: :class:`fxsnn.EnergyModel` (default 4.6 pJ/MAC, 0.9 pJ/AC).
+        mode: run the SNN in ``"rate"`` or ``"spike"`` mode for this call
+            (restored after); ``None`` keeps its mode. Spike counts are the same.
+        max_batches: stop after this many batches.
+        max_samples: per-site paired subsample kept for W1 and plots.
+
+    Memory: one batch of the ANN's activations at the chosen sites is held
+    while the SNN runs (for the paired MAE); lower the batch size for large models.
+
+    Returns a :class:`Report` (see :mod:`fxsnn.analysis` for the statistics
+    and :mod:`fxsnn.energy` for ``SOP_l = T · r_in · FLOPs_l`` and the energy).
+
+    Example::
+
+        >>> rep = fxsnn.analyze(model, snn, loader, layers=["layer1.0.relu", "layer3.2.relu_1"])
+        >>> print(rep); rep.to_csv("sites.csv"); rep.to_csv("energy.csv", table="energy")
+    """
+    where = "fxsnn.analyze"
+    if not isinstance(snn, fx.GraphModule) or not neurons(snn):
+        raise ConversionError(
+            f"{where}: snn must be a lowered GraphModule (fxsnn.passes.lower_to_paraif); it has no ParallelIF neuron"
+        )
+    if not isinstance(ann, nn.Module):
+        raise TypeError(f"{where}: ann must be an nn.Module; got {type(ann).__name__}")
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    ):
+        raise ValueError(f"{where}: max_batches must be an integer >= 1 or None; got {max_batches!r}")
+    energy = EnergyModel() if energy is None else energy
+    if not isinstance(energy, EnergyModel):
+        raise TypeError(f"{where}: energy must be an fxsnn.EnergyModel; got {type(energy).__name__}")
+    T = time_steps(snn)
+    snn_sites = [s for s in find_sites(snn) if s.kind == "ParallelIF"]
+    names = [s.name for s in snn_sites]
+    chosen = sorted(resolve_layers(layers, names, where=where), key=names.index)  # rows in graph order
+    ann_gm = _ann_graph(ann, where)
+    ann_modules = dict(ann_gm.named_modules())
+    missing = [n for n in chosen if not isinstance(ann_modules.get(n), (nn.ReLU,) + SITE_MODULES)]
+    if missing:
+        raise ConversionError(
+            f"{where}: the ANN has no activation site named {missing[0]!r} (the SNN does); pass the ANN this SNN was "
+            f"converted from (its sites: {find_sites(ann_gm).names()[:8]})"
+        )
+
+    snn_modules = dict(snn.named_modules())
+    stats = {n: _SiteStats(max_samples if n in chosen else 0, seed + i) for i, n in enumerate(names)}
+    ann_out: dict[str, Tensor] = {}
+    macs: dict[str, int] = {}
+
+    def ann_hook(name):
+        def hook(module, args, out):
+            ann_out[name] = out.detach()
+
+        return hook
+
+    def snn_hook(name):
+        def hook(module: ParallelIF, args, out):
+            x = args[0]
+            x_mean = module.time_mean(x) if module.mode == "spike" else x
+            k = module.spike_count(x_mean)
+            st = stats[name]
+            st.neurons = k[0].numel()
+            if name in ann_out:
+                a = ann_out.pop(name)
+                r = Fx.count_to_rate(k, module.T, module.theta_post)
+                if a.shape != r.shape:
+                    raise ConversionError(
+                        f"{where}: site {name!r} gives ANN activations of shape {tuple(a.shape)} but SNN rates of "
+                        f"shape {tuple(r.shape)}; pass the ANN this SNN was converted from"
+                    )
+                st.add(a, r, k)
+            else:
+                st.sums[7] += float(k.double().sum())
+                st.n += k.numel()
+
+        return hook
+
+    def mac_hook(name):
+        def hook(module, args, out):
+            if first_batch:
+                macs[name] = macs.get(name, 0) + layer_macs(module, args[0], out)
+
+        return hook
+
+    first_batch = True
+    handles = [ann_modules[n].register_forward_hook(ann_hook(n)) for n in chosen]
+    handles += [snn_modules[n].register_forward_hook(snn_hook(n)) for n in names]
+    handles += [m.register_forward_hook(mac_hook(n)) for n, m in snn.named_modules() if isinstance(m, WEIGHTED_LAYERS)]
+    samples = correct_ann = correct_snn = agree = 0
+    has_targets = True
+    with preserved_state(ann_gm, snn), _removed(handles), _mode_kept(snn):
+        if mode is not None:
+            set_mode(snn, mode)
+        ann_gm.eval()
+        snn.eval()
+        for i, (x, y) in enumerate(
+            batches(data, where=where, model=snn, progress=progress, total=_total(data, max_batches))
+        ):
+            if max_batches is not None and i >= max_batches:
+                break
+            check_batch(ann_gm, x, where=where, index=i)
+            ann_logits = ann_gm(x)
+            snn_logits = snn(x)
+            first_batch = False
+            ann_out.clear()
+            pa, ps = ann_logits.argmax(dim=1), snn_logits.argmax(dim=1)
+            agree += int((pa == ps).sum())
+            samples += x.shape[0]
+            if y is None:
+                has_targets = False
+            elif has_targets:
+                y = y.to(pa.device)
+                correct_ann += int((pa == y).sum())
+                correct_snn += int((ps == y).sum())
+
+    site_rows = [stats[n].row(n, snn_modules[n].channels, T) for n in chosen]
+    rates = {n: (stats[n].sums[7].item(), stats[n].n) for n in names}
+    energy_rows = energy_table(snn, macs, rates, T, energy)
+    values = {n: stats[n].arrays() for n in chosen}
+    return Report(
+        sites=site_rows,
+        energy=energy_rows,
+        T=T,
+        mode=get_mode(snn) if mode is None else mode,
+        samples=samples,
+        ann_top1=correct_ann / samples if has_targets and samples else None,
+        snn_top1=correct_snn / samples if has_targets and samples else None,
+        agreement=agree / samples if samples else float("nan"),
+        energy_model=energy,
+        values=values,
+        spike_rates={n: (s / c / T if c else 0.0) for n, (s, c) in rates.items()},
+    )

@@ -1,0 +1,41 @@
+"""The ResNet-20 benchmark scripts keep their command lines (they need ../shared/data to do real work)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", ["cifar10_resnet20.py", "validate_defaults.py"])
+def test_help(script):
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "--T" in proc.stdout, proc.stderr
+
+
+def test_validation_variants_parse_and_bad_ones_are_named():
+    parse = _load("validate_defaults").parse_variant
+    assert parse("") == {}
+    assert parse("s1_train_theta=False s2_lr=0.01 s1_bn_mode=train") == {
+        "s1_train_theta": False,
+        "s2_lr": 0.01,
+        "s1_bn_mode": "train",
+    }
+    with pytest.raises(SystemExit, match="not name=value"):
+        parse("s1_train_theta")
+    with pytest.raises(TypeError, match="s1_epochs"):  # the valid names are listed
+        parse("s1_epoch=3")
+    with pytest.raises(ValueError, match="s1_bn_mode"):
+        parse("s1_bn_mode=sideways")

@@ -1,0 +1,377 @@
+"""The fxsnn command line: every command end to end on a tiny model, --help everywhere, and exit codes 2 for bad input."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import tiny_resnet
+
+import fxsnn
+from fxsnn import cli
+from fxsnn.cli import commands
+
+SPEC = "tiny_models:tiny_resnet"
+
+
+def run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    g = np.random.RandomState(0)
+    np.savez(d / "data.npz", x=g.randn(48, 1, 8, 8).astype("float32"), y=g.randint(0, 3, 48))
+    np.savez(d / "noxy.npz", images=np.zeros((2, 1, 8, 8)), labels=np.zeros(2))
+    torch.save(tiny_resnet().state_dict(), d / "w.pt")
+    code = cli.main(
+        [
+            "convert",
+            "--model",
+            SPEC,
+            "--weights",
+            str(d / "w.pt"),
+            "--data",
+            str(d / "data.npz"),
+            "--T",
+            "2",
+            "--method",
+            "fspc",
+            "--batch-size",
+            "16",
+            "--out",
+            str(d / "snn.fxsnn"),
+        ]
+    )
+    assert code == 0
+    return d
+
+
+def test_help_on_every_command(capsys):
+    for argv in (["--help"], ["convert", "--help"], ["eval", "--help"], ["inspect", "--help"], ["analyze", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: fxsnn") and "exit codes" in out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"fxsnn {fxsnn.__version__}"
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("fxsnn", path=os.path.dirname(sys.executable)) or shutil.which("fxsnn")
+    assert exe, "the fxsnn console script is not on PATH; pip install -e . declares it in pyproject.toml"
+    res = subprocess.run([exe, "inspect", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "usage: fxsnn inspect" in res.stdout
+    res = subprocess.run([exe, "inspect", "/nonexistent/file.fxsnn"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_convert_writes_a_loadable_snn(files):
+    snn = fxsnn.load(files / "snn.fxsnn")
+    assert fxsnn.time_steps(snn) == 2 and fxsnn.summary(snn).stage == "ParallelIF"
+    assert fxsnn.read_header(files / "snn.fxsnn")["delta_b_params"] == 8
+
+
+def test_inspect(files, capsys, tmp_path):
+    code, out, err = run(["inspect", files / "snn.fxsnn", "--csv", tmp_path / "s.csv"], capsys)
+    assert code == 0
+    assert "stage=ParallelIF, T=2" in out and "converted with method=fspc, T=2" in out
+    assert "Δb parameters: 8" in out and "def forward" in out and "self.relu_1(add)" in out
+    assert (tmp_path / "s.csv").read_text().startswith("site,kind,pattern")
+    code, out, _ = run(["inspect", files / "snn.fxsnn", "--no-graph"], capsys)
+    assert code == 0 and "def forward" not in out
+    fxsnn.save(tiny_resnet(), tmp_path / "ann.fxsnn")  # a plain module, not a GraphModule
+    code, out, err = run(["inspect", tmp_path / "ann.fxsnn"], capsys)
+    assert code == 0, err
+    assert "parameters=" in out.splitlines()[0] and "ReLU" in out and "(conv1): Conv2d" in out
+
+
+def test_eval_matches_the_api(files, capsys):
+    code, out, err = run(
+        [
+            "eval",
+            "--snn",
+            files / "snn.fxsnn",
+            "--model",
+            SPEC,
+            "--weights",
+            files / "w.pt",
+            "--data",
+            files / "data.npz",
+            "--mode",
+            "rate",
+        ],
+        capsys,
+    )
+    assert code == 0
+    x, y = np.load(files / "data.npz")["x"], np.load(files / "data.npz")["y"]
+    data = [(torch.from_numpy(x), torch.from_numpy(y).long())]
+    ann = fxsnn.evaluate(tiny_resnet(), data, progress=False).top1
+    snn = fxsnn.evaluate(fxsnn.load(files / "snn.fxsnn"), data, progress=False).top1
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert f"{100 * ann:.2f}" in lines["ANN"] and f"{100 * snn:.2f}" in lines["SNN"] and "(rate)" in lines["SNN"]
+    assert "48" in lines["ANN"]
+
+
+def test_analyze_writes_tables_and_plots(files, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, out, err = run(
+        [
+            "analyze",
+            "--snn",
+            files / "snn.fxsnn",
+            "--model",
+            SPEC,
+            "--weights",
+            files / "w.pt",
+            "--data",
+            files / "data.npz",
+            "--layers",
+            "relu_1,0",
+            "--batches",
+            "2",
+            "--batch-size",
+            "16",
+            "--e-ac",
+            "0.5",
+            "--plot",
+            tmp_path / "d.png",
+            "--plot-layers",
+            tmp_path / "l.png",
+            "--csv",
+            tmp_path / "s.csv",
+            "--energy-csv",
+            tmp_path / "e.csv",
+            "--json",
+            tmp_path / "r.json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "32 inputs" in out and "E_AC = 0.5 pJ" in out
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert [s["site"] for s in rep["sites"]] == ["relu", "relu_1"] and rep["totals"]["e_ac_pj"] == 0.5
+    assert (tmp_path / "d.png").stat().st_size > 10_000 and (tmp_path / "l.png").stat().st_size > 10_000
+    assert (tmp_path / "e.csv").read_text().splitlines()[0].startswith("layer,op,input")
+
+
+def test_model_spec_from_the_current_directory(files, capsys, tmp_path, monkeypatch):
+    (tmp_path / "cli_user_nets.py").write_text(
+        "import torch\n"
+        "def small(width=3):\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, width, 3), torch.nn.ReLU(), torch.nn.Flatten(),\n"
+        "                               torch.nn.Linear(width * 36, 3))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        [
+            "convert",
+            "--model",
+            "cli_user_nets:small",
+            "--model-arg",
+            "width=2",
+            "--data",
+            files / "data.npz",
+            "--T",
+            "3",
+            "--method",
+            "fspc_da",
+            "--out",
+            "u.fxsnn",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "no --weights given" in err and "saved u.fxsnn" in out
+    assert fxsnn.summary(fxsnn.load("u.fxsnn"))[0].channels == 2
+    assert str(tmp_path) not in sys.path  # the CLI puts sys.path back
+
+
+def test_convert_full_runs_both_stages(files, capsys, tmp_path):
+    code, out, err = run(
+        [
+            "convert",
+            "--model",
+            SPEC,
+            "--weights",
+            files / "w.pt",
+            "--data",
+            files / "data.npz",
+            "--T",
+            "2",
+            "--method",
+            "full",
+            "--set",
+            "s1_epochs=1",
+            "--set",
+            "s2_epochs=1",
+            "--set",
+            "s2_holdout=None",
+            "--batch-size",
+            "16",
+            "--out",
+            tmp_path / "full.fxsnn",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    snn = fxsnn.load(tmp_path / "full.fxsnn")
+    assert any(float(n.delta_b.abs().max()) > 0 for n in fxsnn.neurons(snn).values())  # Stage 2 trained Δb
+    assert snn.meta["fxsnn.convert"]["method"] == "full"
+
+
+def test_image_folder_data(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((10, 10, 3), 40 * i, dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "m.py").write_text(
+        "import torch\n"
+        "def rgb():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),\n"
+        "                               torch.nn.Linear(2 * 36, 2))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["eval", "--model", "m:rgb", "--data", "imgs", "--image-size", "8"], capsys)
+    assert code == 0, err
+    assert out.splitlines()[2].split()[-1] == "6"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["convert", "--model", "no_such_pkg.nets:f"], "cannot import module 'no_such_pkg.nets'"),
+        (["convert", "--model", "tiny_models:tiny_resnt"], "did you mean tiny_resnet"),
+        (["convert", "--model", "resnet181"], "unknown model 'resnet181'.*Did you mean resnet18"),
+        (
+            ["convert", "--model", "tiny_models:fanout_net", "--weights", "{d}/w.pt"],
+            "weights in .* do not match the model Sequential",
+        ),
+        (["convert", "--model", SPEC, "--weights", "{d}/snn.fxsnn"], "it must be a state dict"),
+        (["convert", "--model", SPEC, "--model-arg", "depth"], "NAME=VALUE"),
+        (["convert", "--model", SPEC, "--model-arg", "depth=3"], r"calling tiny_models:tiny_resnet\(depth=3\) failed"),
+        (["convert", "--model", SPEC, "--data", "{d}/noxy.npz"], r"must hold arrays named 'x'.*\['images', 'labels'\]"),
+        (["convert", "--model", SPEC, "--data", "{d}/empty_images"], "found no images under"),
+        (["convert", "--model", SPEC, "--data", "{d}/absent.npz"], "does not exist"),
+        (["convert", "--model", SPEC, "--data", "{d}/w.pt"], "unknown data format"),
+        (["convert", "--model", SPEC, "--out", "{d}/no/such/dir/x.fxsnn"], "directory .* does not exist; create it"),
+        (["convert", "--model", SPEC, "--method", "magic"], "choose one of fspc, fspc_da, spatial, temporal, full"),
+        (["convert", "--model", SPEC, "--set", "s1_epoch=1"], "unknown convert option"),
+        (["convert", "--model", SPEC, "--set", "s1_epochs=0"], "s1_epochs must be an integer >= 1"),
+        (["convert", "--model", SPEC, "--T", "0"], "--T must be >= 1"),
+        (["eval", "--data", "{d}/data.npz"], "give --snn FILE, --model SPEC, or both"),
+        (["eval", "--model", SPEC, "--data", "{d}/data.npz", "--device", "gpu0"], "is not a torch device"),
+        (["eval", "--snn", "{d}/w.pt", "--data", "{d}/data.npz"], "use torch.load"),
+        (["eval", "--snn", "{d}/data.npz", "--data", "{d}/data.npz"], "has no fxsnn.json header"),
+        (["inspect", "{d}/garbage.fxsnn"], "not an fxsnn network file"),
+        (
+            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", SPEC, "--data", "{d}/data.npz", "--layers", "layer9"],
+            "no activation site named 'layer9'. The sites are: relu, relu_1",
+        ),
+        (
+            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", SPEC, "--data", "{d}/data.npz", "--layers", "7"],
+            "out of range",
+        ),
+        (
+            [
+                "analyze",
+                "--snn",
+                "{d}/snn.fxsnn",
+                "--model",
+                SPEC,
+                "--data",
+                "{d}/data.npz",
+                "--plot",
+                "{d}/nodir/p.png",
+            ],
+            "--plot .*nodir/p.png: directory .* does not exist",
+        ),
+        (
+            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", SPEC, "--data", "{d}/data.npz", "--plot", "{d}/p.jpg"],
+            "ending in .png",
+        ),
+        (
+            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", SPEC, "--data", "{d}/data.npz", "--e-mac", "-1"],
+            "e_mac must be",
+        ),
+        (
+            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", "tiny_models:fanout_net", "--data", "{d}/data.npz"],
+            "pass the ANN this SNN was converted from",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(files, capsys, argv, message):
+    (files / "empty_images" / "cat").mkdir(parents=True, exist_ok=True)
+    (files / "garbage.fxsnn").write_bytes(b"not a zip at all")
+    argv = [a.format(d=files) for a in argv]
+    if argv[0] == "convert":
+        defaults = {"--data": str(files / "data.npz"), "--out": str(files / "out.fxsnn")}
+        argv += [x for k, v in defaults.items() if k not in argv for x in (k, v)]
+    code, out, err = run(argv, capsys)
+    assert code == 2, (out, err)
+    assert re.search(message, err), err
+    assert err.startswith(f"fxsnn {argv[0]}: error: ") or "note:" in err
+    assert not (files / "out.fxsnn").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    for argv in ([], ["convert", "--model", SPEC], ["frobnicate"], ["inspect"], ["eval", "--data", "x", "--bogus"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        assert "usage: fxsnn" in capsys.readouterr().err
+
+
+def test_failures_exit_1_and_traceback_on_request(files, capsys, tmp_path):
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((4, 2, 8, 8), dtype="float32"), y=np.zeros(4, dtype=int))
+    argv = ["eval", "--model", SPEC, "--data", tmp_path / "wrong.npz"]
+    code, out, err = run(argv, capsys)
+    assert code == 1 and "unexpected error: RuntimeError" in err and "--traceback" in err and "Traceback" not in err
+    code, out, err = run(argv + ["--traceback"], capsys)
+    assert code == 1 and "Traceback (most recent call last)" in err
+
+
+def test_interrupt_exits_130(files, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(commands.COMMANDS, "inspect", interrupted)
+    code, out, err = run(["inspect", files / "snn.fxsnn"], capsys)
+    assert code == 130 and "interrupted" in err
+
+
+def test_demo_passes_its_arguments_through(capsys, monkeypatch):
+    demo = pytest.importorskip("fxsnn.cli.demo")
+    seen = {}
+    monkeypatch.setattr(demo, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert cli.main(["demo", "--T", "2", "--methods", "fspc"]) == 0
+    assert seen["argv"] == ["--T", "2", "--methods", "fspc"]
+
+
+def test_loaders_accept_old_checkpoints_and_random_subsets(tmp_path):
+    from fxsnn.io.loaders import load_data, load_weights
+
+    model = tiny_resnet()
+    old = {
+        "state_dict": {"module." + k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    }
+    torch.save(old, tmp_path / "old.th")  # a DataParallel checkpoint from before num_batches_tracked existed
+    fresh = load_weights(tiny_resnet(seed=3), tmp_path / "old.th")
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[k.removeprefix("module.")], v) for k, v in old["state_dict"].items())
+    np.savez(tmp_path / "sorted.npz", x=np.arange(20, dtype="float32").reshape(20, 1), y=np.repeat([0, 1], 10))
+    first = next(iter(load_data(tmp_path / "sorted.npz", limit=6, batch_size=6)))[1]
+    mixed = next(iter(load_data(tmp_path / "sorted.npz", limit=6, batch_size=6, random_subset=True)))[1]
+    assert first.tolist() == [0] * 6 and 0 < int(mixed.sum()) < 6
