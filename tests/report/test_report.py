@@ -13,6 +13,7 @@ from torch import nn
 
 import fxsnn
 from fxsnn.report.energy import EnergyModel, layer_macs
+from fxsnn.report.probes import spike_counts
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def _reference(model, snn, data):
     for x, _ in data:
         with torch.no_grad():
             ann(x)
-        counts = fxsnn.report.probes.spike_counts(snn, x)
+        counts = spike_counts(snn, x)
         for n in names:
             m = snn.get_submodule(n)
             k = counts[n]
@@ -188,7 +189,7 @@ def test_sops_equal_exact_spike_fanout_counts():
     rep = fxsnn.analyze(model, snn, data, progress=False)
     spikes = {"1": 0.0, "3": 0.0}
     for x, _ in data:
-        counts = fxsnn.report.probes.spike_counts(snn, x)
+        counts = spike_counts(snn, x)
         for n in spikes:  # count the binary spike train, slot by slot
             spikes[n] += float(snn.get_submodule(n).spike_train(_mean_input(snn, n, x)).sum())
             assert spikes[n] > 0 or counts[n].sum() == 0
