@@ -15,18 +15,20 @@ sparsity = fraction of zeros (``a = 0``; ``k = 0``, i.e. silent neurons);
 W1 between the two empirical distributions, ``mean |sort(a) − sort(r)|`` on a
 uniform paired subsample of at most ``max_samples`` values per site (exact
 below that); ``spike_rate = mean(k) / T``, spikes per neuron per time step.
-The energy table is described in :mod:`fxsnn.energy`.
+The energy table is described in :mod:`fxsnn.report.energy`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, fx, nn
+from torch.utils.hooks import RemovableHandle
 
 from ..calibrate.batches import batches, check_batch
 from ..calibrate.state import preserved_state
@@ -37,7 +39,7 @@ from ..modes import get_mode, neurons, set_mode, time_steps
 from ..nn import SITE_MODULES, ParallelIF
 from ..nn import functional as Fx
 from ..passes import normalize
-from .energy import WEIGHTED_LAYERS, EnergyModel, energy_table, format_energy, layer_macs
+from .energy import WEIGHTED_LAYERS, EnergyModel, SynapticLayer, energy_table, format_energy, layer_macs
 from .table import Rows
 
 __all__ = ["analyze", "Report", "SiteReport", "resolve_layers"]
@@ -102,7 +104,7 @@ class Report:
 
     Attributes:
         sites: :class:`SiteReport` rows (one per analysed site, graph order).
-        energy: :class:`fxsnn.energy.SynapticLayer` rows (every weighted layer).
+        energy: :class:`fxsnn.report.energy.SynapticLayer` rows (every weighted layer).
         T, mode, samples: time steps, execution mode used, number of inputs.
         ann_top1, snn_top1: accuracies (``None`` without targets);
         agreement: fraction of inputs where ANN and SNN predict the same class.
@@ -113,8 +115,20 @@ class Report:
     """
 
     def __init__(
-        self, *, sites, energy, T, mode, samples, ann_top1, snn_top1, agreement, energy_model, values, spike_rates
-    ):
+        self,
+        *,
+        sites: Sequence[SiteReport],
+        energy: Sequence[SynapticLayer],
+        T: int,
+        mode: str,
+        samples: int,
+        ann_top1: float | None,
+        snn_top1: float | None,
+        agreement: float,
+        energy_model: EnergyModel,
+        values: dict[str, tuple[np.ndarray, np.ndarray]],
+        spike_rates: Mapping[str, float],
+    ) -> None:
         self.sites = Rows(sites, _SITE_HEADERS)
         self.energy = Rows(energy, _ENERGY_HEADERS)
         self.T, self.mode, self.samples = T, mode, samples
@@ -136,6 +150,7 @@ class Report:
         raise KeyError(f"site {name!r} was not analysed; analysed sites: {[r.site for r in self.sites]}")
 
     def totals(self) -> dict:
+        """Per-input totals and the run's settings as plain values."""
         return {
             "T": self.T,
             "mode": self.mode,
@@ -185,7 +200,7 @@ class Report:
             "spike_rates": dict(self.spike_rates),
         }
 
-    def to_csv(self, path=None, *, table: str = "sites") -> str:
+    def to_csv(self, path: str | os.PathLike | None = None, *, table: str = "sites") -> str:
         """CSV text of ``table`` (``"sites"`` or ``"energy"``); also written to ``path`` if given."""
         if table not in ("sites", "energy"):
             raise ValueError(f"Report.to_csv: table must be 'sites' or 'energy'; got {table!r}")
@@ -195,7 +210,7 @@ class Report:
 class _SiteStats:
     """Streaming float64 sums for one site, plus a paired bottom-k uniform subsample."""
 
-    def __init__(self, max_samples: int, seed: int):
+    def __init__(self, max_samples: int, seed: int) -> None:
         self.n = 0
         self.sums = torch.zeros(8, dtype=torch.float64)  # Σa Σa² #a=0 Σr Σr² #k=0 Σ|a−r| Σk
         self.max_samples = max_samples
@@ -266,7 +281,7 @@ class _SiteStats:
         return self.a.double().cpu().numpy(), self.r.double().cpu().numpy()
 
 
-def resolve_layers(layers, names: Sequence[str], *, where: str) -> list[str]:
+def resolve_layers(layers: str | int | Iterable[str | int] | None, names: Sequence[str], *, where: str) -> list[str]:
     """Site names from ``layers``: ``None`` (all), a name, or a list of names and/or integer indices."""
     if layers is None:
         return list(names)
@@ -303,7 +318,7 @@ def _ann_graph(ann: nn.Module, where: str) -> fx.GraphModule:
     return normalize(require_graph_module(ann, where=where))
 
 
-def _total(data, max_batches: int | None) -> int | None:
+def _total(data: Iterable, max_batches: int | None) -> int | None:
     try:
         n = len(data)
     except TypeError:
@@ -313,7 +328,7 @@ def _total(data, max_batches: int | None) -> int | None:
 
 @torch.no_grad()
 @contextlib.contextmanager
-def _removed(handles: list) -> Iterator[None]:
+def _removed(handles: list[RemovableHandle]) -> Iterator[None]:
     """Remove the hook ``handles`` on exit."""
     try:
         yield
@@ -332,12 +347,191 @@ def _mode_kept(snn: nn.Module) -> Iterator[None]:
         set_mode(snn, old)
 
 
+def _check_arguments(
+    ann: object, snn: object, max_batches: object, energy: EnergyModel | None, where: str
+) -> EnergyModel:
+    """Raise for a bad argument of :func:`analyze`; returns the energy model to use."""
+    if not isinstance(snn, fx.GraphModule) or not neurons(snn):
+        raise ConversionError(
+            f"{where}: snn must be a lowered GraphModule (fxsnn.passes.lower_to_paraif); it has no ParallelIF neuron"
+        )
+    if not isinstance(ann, nn.Module):
+        raise TypeError(f"{where}: ann must be an nn.Module; got {type(ann).__name__}")
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    ):
+        raise ValueError(f"{where}: max_batches must be an integer >= 1 or None; got {max_batches!r}")
+    energy = EnergyModel() if energy is None else energy
+    if not isinstance(energy, EnergyModel):
+        raise TypeError(f"{where}: energy must be an fxsnn.EnergyModel; got {type(energy).__name__}")
+    return energy
+
+
+def _snn_site_names(snn: fx.GraphModule) -> list[str]:
+    """The ParallelIF sites of ``snn``, in graph order."""
+    snn_sites = [s for s in find_sites(snn) if s.kind == "ParallelIF"]
+    return [s.name for s in snn_sites]
+
+
+def _check_ann_sites(ann_gm: fx.GraphModule, chosen: Sequence[str], where: str) -> None:
+    """Raise unless the ANN has an activation site under every chosen SNN site name."""
+    ann_modules = dict(ann_gm.named_modules())
+    missing = [n for n in chosen if not isinstance(ann_modules.get(n), (nn.ReLU,) + SITE_MODULES)]
+    if missing:
+        raise ConversionError(
+            f"{where}: the ANN has no activation site named {missing[0]!r} (the SNN does); pass the ANN this SNN was "
+            f"converted from (its sites: {find_sites(ann_gm).names()[:8]})"
+        )
+
+
+class _Probes:
+    """The forward hooks of :func:`analyze`: ANN activations, SNN spike counts and the MACs of the first batch."""
+
+    def __init__(self, names: Sequence[str], chosen: Sequence[str], *, max_samples: int, seed: int, where: str) -> None:
+        self.chosen = list(chosen)
+        self.stats = {n: _SiteStats(max_samples if n in chosen else 0, seed + i) for i, n in enumerate(names)}
+        self.ann_out: dict[str, Tensor] = {}
+        self.macs: dict[str, int] = {}
+        self.first_batch = True
+        self.where = where
+
+    def register(self, ann_gm: fx.GraphModule, snn: fx.GraphModule) -> list[RemovableHandle]:
+        """Hook the chosen ANN sites, every SNN site and every weighted SNN layer; returns the handles."""
+        ann_modules, snn_modules = dict(ann_gm.named_modules()), dict(snn.named_modules())
+        handles = [ann_modules[n].register_forward_hook(self._ann_hook(n)) for n in self.chosen]
+        handles += [snn_modules[n].register_forward_hook(self._snn_hook(n)) for n in self.stats]
+        handles += [
+            m.register_forward_hook(self._mac_hook(n)) for n, m in snn.named_modules() if isinstance(m, WEIGHTED_LAYERS)
+        ]
+        return handles
+
+    def batch_done(self) -> None:
+        """Called after both networks ran a batch: MACs are counted once, stale activations dropped."""
+        self.first_batch = False
+        self.ann_out.clear()
+
+    def _ann_hook(self, name: str) -> Callable[..., None]:
+        def hook(module, args, out):
+            self.ann_out[name] = out.detach()
+
+        return hook
+
+    def _snn_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: ParallelIF, args, out):
+            self._count(name, module, args[0])
+
+        return hook
+
+    def _mac_hook(self, name: str) -> Callable[..., None]:
+        def hook(module, args, out):
+            if self.first_batch:
+                self.macs[name] = self.macs.get(name, 0) + layer_macs(module, args[0], out)
+
+        return hook
+
+    def _count(self, name: str, module: ParallelIF, x: Tensor) -> None:
+        x_mean = module.time_mean(x) if module.mode == "spike" else x
+        k = module.spike_count(x_mean)
+        st = self.stats[name]
+        st.neurons = k[0].numel()
+        if name in self.ann_out:
+            a = self.ann_out.pop(name)
+            r = Fx.count_to_rate(k, module.T, module.theta_post)
+            if a.shape != r.shape:
+                raise ConversionError(
+                    f"{self.where}: site {name!r} gives ANN activations of shape {tuple(a.shape)} but SNN rates of "
+                    f"shape {tuple(r.shape)}; pass the ANN this SNN was converted from"
+                )
+            st.add(a, r, k)
+        else:
+            st.sums[7] += float(k.double().sum())
+            st.n += k.numel()
+
+
+@dataclass
+class _Tally:
+    """Per-input counts over the batches: inputs, correct top-1 of each network, agreeing predictions."""
+
+    samples: int = 0
+    correct_ann: int = 0
+    correct_snn: int = 0
+    agree: int = 0
+    has_targets: bool = True
+
+    def add(self, n: int, ann_logits: Tensor, snn_logits: Tensor, y: Tensor | None) -> None:
+        pa, ps = ann_logits.argmax(dim=1), snn_logits.argmax(dim=1)
+        self.agree += int((pa == ps).sum())
+        self.samples += n
+        if y is None:
+            self.has_targets = False
+        elif self.has_targets:
+            y = y.to(pa.device)
+            self.correct_ann += int((pa == y).sum())
+            self.correct_snn += int((ps == y).sum())
+
+    def top1(self, correct: int) -> float | None:
+        return correct / self.samples if self.has_targets and self.samples else None
+
+
+def _run(
+    ann_gm: fx.GraphModule,
+    snn: fx.GraphModule,
+    data: Iterable,
+    probes: _Probes,
+    *,
+    mode: str | None,
+    max_batches: int | None,
+    progress: bool,
+    where: str,
+) -> _Tally:
+    """Feed ``data`` through both networks (eval, SNN in ``mode``), state restored after; returns the tally."""
+    tally = _Tally()
+    with preserved_state(ann_gm, snn), _removed(probes.register(ann_gm, snn)), _mode_kept(snn):
+        if mode is not None:
+            set_mode(snn, mode)
+        ann_gm.eval()
+        snn.eval()
+        for i, (x, y) in enumerate(
+            batches(data, where=where, model=snn, progress=progress, total=_total(data, max_batches))
+        ):
+            if max_batches is not None and i >= max_batches:
+                break
+            check_batch(ann_gm, x, where=where, index=i)
+            ann_logits = ann_gm(x)
+            snn_logits = snn(x)
+            probes.batch_done()
+            tally.add(x.shape[0], ann_logits, snn_logits, y)
+    return tally
+
+
+def _report(snn: fx.GraphModule, probes: _Probes, tally: _Tally, *, T: int, mode: str, energy: EnergyModel) -> Report:
+    """Assemble the :class:`Report` from what the probes and the tally collected."""
+    stats, chosen, snn_modules = probes.stats, probes.chosen, dict(snn.named_modules())
+    site_rows = [stats[n].row(n, snn_modules[n].channels, T) for n in chosen]
+    rates = {n: (st.sums[7].item(), st.n) for n, st in stats.items()}
+    energy_rows = energy_table(snn, probes.macs, rates, T, energy)
+    values = {n: stats[n].arrays() for n in chosen}
+    return Report(
+        sites=site_rows,
+        energy=energy_rows,
+        T=T,
+        mode=mode,
+        samples=tally.samples,
+        ann_top1=tally.top1(tally.correct_ann),
+        snn_top1=tally.top1(tally.correct_snn),
+        agreement=tally.agree / tally.samples if tally.samples else float("nan"),
+        energy_model=energy,
+        values=values,
+        spike_rates={n: (s / c / T if c else 0.0) for n, (s, c) in rates.items()},
+    )
+
+
 def analyze(
     ann: nn.Module,
     snn: fx.GraphModule,
     data: Iterable,
     *,
-    layers=None,
+    layers: str | int | Iterable[str | int] | None = None,
     energy: EnergyModel | None = None,
     mode: str | None = None,
     max_batches: int | None = None,
@@ -366,8 +560,8 @@ def analyze(
     Memory: one batch of the ANN's activations at the chosen sites is held
     while the SNN runs (for the paired MAE); lower the batch size for large models.
 
-    Returns a :class:`Report` (see :mod:`fxsnn.analysis` for the statistics
-    and :mod:`fxsnn.energy` for ``SOP_l = T · r_in · FLOPs_l`` and the energy).
+    Returns a :class:`Report` (see :mod:`fxsnn.report.analysis` for the statistics
+    and :mod:`fxsnn.report.energy` for ``SOP_l = T · r_in · FLOPs_l`` and the energy).
 
     Example::
 
@@ -375,117 +569,12 @@ def analyze(
         >>> print(rep); rep.to_csv("sites.csv"); rep.to_csv("energy.csv", table="energy")
     """
     where = "fxsnn.analyze"
-    if not isinstance(snn, fx.GraphModule) or not neurons(snn):
-        raise ConversionError(
-            f"{where}: snn must be a lowered GraphModule (fxsnn.passes.lower_to_paraif); it has no ParallelIF neuron"
-        )
-    if not isinstance(ann, nn.Module):
-        raise TypeError(f"{where}: ann must be an nn.Module; got {type(ann).__name__}")
-    if max_batches is not None and (
-        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    ):
-        raise ValueError(f"{where}: max_batches must be an integer >= 1 or None; got {max_batches!r}")
-    energy = EnergyModel() if energy is None else energy
-    if not isinstance(energy, EnergyModel):
-        raise TypeError(f"{where}: energy must be an fxsnn.EnergyModel; got {type(energy).__name__}")
+    energy = _check_arguments(ann, snn, max_batches, energy, where)
     T = time_steps(snn)
-    snn_sites = [s for s in find_sites(snn) if s.kind == "ParallelIF"]
-    names = [s.name for s in snn_sites]
+    names = _snn_site_names(snn)
     chosen = sorted(resolve_layers(layers, names, where=where), key=names.index)  # rows in graph order
     ann_gm = _ann_graph(ann, where)
-    ann_modules = dict(ann_gm.named_modules())
-    missing = [n for n in chosen if not isinstance(ann_modules.get(n), (nn.ReLU,) + SITE_MODULES)]
-    if missing:
-        raise ConversionError(
-            f"{where}: the ANN has no activation site named {missing[0]!r} (the SNN does); pass the ANN this SNN was "
-            f"converted from (its sites: {find_sites(ann_gm).names()[:8]})"
-        )
-
-    snn_modules = dict(snn.named_modules())
-    stats = {n: _SiteStats(max_samples if n in chosen else 0, seed + i) for i, n in enumerate(names)}
-    ann_out: dict[str, Tensor] = {}
-    macs: dict[str, int] = {}
-
-    def ann_hook(name):
-        def hook(module, args, out):
-            ann_out[name] = out.detach()
-
-        return hook
-
-    def snn_hook(name):
-        def hook(module: ParallelIF, args, out):
-            x = args[0]
-            x_mean = module.time_mean(x) if module.mode == "spike" else x
-            k = module.spike_count(x_mean)
-            st = stats[name]
-            st.neurons = k[0].numel()
-            if name in ann_out:
-                a = ann_out.pop(name)
-                r = Fx.count_to_rate(k, module.T, module.theta_post)
-                if a.shape != r.shape:
-                    raise ConversionError(
-                        f"{where}: site {name!r} gives ANN activations of shape {tuple(a.shape)} but SNN rates of "
-                        f"shape {tuple(r.shape)}; pass the ANN this SNN was converted from"
-                    )
-                st.add(a, r, k)
-            else:
-                st.sums[7] += float(k.double().sum())
-                st.n += k.numel()
-
-        return hook
-
-    def mac_hook(name):
-        def hook(module, args, out):
-            if first_batch:
-                macs[name] = macs.get(name, 0) + layer_macs(module, args[0], out)
-
-        return hook
-
-    first_batch = True
-    handles = [ann_modules[n].register_forward_hook(ann_hook(n)) for n in chosen]
-    handles += [snn_modules[n].register_forward_hook(snn_hook(n)) for n in names]
-    handles += [m.register_forward_hook(mac_hook(n)) for n, m in snn.named_modules() if isinstance(m, WEIGHTED_LAYERS)]
-    samples = correct_ann = correct_snn = agree = 0
-    has_targets = True
-    with preserved_state(ann_gm, snn), _removed(handles), _mode_kept(snn):
-        if mode is not None:
-            set_mode(snn, mode)
-        ann_gm.eval()
-        snn.eval()
-        for i, (x, y) in enumerate(
-            batches(data, where=where, model=snn, progress=progress, total=_total(data, max_batches))
-        ):
-            if max_batches is not None and i >= max_batches:
-                break
-            check_batch(ann_gm, x, where=where, index=i)
-            ann_logits = ann_gm(x)
-            snn_logits = snn(x)
-            first_batch = False
-            ann_out.clear()
-            pa, ps = ann_logits.argmax(dim=1), snn_logits.argmax(dim=1)
-            agree += int((pa == ps).sum())
-            samples += x.shape[0]
-            if y is None:
-                has_targets = False
-            elif has_targets:
-                y = y.to(pa.device)
-                correct_ann += int((pa == y).sum())
-                correct_snn += int((ps == y).sum())
-
-    site_rows = [stats[n].row(n, snn_modules[n].channels, T) for n in chosen]
-    rates = {n: (stats[n].sums[7].item(), stats[n].n) for n in names}
-    energy_rows = energy_table(snn, macs, rates, T, energy)
-    values = {n: stats[n].arrays() for n in chosen}
-    return Report(
-        sites=site_rows,
-        energy=energy_rows,
-        T=T,
-        mode=get_mode(snn) if mode is None else mode,
-        samples=samples,
-        ann_top1=correct_ann / samples if has_targets and samples else None,
-        snn_top1=correct_snn / samples if has_targets and samples else None,
-        agreement=agree / samples if samples else float("nan"),
-        energy_model=energy,
-        values=values,
-        spike_rates={n: (s / c / T if c else 0.0) for n, (s, c) in rates.items()},
-    )
+    _check_ann_sites(ann_gm, chosen, where)
+    probes = _Probes(names, chosen, max_samples=max_samples, seed=seed, where=where)
+    tally = _run(ann_gm, snn, data, probes, mode=mode, max_batches=max_batches, progress=progress, where=where)
+    return _report(snn, probes, tally, T=T, mode=get_mode(snn) if mode is None else mode, energy=energy)
