@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..errors import CalibrationError
 from ..graph.edit import require_graph_module
-from ..graph.sites import find_sites
+from ..graph.sites import Site, find_sites
 from ..nn import DAQCFS, QCFS, ActivationRecorder, ParallelIF
 from .table import Rows
 
@@ -79,7 +79,7 @@ class NetworkSummary(Rows):
 
     headers = _HEADERS
 
-    def __new__(cls, rows, *, network_params: int):
+    def __new__(cls, rows: Iterable[SiteSummary], *, network_params: int) -> NetworkSummary:
         self = super().__new__(cls, rows)
         self.network_params = int(network_params)
         return self
@@ -99,6 +99,7 @@ class NetworkSummary(Rows):
         return next((k for k in order if k in kinds), "ReLU" if self else "none")
 
     def totals(self) -> str:
+        """The totals line printed under the table."""
         return (
             f"{len(self)} sites (stage: {self.stage}); Δb parameters: {self.delta_b_params:,}; "
             f"trainable in sites: {self.site_trainable:,}; network parameters: {self.network_params:,}"
@@ -131,15 +132,11 @@ def _range(t: torch.Tensor | None) -> Range | None:
 
 
 def _recorder_theta(m: ActivationRecorder) -> torch.Tensor | None:
-    if not m.has_data:
-        return None
-    try:
-        return m.theta()
-    except CalibrationError:  # every channel dead: the passes will report it
-        return None
+    # theta() raises only for a recorder without data; every channel dead gives θ = 1 with a warning
+    return m.theta() if m.has_data else None
 
 
-def _site_row(site, m: nn.Module | None) -> SiteSummary:
+def _site_row(site: Site, m: nn.Module | None) -> SiteSummary:
     theta = levels = T = psi = phi = db = None
     n_db = 0
     if isinstance(m, ActivationRecorder):

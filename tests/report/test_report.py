@@ -49,6 +49,18 @@ def test_summary_at_every_stage(tiny):
     assert "Δb parameters: 8" in text and "ParallelIF" in text and "Δb range" in text
 
 
+def test_summary_of_a_recorder_whose_channels_never_fired():
+    """Every channel dead is not an error for summary: θ = 1 there, with the recorder's warning."""
+    rec = fxsnn.passes.insert_recorders(fxsnn.trace(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())))
+    with torch.no_grad():
+        rec.get_submodule("0").weight.fill_(-1.0)
+        rec.get_submodule("0").bias.fill_(-1.0)
+    fxsnn.calibrate(rec, [torch.rand(2, 1, 3, 3)], progress=False)
+    with pytest.warns(UserWarning, match="no channel ever activated"):
+        row = fxsnn.summary(rec)[0]
+    assert row.kind == "recorder" and row.theta == (1.0, 1.0)
+
+
 def test_summary_reports_trained_delta_b(tiny):
     _, _, snn = tiny
     snn = fxsnn.passes.normalize(snn)  # a copy
