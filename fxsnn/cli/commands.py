@@ -9,12 +9,23 @@ interrupted.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .parser import build_parser
+
+if TYPE_CHECKING:
+    from torch import fx, nn
+
+    from ..io.loaders import OnDevice
+    from ..report.analysis import Report
+    from ..report.energy import EnergyModel
 
 __all__ = ["main", "COMMANDS"]
 
@@ -34,7 +45,7 @@ def _check_out(path: str | None, flag: str) -> None:
         )
 
 
-def _check_device(args) -> None:
+def _check_device(args: argparse.Namespace) -> None:
     import torch
 
     name = getattr(args, "device", None)
@@ -48,7 +59,7 @@ def _check_device(args) -> None:
         raise _InputProblem(f"--device {name}: CUDA is not available on this machine; use --device cpu")
 
 
-def _model(args):
+def _model(args: argparse.Namespace) -> nn.Module:
     from ..io.loaders import load_model, load_weights, parse_kwargs
 
     model = load_model(args.model, **parse_kwargs(args.model_arg))
@@ -59,35 +70,52 @@ def _model(args):
     return model.to(args.device).eval()
 
 
-def _data(args, path: str, *, shuffle: bool = False):
+# the flag of each load_data argument that an InputError can name
+_DATA_FLAGS = {
+    "batch_size": "--batch-size",
+    "limit": "--limit",
+    "nhwc": "--nhwc",
+    "scale": "--scale",
+    "mean": "--mean",
+    "std": "--std",
+}
+
+
+def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False) -> OnDevice:
     from torch.utils.data import DataLoader
 
-    from ..io.loaders import OnDevice, load_data
+    from ..io.loaders import InputError, OnDevice, load_data
 
-    loader = load_data(
-        path,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        nhwc=args.nhwc,
-        scale=args.scale,
-        mean=args.mean,
-        std=args.std,
-        image_size=args.image_size,
-        random_subset=args.random_subset,
-    )
+    try:
+        loader = load_data(
+            path,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            nhwc=args.nhwc,
+            scale=args.scale,
+            mean=args.mean,
+            std=args.std,
+            image_size=args.image_size,
+            random_subset=args.random_subset,
+        )
+    except InputError as exc:
+        flags = [_DATA_FLAGS[a] for a in exc.arguments if a in _DATA_FLAGS]
+        if not flags:
+            raise
+        raise _InputProblem(f"{'/'.join(flags)}: {exc}") from exc
     if shuffle:
         loader = DataLoader(loader.dataset, batch_size=args.batch_size, shuffle=True)
     return OnDevice(loader, args.device)
 
 
-def _load_snn(path: str, device: str):
+def _load_snn(path: str, device: str) -> nn.Module:
     from ..io.saving import load
 
     return load(path, map_location=device)
 
 
 # -- commands ---------------------------------------------------------------------------
-def _cmd_convert(args) -> int:
+def _cmd_convert(args: argparse.Namespace) -> int:
     from ..config import METHODS, ConvertConfig
     from ..convert import convert
     from ..io.loaders import parse_kwargs
@@ -117,7 +145,7 @@ def _cmd_convert(args) -> int:
     return 0
 
 
-def _cmd_eval(args) -> int:
+def _cmd_eval(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from ..modes import get_mode, set_mode, time_steps
@@ -143,7 +171,7 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _cmd_inspect(args) -> int:
+def _cmd_inspect(args: argparse.Namespace) -> int:
     from ..io.saving import read_header
     from ..report.summarize import summary
 
@@ -166,7 +194,7 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
-def _layer_tokens(text: str | None, names: list[str]):
+def _layer_tokens(text: str | None, names: list[str]) -> list[str | int] | None:
     if text is None:
         return None
     out = []
@@ -183,11 +211,8 @@ def _layer_tokens(text: str | None, names: list[str]):
     return out
 
 
-def _cmd_analyze(args) -> int:
-    from ..graph.sites import find_sites
-    from ..report.analysis import analyze, resolve_layers
-    from ..report.energy import EnergyModel
-
+def _check_analyze_outputs(args: argparse.Namespace) -> None:
+    """Every output path of ``analyze`` can be written; plots are PNGs and matplotlib is there."""
     for path, flag in (
         (args.plot, "--plot"),
         (args.plot_layers, "--plot-layers"),
@@ -204,26 +229,33 @@ def _cmd_analyze(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise _InputProblem("--plot needs matplotlib: pip install 'fxsnn[plot]'") from None
+
+
+def _energy_model(args: argparse.Namespace) -> EnergyModel:
+    from ..report.energy import EnergyModel
+
     try:
-        energy = EnergyModel(e_mac=args.e_mac, e_ac=args.e_ac)
+        return EnergyModel(e_mac=args.e_mac, e_ac=args.e_ac)
     except ValueError as exc:
         raise _InputProblem(str(exc)) from None
-    snn = _load_snn(args.snn, args.device)
+
+
+def _analyze_layers(args: argparse.Namespace, snn: fx.GraphModule) -> list[str | int] | None:
+    """``--layers`` as names and indices, checked against the SNN's sites before any work starts."""
+    from ..graph.sites import find_sites
+    from ..report.analysis import resolve_layers
+
     names = [s.name for s in find_sites(snn) if s.kind == "ParallelIF"]
     layers = _layer_tokens(args.layers, names)
     try:
         resolve_layers(layers, names, where="--layers")
     except (TypeError, ValueError) as exc:
         raise _InputProblem(str(exc)) from None
-    model = _model(args)
-    data = _data(args, args.data)
-    from ..errors import ConversionError
+    return layers
 
-    try:
-        report = analyze(model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches)
-    except ConversionError as exc:  # the ANN given does not match the SNN: an input problem
-        raise _InputProblem(str(exc)) from None
-    print(report)
+
+def _write_analysis(args: argparse.Namespace, report: Report) -> None:
+    """The files ``analyze`` was asked for: CSV tables, JSON, plots."""
     if args.csv:
         report.to_csv(args.csv)
     if args.energy_csv:
@@ -238,15 +270,33 @@ def _cmd_analyze(args) -> int:
             print(f"wrote {plot_distributions(report, None, args.plot)}")
         if args.plot_layers:
             print(f"wrote {plot_layers(report, args.plot_layers)}")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from ..errors import ConversionError
+    from ..report.analysis import analyze
+
+    _check_analyze_outputs(args)
+    energy = _energy_model(args)
+    snn = _load_snn(args.snn, args.device)
+    layers = _analyze_layers(args, snn)
+    model = _model(args)
+    data = _data(args, args.data)
+    try:
+        report = analyze(model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches)
+    except ConversionError as exc:  # the ANN given does not match the SNN: an input problem
+        raise _InputProblem(str(exc)) from None
+    print(report)
+    _write_analysis(args, report)
     return 0
 
 
-def _cmd_demo(args) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         from . import demo
     except ImportError as exc:
-        if getattr(exc, "name", "") in ("fxsnn.demo",):
-            print("fxsnn demo: this installation has no fxsnn.demo module", file=sys.stderr)
+        if getattr(exc, "name", "") == "fxsnn.cli.demo":
+            print("fxsnn demo: this installation has no fxsnn.cli.demo module", file=sys.stderr)
             return 1
         raise _InputProblem(f"the demo needs scikit-learn: pip install 'fxsnn[demo]' ({exc})") from None
     result = demo.main(list(args.demo_args))
@@ -265,21 +315,43 @@ COMMANDS = {
 # -- entry point ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the ``fxsnn`` command line; returns the exit code (the console script exits with it)."""
-    from ..errors import DataError, FxsnnError
-    from ..io.loaders import InputError
-    from ..io.saving import SaveFileError
+    args = _parse(argv)
+    with _cwd_importable():
+        return _run(args)
 
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line; the demo gets the arguments it defines itself as ``args.demo_args``."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         args.demo_args = extra
     elif extra:
         parser.parse_args(argv)  # reports the unrecognised arguments in the subcommand's usage, exits 2
-    prog = f"fxsnn {args.command}"
+    return args
+
+
+@contextlib.contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """Like ``python -m``: model specs may name modules in the current directory."""
     cwd = os.getcwd()
     added = cwd not in sys.path
-    if added:  # like `python -m`: model specs may name modules in the current directory
+    if added:
         sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; an error becomes a one-line message (and the traceback with ``--traceback``) and a code."""
+    from ..errors import DataError, FxsnnError
+    from ..io.loaders import InputError
+    from ..io.saving import SaveFileError
+
+    prog = f"fxsnn {args.command}"
     try:
         _check_device(args)
         return int(COMMANDS[args.command](args))
@@ -295,26 +367,20 @@ def main(argv: list[str] | None = None) -> int:
         NotADirectoryError,
         IsADirectoryError,
     ) as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"{prog}: error: {exc}", 2)
     except FxsnnError as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"{prog}: failed: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, f"{prog}: failed: {exc}", 1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a shell user
-        if args.traceback:
-            traceback.print_exc()
-        print(
-            f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --traceback for details)",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
+        message = f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --traceback for details)"
+        return _fail(args, message, 1)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """Print the traceback of the exception being handled if asked, then ``message``; returns ``code``."""
+    if args.traceback:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,13 +5,14 @@ digits that scikit-learn ships (1,797 images), converts it with plain parallel
 conversion (FS-PC) and with fxsnn's full calibration, and prints ANN and SNN
 test accuracy per T, the per-stage conversion time and the converted sites.
 
-Run it with ``fxsnn demo`` or ``python -m fxsnn.demo``.
+Run it with ``fxsnn demo`` or ``python -m fxsnn.cli.demo``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ __all__ = ["DigitsNet", "load_digits", "train_ann", "run", "main"]
 class DigitsNet(nn.Module):
     """Conv-BN-ReLU ×3 with average pooling and a linear head, for ``[B, 1, 8, 8]`` digits."""
 
-    def __init__(self, width: int = 16, num_classes: int = 10):
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -35,7 +36,7 @@ class DigitsNet(nn.Module):
         self.bn3 = nn.BatchNorm2d(2 * width)
         self.fc = nn.Linear(2 * width * 4 * 4, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.avg_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
         x = F.relu(self.bn3(self.conv3(x)))
@@ -49,7 +50,9 @@ class Digits:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0):
+    def loader(
+        self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0
+    ) -> torch.utils.data.DataLoader:
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         gen = torch.Generator().manual_seed(seed)
         return torch.utils.data.DataLoader(
@@ -91,12 +94,12 @@ def train_ann(data: Digits, *, epochs: int = 8, seed: int = 0) -> DigitsNet:
 
 def run(
     *,
-    time_steps=(1, 2, 4, 8),
-    methods=("fspc", "full"),
+    time_steps: Sequence[int] = (1, 2, 4, 8),
+    methods: Sequence[str] = ("fspc", "full"),
     epochs: int = 8,
     seed: int = 0,
     progress: bool = False,
-    out=print,
+    out: Callable[[str], object] = print,
 ) -> dict:
     """Train, convert with each method at each T, print the comparison; return ``{(method, T): top-1}``."""
     import fxsnn
@@ -135,7 +138,7 @@ def run(
     return results
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fxsnn demo", description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8], help="time steps to convert for")
     parser.add_argument("--methods", nargs="+", default=["fspc", "full"], help="conversion methods to compare")

@@ -2,7 +2,8 @@
 
 Used by the ``fxsnn`` command line; usable from Python too. Every failure is
 an :class:`InputError` (or ``FileNotFoundError``) whose message names the
-problem and the fix.
+problem and the fix, in terms of the loader's own arguments (``nhwc=True``); the
+command line adds its flags.
 """
 
 from __future__ import annotations
@@ -11,20 +12,35 @@ import ast
 import difflib
 import importlib
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import FxsnnError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
+
+_Norm = tuple[torch.Tensor, torch.Tensor]  # per-channel (mean, std)
 
 __all__ = ["InputError", "load_model", "load_weights", "load_data", "parse_kwargs", "OnDevice"]
 
 
 class InputError(FxsnnError, ValueError):
-    """A model spec, weights file or data source that cannot be used as given."""
+    """A model spec, weights file or data source that cannot be used as given.
+
+    ``arguments`` names the keyword arguments of the loader at fault (``("nhwc",)``), empty when the problem is
+    the file or the spec itself; the command line maps them to its flags.
+    """
+
+    def __init__(self, message: str, *, arguments: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.arguments = tuple(arguments)
 
 
 def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
@@ -41,7 +57,8 @@ def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_model(spec: str, **kwargs) -> nn.Module:
+# -- models -------------------------------------------------------------------------------
+def load_model(spec: str, **kwargs: Any) -> nn.Module:
     """Build a model from ``"package.module:function"`` (or a class / instance there) or a torchvision model name.
 
     ``kwargs`` go to the function or class (torchvision: to
@@ -55,57 +72,72 @@ def load_model(spec: str, **kwargs) -> nn.Module:
     """
     if not isinstance(spec, str) or not spec:
         raise InputError(f"model spec must be 'package.module:function' or a torchvision model name; got {spec!r}")
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise InputError(
-                f"cannot import module {module_name!r} of model spec {spec!r} ({exc}); check the spelling, install the "
-                "package, or run from the directory that contains it (or add it to PYTHONPATH)"
-            ) from None
-        except Exception as exc:  # the user's module raised while importing
-            raise InputError(
-                f"importing {module_name!r} for model spec {spec!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        obj = module
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-                close = difflib.get_close_matches(part, public, n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; it defines: {', '.join(public[:12])}"
-                raise InputError(f"module {module_name!r} has no attribute {attr!r}{hint}")
-            obj = getattr(obj, part)
-        if isinstance(obj, nn.Module):
-            if kwargs:
-                raise InputError(f"{spec!r} is a model instance; it takes no model arguments (got {sorted(kwargs)})")
-            model = obj
-        elif callable(obj):
-            try:
-                model = obj(**kwargs)
-            except TypeError as exc:
-                raise InputError(
-                    f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {exc}"
-                ) from None
-        else:
-            raise InputError(f"{spec!r} is a {type(obj).__name__}, not a function, class or nn.Module")
-    else:
-        import torchvision
-
-        names = torchvision.models.list_models()
-        if spec not in names:
-            close = difflib.get_close_matches(spec, names, n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise InputError(
-                f"unknown model {spec!r}: give 'package.module:function' or a torchvision model name "
-                f"(torchvision.models.list_models()).{hint}"
-            )
-        model = torchvision.models.get_model(spec, weights=None, **kwargs)
+    model = _model_from_spec(spec, kwargs) if ":" in spec else _torchvision_model(spec, kwargs)
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
+def _model_from_spec(spec: str, kwargs: dict[str, Any]) -> object:
+    """``"package.module:attr.path"``: the instance there, or what calling it with ``kwargs`` returns."""
+    module_name, _, attr = spec.partition(":")
+    obj = _attribute(_import_module(module_name, spec), module_name, attr)
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise InputError(f"{spec!r} is a model instance; it takes no model arguments (got {sorted(kwargs)})")
+        return obj
+    if not callable(obj):
+        raise InputError(f"{spec!r} is a {type(obj).__name__}, not a function, class or nn.Module")
+    try:
+        return obj(**kwargs)
+    except TypeError as exc:
+        raise InputError(
+            f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {exc}"
+        ) from None
+
+
+def _import_module(module_name: str, spec: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"cannot import module {module_name!r} of model spec {spec!r} ({exc}); check the spelling, install the "
+            "package, or run from the directory that contains it (or add it to PYTHONPATH)"
+        ) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise InputError(
+            f"importing {module_name!r} for model spec {spec!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _attribute(module: ModuleType, module_name: str, attr: str) -> object:
+    """``module.<attr>`` for a dotted ``attr``; the error suggests close names."""
+    obj: object = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+            close = difflib.get_close_matches(part, public, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; it defines: {', '.join(public[:12])}"
+            raise InputError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _torchvision_model(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    import torchvision
+
+    names = torchvision.models.list_models()
+    if spec not in names:
+        close = difflib.get_close_matches(spec, names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise InputError(
+            f"unknown model {spec!r}: give 'package.module:function' or a torchvision model name "
+            f"(torchvision.models.list_models()).{hint}"
+        )
+    return torchvision.models.get_model(spec, weights=None, **kwargs)
+
+
+# -- weights ------------------------------------------------------------------------------
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a state dict file into ``model`` (in place; returns it).
 
@@ -117,6 +149,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
+    state = {k.removeprefix("module."): v for k, v in _read_state_dict(path).items()}
+    _check_state_dict(model, state, path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"the weights in {path!r} do not match the model {type(model).__name__}: {exc}") from None
+    return model
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The dict of tensors in ``path`` (the file itself, or its ``"state_dict"`` / ``"model"`` entry)."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated file, not a torch file
@@ -133,7 +176,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise InputError(
             f"{path!r} does not hold a state dict (a dict of tensors); save one with torch.save(model.state_dict(), path)"
         )
-    state = {k.removeprefix("module."): v for k, v in blob.items()}
+    return blob
+
+
+def _check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """Raise, counting and naming a few, unless ``state`` has exactly the keys and shapes of ``model``."""
     own = model.state_dict()
     # BatchNorm fills in a missing num_batches_tracked itself (checkpoints from before torch 0.4.1 lack it)
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
@@ -143,35 +190,31 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         for k in own
         if k in state and state[k].shape != own[k].shape
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
+    if parts:
         raise InputError(
             f"the weights in {path!r} do not match the model {type(model).__name__}: {'; '.join(parts)}. "
             "Check the model spec and its arguments (e.g. num_classes)"
         )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(f"the weights in {path!r} do not match the model {type(model).__name__}: {exc}") from None
-    return model
 
 
+# -- data ---------------------------------------------------------------------------------
 class OnDevice:
     """A re-iterable view of a DataLoader whose batches are moved to ``device`` (and floats to ``dtype``)."""
 
-    def __init__(self, loader: Iterable, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    def __init__(self, loader: Iterable, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> None:
         self.loader, self.device, self.dtype = loader, torch.device(device), dtype
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple]:
         for batch in self.loader:
             out = []
             for t in batch:
@@ -206,12 +249,14 @@ def _npz_tensors(path: str, *, nhwc: bool, scale: float) -> tuple[torch.Tensor, 
     xt = torch.from_numpy(np.ascontiguousarray(x)).float()
     if nhwc:
         if xt.dim() != 4:
-            raise InputError(f"--nhwc needs 4-D images [N, H, W, C]; x has shape {tuple(x.shape)}")
+            raise InputError(
+                f"nhwc=True needs 4-D images [N, H, W, C]; x has shape {tuple(x.shape)}", arguments=("nhwc",)
+            )
         xt = xt.permute(0, 3, 1, 2).contiguous()
     return xt * scale, torch.from_numpy(y.astype(np.int64))
 
 
-def _image_folder(path: str, image_size: int | None):
+def _image_folder(path: str, image_size: int | None) -> ImageFolder:
     from torchvision import datasets, transforms
 
     steps = []
@@ -240,7 +285,7 @@ def load_data(
     std: Sequence[float] | None = None,
     image_size: int | None = None,
     random_subset: bool = False,
-) -> torch.utils.data.DataLoader:
+) -> DataLoader:
     """A DataLoader of ``(x, y)`` batches from an ``.npz`` file (arrays ``x``, ``y``) or an image folder.
 
     ``.npz``: ``x`` ``[N, ...]`` is used as float32 times ``scale``
@@ -251,46 +296,63 @@ def load_data(
     (with ``random_subset``, ``limit`` samples drawn by a fixed permutation,
     seed 0: for files sorted by class). Batches are not shuffled.
     """
-    from torch.utils.data import DataLoader, Subset, TensorDataset
-
     path = os.fspath(path)
     if batch_size < 1:
-        raise InputError(f"batch size must be >= 1; got {batch_size}")
+        raise InputError(f"batch_size must be >= 1; got {batch_size}", arguments=("batch_size",))
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"data {path!r} does not exist; give an .npz file with arrays x and y, or an image folder"
         )
-    norm = None
-    if mean is not None or std is not None:
-        if mean is None or std is None or len(mean) != len(std):
-            raise InputError("give --mean and --std together, with one value per channel each")
-        norm = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+    norm = _normalisation(mean, std)
     if os.path.isdir(path):
-        ds = _image_folder(path, image_size)
-        if norm is not None:
-            from torchvision import transforms
-
-            ds.transform = transforms.Compose([ds.transform, transforms.Normalize(*norm)])
-        elif scale != 1.0:
-            raise InputError("--scale applies to .npz data; image folders are read as pixels in [0, 1]")
+        ds = _folder_dataset(path, image_size=image_size, scale=scale, norm=norm)
     elif path.endswith(".npz"):
-        x, y = _npz_tensors(path, nhwc=nhwc, scale=scale)
-        if norm is not None:
-            if x.dim() < 2 or x.shape[1] != len(norm[0]):
-                raise InputError(
-                    f"--mean/--std give {len(norm[0])} channels but x has shape {tuple(x.shape)} (channels in dim 1)"
-                )
-            view = (1, -1) + (1,) * (x.dim() - 2)
-            x = (x - norm[0].view(view)) / norm[1].view(view)
-        ds = TensorDataset(x, y)
+        ds = _npz_dataset(path, nhwc=nhwc, scale=scale, norm=norm)
     else:
         raise InputError(f"unknown data format {path!r}: give an .npz file with arrays x and y, or an image folder")
-    if limit is not None:
-        if limit < 1:
-            raise InputError(f"--limit must be >= 1; got {limit}")
-        if random_subset:
-            idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].tolist()
-        else:
-            idx = range(min(limit, len(ds)))
-        ds = Subset(ds, idx)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+    return DataLoader(_first(ds, limit, random_subset=random_subset), batch_size=batch_size, shuffle=False)
+
+
+def _normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) -> _Norm | None:
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None or len(mean) != len(std):
+        raise InputError("give mean and std together, with one value per channel each", arguments=("mean", "std"))
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def _folder_dataset(path: str, *, image_size: int | None, scale: float, norm: _Norm | None) -> Dataset:
+    ds = _image_folder(path, image_size)
+    if norm is not None:
+        from torchvision import transforms
+
+        ds.transform = transforms.Compose([ds.transform, transforms.Normalize(*norm)])
+    elif scale != 1.0:
+        raise InputError("scale applies to .npz data; image folders are read as pixels in [0, 1]", arguments=("scale",))
+    return ds
+
+
+def _npz_dataset(path: str, *, nhwc: bool, scale: float, norm: _Norm | None) -> Dataset:
+    x, y = _npz_tensors(path, nhwc=nhwc, scale=scale)
+    if norm is not None:
+        if x.dim() < 2 or x.shape[1] != len(norm[0]):
+            raise InputError(
+                f"mean/std give {len(norm[0])} channels but x has shape {tuple(x.shape)} (channels in dim 1)",
+                arguments=("mean", "std"),
+            )
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        x = (x - norm[0].view(view)) / norm[1].view(view)
+    return TensorDataset(x, y)
+
+
+def _first(ds: Dataset, limit: int | None, *, random_subset: bool) -> Dataset:
+    """The first ``limit`` samples of ``ds`` (all for ``None``), or ``limit`` drawn by a fixed permutation."""
+    if limit is None:
+        return ds
+    if limit < 1:
+        raise InputError(f"limit must be >= 1; got {limit}", arguments=("limit",))
+    if random_subset:
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit].tolist()
+    else:
+        idx = range(min(limit, len(ds)))
+    return Subset(ds, idx)

@@ -411,19 +411,19 @@ class _Probes:
         self.ann_out.clear()
 
     def _ann_hook(self, name: str) -> Callable[..., None]:
-        def hook(module, args, out):
+        def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
             self.ann_out[name] = out.detach()
 
         return hook
 
     def _snn_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: ParallelIF, args, out):
+        def hook(module: ParallelIF, args: tuple, out: Tensor) -> None:
             self._count(name, module, args[0])
 
         return hook
 
     def _mac_hook(self, name: str) -> Callable[..., None]:
-        def hook(module, args, out):
+        def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
             if self.first_batch:
                 self.macs[name] = self.macs.get(name, 0) + layer_macs(module, args[0], out)
 

@@ -69,7 +69,7 @@ class EnergyModel:
     e_mac: float = 4.6
     e_ac: float = 0.9
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("e_mac", "e_ac"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

@@ -7,11 +7,16 @@ they never change the backend or the figures of an interactive session.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..io.paths import check_parent_dir
 from .analysis import Report, resolve_layers
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_distributions", "plot_layers"]
 
@@ -19,7 +24,7 @@ ANN_COLOR = "tab:blue"
 SNN_COLOR = "tab:red"
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Figure:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -32,7 +37,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _check(report, path) -> None:
+def _check(report: Report, path: str | os.PathLike) -> None:
     if not isinstance(report, Report):
         raise TypeError(f"expected the Report returned by fxsnn.analyze; got {type(report).__name__}")
     if not os.fspath(path).lower().endswith(".png"):
@@ -41,7 +46,12 @@ def _check(report, path) -> None:
 
 
 def plot_distributions(
-    report: Report, layers=None, path="distributions.png", *, bins: int = 50, log: bool = False
+    report: Report,
+    layers: str | int | Sequence[str | int] | None = None,
+    path: str | os.PathLike = "distributions.png",
+    *,
+    bins: int = 50,
+    log: bool = False,
 ) -> str:
     """Write a PNG of ANN activations (blue) against SNN average firing rates (red), one panel per site.
 
@@ -108,7 +118,7 @@ def plot_distributions(
     return os.fspath(path)
 
 
-def plot_layers(report: Report, path="layers.png") -> str:
+def plot_layers(report: Report, path: str | os.PathLike = "layers.png") -> str:
     """Write a PNG with two bar charts: spikes per neuron per step of every site, and operations per weighted layer.
 
     Top: ``mean(k)/T`` per ParallelIF site (``report.spike_rates``). Bottom

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..modes import neurons
+from ..nn import ParallelIF
 
 __all__ = ["spike_counts"]
 
 
 @torch.no_grad()
-def spike_counts(snn: nn.Module, *args, **kwargs) -> dict[str, torch.Tensor]:
+def spike_counts(snn: nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
     """Run ``snn`` once and return ``{site name: integer spike counts [B, C, ...]}``.
 
     Works in either mode: a forward hook takes each :class:`~fxsnn.nn.ParallelIF`'s
@@ -28,7 +31,7 @@ def spike_counts(snn: nn.Module, *args, **kwargs) -> dict[str, torch.Tensor]:
     handles = []
     for name, neuron in neurons(snn).items():
 
-        def hook(module, inputs, output, name=name):
+        def hook(module: ParallelIF, inputs: tuple, output: torch.Tensor, name: str = name) -> None:
             x = inputs[0]
             x_mean = module.time_mean(x) if module.mode == "spike" else x
             found[name] = module.spike_count(x_mean)

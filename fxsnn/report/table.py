@@ -57,7 +57,7 @@ class Rows(tuple):
 
     headers: dict[str, str] = {}
 
-    def __new__(cls, rows: Sequence = (), headers: dict[str, str] | None = None):
+    def __new__(cls, rows: Sequence = (), headers: dict[str, str] | None = None) -> Rows:
         self = super().__new__(cls, rows)
         if headers is not None:
             self.headers = dict(headers)

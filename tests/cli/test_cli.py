@@ -276,6 +276,15 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
         (["eval", "--snn", "{d}/w.pt", "--data", "{d}/data.npz"], "use torch.load"),
         (["eval", "--snn", "{d}/data.npz", "--data", "{d}/data.npz"], "has no fxsnn.json header"),
         (["inspect", "{d}/garbage.fxsnn"], "not an fxsnn network file"),
+        # the loaders name their own arguments; the command line shows its flags
+        (["eval", "--model", SPEC, "--data", "{d}/flat.npz", "--nhwc"], r"--nhwc: nhwc=True needs 4-D images"),
+        (["eval", "--model", SPEC, "--data", "{d}/data.npz", "--limit", "0"], "--limit: limit must be >= 1; got 0"),
+        (["eval", "--model", SPEC, "--data", "{d}/data.npz", "--batch-size", "0"], "--batch-size: batch_size must be"),
+        (["eval", "--model", SPEC, "--data", "{d}/data.npz", "--mean", "0.5"], "--mean/--std: give mean and std"),
+        (
+            ["eval", "--model", SPEC, "--data", "{d}/data.npz", "--mean", "0", "0", "--std", "1", "1"],
+            r"--mean/--std: mean/std give 2 channels but x has shape \(48, 1, 8, 8\)",
+        ),
         (
             ["analyze", "--snn", "{d}/snn.fxsnn", "--model", SPEC, "--data", "{d}/data.npz", "--layers", "layer9"],
             "no activation site named 'layer9'. The sites are: relu, relu_1",
@@ -315,6 +324,7 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
 def test_bad_input_exits_2_with_a_message(files, capsys, argv, message):
     (files / "empty_images" / "cat").mkdir(parents=True, exist_ok=True)
     (files / "garbage.fxsnn").write_bytes(b"not a zip at all")
+    np.savez(files / "flat.npz", x=np.zeros((4, 64), dtype="float32"), y=np.zeros(4, dtype=int))
     argv = [a.format(d=files) for a in argv]
     if argv[0] == "convert":
         defaults = {"--data": str(files / "data.npz"), "--out": str(files / "out.fxsnn")}

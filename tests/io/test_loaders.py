@@ -81,6 +81,30 @@ def test_data(tmp_path):
         load_data(tmp_path / "broken.npz")
 
 
+def test_data_errors_name_the_loader_arguments_not_cli_flags(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2, 3, 3), dtype="float32"), y=np.zeros(4, dtype=int))
+    np.savez(tmp_path / "flat.npz", x=np.zeros((4, 6), dtype="float32"), y=np.zeros(4, dtype=int))
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    Image = pytest.importorskip("PIL.Image")
+    Image.new("RGB", (4, 4)).save(tmp_path / "imgs" / "cat" / "a.png")
+    cases = [
+        (dict(path=tmp_path / "flat.npz", nhwc=True), r"nhwc=True needs 4-D images", ("nhwc",)),
+        (dict(path=tmp_path / "d.npz", limit=0), r"limit must be >= 1; got 0", ("limit",)),
+        (dict(path=tmp_path / "d.npz", batch_size=0), r"batch_size must be >= 1; got 0", ("batch_size",)),
+        (dict(path=tmp_path / "d.npz", std=[1.0]), "give mean and std together", ("mean", "std")),
+        (dict(path=tmp_path / "d.npz", mean=[0.0] * 3, std=[1.0] * 3), "mean/std give 3 channels", ("mean", "std")),
+        (dict(path=tmp_path / "imgs", scale=2.0), r"scale applies to .npz data", ("scale",)),
+    ]
+    for kwargs, message, arguments in cases:
+        with pytest.raises(InputError, match=message) as info:
+            load_data(**kwargs)
+        assert "--" not in str(info.value) and info.value.arguments == arguments
+    (tmp_path / "d.csv").write_text("1,2\n")
+    with pytest.raises(InputError) as info:
+        load_data(tmp_path / "d.csv")
+    assert info.value.arguments == ()  # the file itself, not an argument
+
+
 def test_on_device_is_reiterable():
     loader = [(torch.zeros(2, 1), torch.ones(2, dtype=torch.long))]
     wrapped = OnDevice(loader, "cpu", torch.float64)
