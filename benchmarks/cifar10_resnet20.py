@@ -16,6 +16,7 @@ Exits cleanly (status 0, with a message) when ../shared/data is absent.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shlex
@@ -36,6 +37,7 @@ from shared_data import SHARED, cifar  # noqa: E402
 
 FSPC_REF = {2: (23.0, 28.9), 4: (44.0, 49.2), 8: (67.7, 71.4)}  # public FS-PC code on this model and data
 TARGETS = {2: 60.0, 4: 80.0, 8: 82.5}  # fxsnn's defaults, method full (issue 3)
+Rows = dict[tuple[str, int], tuple[float, float]]  # (method, T) -> (top-1, seconds)
 NOTES = "<!-- hand-written notes below this line are kept when the table is regenerated -->"
 
 
@@ -49,7 +51,7 @@ def fmt(acc: float, base: float | None = None) -> str:
     return s if base is None else f"{s} ({100 * (acc - base):+.2f})"
 
 
-def main(argv=None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -58,25 +60,56 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--no-write", action="store_true", help="print only")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command that reproduces this run, for the page."""
+    return "python benchmarks/cifar10_resnet20.py" + "".join(
+        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+
+
+def top1(net: torch.nn.Module, data: DataLoader) -> float:
+    """Top-1 on ``data``; an SNN is evaluated in rate mode (the spike counts of spike mode)."""
+    if fxsnn.neurons(net):
+        fxsnn.set_mode(net, "rate")
+    return fxsnn.evaluate(net, data, progress=False).top1
+
+
+def spike_vs_rate(snn: torch.nn.Module, test: TensorDataset) -> None:
+    """Print the top-1 of spike and rate mode on the first 500 test images (the same spike counts)."""
+    head = [(test.tensors[0][:500], test.tensors[1][:500])]
+    check = fxsnn.evaluate(fxsnn.set_mode(snn, "spike"), head, progress=False)
+    rate = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), head, progress=False)
+    print(
+        f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %",
+        flush=True,
+    )
+
+
+def write(text: str, path: str) -> None:
+    """Write ``text`` to ``path``, keeping the hand-written notes below NOTES."""
+    out = Path(path)
+    old = out.read_text() if out.exists() else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n"
+    out.write_text(text + "\n" + notes)
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     if not WEIGHTS.exists() or not (SHARED / "cifar10" / "test.npz").exists():
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent; see its README for the files")
         return 0
     torch.set_num_threads(2)
-    command = "python benchmarks/cifar10_resnet20.py" + "".join(
-        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line(argv)
     train, test = load("train_10k"), load("test")
     cal = DataLoader(train, batch_size=args.batch_size, shuffle=True)  # convert seeds torch's generator
     test_dl = DataLoader(test, batch_size=1000)
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
-
-    def evaluate(net) -> float:
-        if fxsnn.neurons(net):
-            fxsnn.set_mode(net, "rate")
-        return fxsnn.evaluate(net, test_dl, progress=False).top1
-
-    rows: dict[tuple[str, int], tuple[float, float]] = {}
+    evaluate = functools.partial(top1, data=test_dl)
+    rows: Rows = {}
     ann = evaluate(model)
     print(f"ANN: {100 * ann:.2f} %", flush=True)
     defaults = ConvertConfig()
@@ -117,26 +150,16 @@ def main(argv=None) -> int:
                 f"T= 4 full, 1 epoch per stage: top-1 {100 * rows[('full, 1 epoch/stage', 4)][0]:.2f} %  {secs:.1f} s",
                 flush=True,
             )
-            head = [(test.tensors[0][:500], test.tensors[1][:500])]
-            check = fxsnn.evaluate(fxsnn.set_mode(snn, "spike"), head, progress=False)
-            rate = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), head, progress=False)
-            print(
-                f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %",
-                flush=True,
-            )
+            spike_vs_rate(snn, test)
 
     text = render(command, ann, adapted, adapted_s, rows, args)
     print(text)
     if not args.no_write:
-        out = Path(args.out)
-        old = out.read_text() if out.exists() else ""
-        notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n"
-        out.write_text(text + "\n" + notes)
-        print(f"wrote {args.out}")
+        write(text, args.out)
     return 0
 
 
-def render(command, ann, adapted, adapted_s, rows, args) -> str:
+def render(command: str, ann: float, adapted: float, adapted_s: float, rows: Rows, args: argparse.Namespace) -> str:
     cols = [m for m in ("fspc", "fspc_da", "spatial", "temporal", "full") if m in args.methods]
     if not args.no_paper:
         cols.append("paper recipe")
@@ -170,12 +193,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
         "| Arch. | ANN Acc. (%) | T | " + " | ".join(head[c] for c in cols) + " |",
         "|---|---|---|" + "---|" * len(cols),
     ]
-    for T in args.T:
-        base = rows.get(("fspc", T), (None,))[0]
-        cells = [
-            fmt(rows[(c, T)][0], None if c == "fspc" or base is None else base) if (c, T) in rows else "–" for c in cols
-        ]
-        out.append(f"| ResNet-20 | {100 * ann:.2f} | {T} | " + " | ".join(cells) + " |")
+    out += accuracy_rows(ann, rows, cols, args.T)
     out += [
         "",
         "Conversion wall time (s), calibration and fine-tuning included:",
@@ -185,6 +203,25 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
     ]
     for T in args.T:
         out.append(f"| {T} | " + " | ".join(f"{rows[(c, T)][1]:.1f}" if (c, T) in rows else "–" for c in cols) + " |")
+    out += comparisons(rows, args.T)
+    return "\n".join(out) + "\n"
+
+
+def accuracy_rows(ann: float, rows: Rows, cols: list[str], time_steps: list[int]) -> list[str]:
+    """One table row per T: top-1 of each column, with the gain over FS-PC."""
+    out = []
+    for T in time_steps:
+        base = rows.get(("fspc", T), (None,))[0]
+        cells = [
+            fmt(rows[(c, T)][0], None if c == "fspc" or base is None else base) if (c, T) in rows else "–" for c in cols
+        ]
+        out.append(f"| ResNet-20 | {100 * ann:.2f} | {T} | " + " | ".join(cells) + " |")
+    return out
+
+
+def comparisons(rows: Rows, time_steps: list[int]) -> list[str]:
+    """The speed target, the public FS-PC reference and the accuracy targets, each where its rows exist."""
+    out = []
     if ("full, 1 epoch/stage", 4) in rows:
         acc, secs = rows[("full, 1 epoch/stage", 4)]
         out += [
@@ -203,6 +240,14 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
             "",
             "Against the public FS-PC code on this model and data (5,000 calibration images): " + "; ".join(ref) + ".",
         ]
+    checks = target_checks(rows, time_steps)
+    if checks:
+        out += ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks]
+    return out
+
+
+def target_checks(rows: Rows, time_steps: list[int]) -> list[str]:
+    """Issue 3's targets for ``full`` and the ordering of the methods, met or not."""
     checks = []
     for T, goal in TARGETS.items():
         if ("full", T) in rows:
@@ -211,7 +256,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
                 f"T = {T}: full {acc:.2f} % vs ≥ {goal} % — "
                 + ("met" if acc >= goal else f"missed by {goal - acc:.2f}")
             )
-    for T in args.T:
+    for T in time_steps:
         r = {c: rows[(c, T)][0] for c in ("fspc", "fspc_da", "spatial", "temporal", "full") if (c, T) in rows}
         if len(r) == 5:
             ok = (
@@ -223,9 +268,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
                 f"T = {T}: ordering full ≥ spatial, full ≥ temporal, every calibrated method > fspc — "
                 + ("holds" if ok else "does not hold")
             )
-    if checks:
-        out += ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks]
-    return "\n".join(out) + "\n"
+    return checks
 
 
 if __name__ == "__main__":
