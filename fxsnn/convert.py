@@ -9,7 +9,6 @@ from collections.abc import Iterable
 import torch
 from torch import fx, nn
 
-from . import passes
 from .calibrate.finetune import check_reiterable
 from .calibrate.ranges import calibrate, calibrate_da
 from .calibrate.stage1 import recalibrate_bn
@@ -18,6 +17,9 @@ from .config import METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
 from .graph.tracing import trace
 from .modes import set_mode
+from .passes.lower import lower_to_paraif
+from .passes.qcfs import to_da_qcfs, to_qcfs
+from .passes.recorders import insert_recorders
 from .validation import check_positive_int
 
 __all__ = ["convert"]
@@ -102,12 +104,12 @@ def convert(
         torch.manual_seed(int(seed))
         gm = timed("trace", trace, model)
         pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
-        gm = passes.insert_recorders(gm, percentile=None if baseline else pct)
+        gm = insert_recorders(gm, percentile=None if baseline else pct)
         timed("calibrate", calibrate, gm, calib, progress=progress)
         if method == "fspc":
-            gm = passes.to_qcfs(gm, levels=T)
+            gm = to_qcfs(gm, levels=T)
         else:
-            gm = passes.to_da_qcfs(gm, levels=T)
+            gm = to_da_qcfs(gm, levels=T)
             timed("calibrate_da", calibrate_da, gm, calib, momentum=cfg.da_momentum, progress=progress)
         if method in ("spatial", "full"):
             gm = timed(
@@ -126,7 +128,7 @@ def convert(
                 restat_after=cfg.s1_restat_after,
                 progress=progress,
             )
-        snn = passes.lower_to_paraif(gm, T=T, mode="spike")
+        snn = lower_to_paraif(gm, T=T, mode="spike")
         if method in ("temporal", "full"):
             snn = timed(
                 "stage2",

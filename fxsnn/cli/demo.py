@@ -102,7 +102,9 @@ def run(
     out: Callable[[str], object] = print,
 ) -> dict:
     """Train, convert with each method at each T, print the comparison; return ``{(method, T): top-1}``."""
-    import fxsnn
+    from ..convert import convert
+    from ..report.evaluation import evaluate
+    from ..report.summarize import summary
 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -111,16 +113,16 @@ def run(
     out(f"trained DigitsNet on {len(data.y_train)} digits in {time.perf_counter() - t0:.1f} s")
     test = data.loader("test", 256)
     calib = data.loader("train", 64, shuffle=True, seed=seed)
-    ann_acc = fxsnn.evaluate(ann, test, progress=False).top1
+    ann_acc = evaluate(ann, test, progress=False).top1
     results: dict = {}
     timing: dict = {}
     last = None
     for T in time_steps:
         for method in methods:
             t = time.perf_counter()
-            snn = fxsnn.convert(ann, calib, T=T, method=method, seed=seed, progress=progress)
+            snn = convert(ann, calib, T=T, method=method, seed=seed, progress=progress)
             timing[(method, T)] = time.perf_counter() - t
-            results[(method, T)] = fxsnn.evaluate(snn, test, progress=False).top1
+            results[(method, T)] = evaluate(snn, test, progress=False).top1
             last = snn
     headers = ["T", "ANN"] + [f"{m} (SNN)" for m in methods] + [f"{m} time" for m in methods]
     rows = [
@@ -133,7 +135,7 @@ def run(
     out(tabulate(rows, headers=headers, tablefmt="github"))
     if last is not None:
         out(f"\nconverted sites of the last network ({methods[-1]}, T={time_steps[-1]}):")
-        out(str(fxsnn.summary(last)) if hasattr(fxsnn, "summary") else str(fxsnn.find_sites(last)))
+        out(str(summary(last)))
     results["ann"] = ann_acc
     return results
 
