@@ -52,6 +52,7 @@ def _add_data(p: argparse.ArgumentParser, *, flag: str = "--data", required: boo
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fxsnn`` parser: one subcommand per job, each with ``--help`` and ``--traceback``."""
     from .._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -63,7 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fxsnn {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_convert, _add_eval, _add_inspect, _add_analyze, _add_demo):
+        add(sub)
+    for name, sp in sub.choices.items():
+        if name != "demo":
+            sp.add_argument(
+                "--traceback",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show the full traceback when the command fails",
+            )
+    return parser
 
+
+_Subparsers = argparse._SubParsersAction
+
+
+def _add_convert(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "convert",
         help="convert an ANN into a parallel SNN and save it",
@@ -87,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
     g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")
 
+
+def _add_eval(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "eval",
         help="accuracy of a saved SNN and/or an ANN",
@@ -98,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p, required=False)
     _add_data(p)
 
+
+def _add_inspect(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "inspect",
         help="per-site summary and graph of a saved network",
@@ -108,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-graph", action="store_true", help="do not print the graph code")
     p.add_argument("--csv", metavar="FILE", help="also write the summary table as CSV")
 
+
+def _add_analyze(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "analyze",
         help="ANN vs SNN per layer, SOPs, energy, plots",
@@ -129,18 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--energy-csv", metavar="FILE", help="write the per-layer energy table as CSV")
     g.add_argument("--json", metavar="FILE", help="write the whole report as JSON")
 
-    p = sub.add_parser(
+
+def _add_demo(sub: _Subparsers) -> None:
+    sub.add_parser(
         "demo",
         help="self-contained demo: digits, a small CNN, conversion at T = 2 and 4",
         add_help=False,
         description="Runs fxsnn.demo; every argument after 'demo' goes to it.",
     )
-    for name, sp in sub.choices.items():
-        if name != "demo":
-            sp.add_argument(
-                "--traceback",
-                action="store_true",
-                default=argparse.SUPPRESS,
-                help="show the full traceback when the command fails",
-            )
-    return parser

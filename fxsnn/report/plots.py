@@ -16,6 +16,7 @@ from ..io.paths import check_parent_dir
 from .analysis import Report, resolve_layers
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["plot_distributions", "plot_layers"]
@@ -71,6 +72,24 @@ def plot_distributions(
 
         >>> fxsnn.plot_distributions(rep, ["layer1.0.relu", "layer3.2.relu_1"], "dist.png")
     """
+    names = _distribution_sites(report, layers, path, bins)
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    fig = _figure(4.2 * cols, 3.2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        _histograms(ax, report, name, bins=bins, log=log)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"ANN activations vs SNN average firing rates (T = {report.T})", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return os.fspath(path)
+
+
+def _distribution_sites(
+    report: Report, layers: str | int | Sequence[str | int] | None, path: str | os.PathLike, bins: int
+) -> list[str]:
+    """The sites :func:`plot_distributions` draws, after checking its arguments."""
     _check(report, path)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"plot_distributions: bins must be an integer >= 2; got {bins!r}")
@@ -80,42 +99,37 @@ def plot_distributions(
         raise ValueError(
             f"fxsnn.plot_distributions: no samples were kept for {empty[0]!r}; run fxsnn.analyze with max_samples > 0"
         )
-    cols = min(len(names), 3)
-    rows = -(-len(names) // cols)
-    fig = _figure(4.2 * cols, 3.2 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, name in zip(axes, names):
-        a, r = report.values[name]
-        row = report.site(name)
-        hi = float(max(a.max(), r.max(), 1e-12))
-        edges = np.linspace(0.0, hi, bins + 1)
-        ax.hist(
-            a,
-            bins=edges,
-            density=True,
-            color=ANN_COLOR,
-            alpha=0.55,
-            label=f"ANN activation (sparsity {100 * row.ann_sparsity:.1f} %)",
-        )
-        ax.hist(
-            r,
-            bins=edges,
-            density=True,
-            color=SNN_COLOR,
-            alpha=0.55,
-            label=f"SNN firing rate (sparsity {100 * row.snn_sparsity:.1f} %)",
-        )
-        if log:
-            ax.set_yscale("log")
-        ax.set_title(f"{name}\nMAE {row.mae:.3g}   W1 {row.wasserstein:.3g}", fontsize=9)
-        ax.set_xlabel("value")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"ANN activations vs SNN average firing rates (T = {report.T})", fontsize=10)
-    fig.savefig(path, dpi=110)
-    return os.fspath(path)
+    return names
+
+
+def _histograms(ax: Axes, report: Report, name: str, *, bins: int, log: bool) -> None:
+    """One panel: the ANN's and the SNN's histograms of site ``name`` on shared bins."""
+    a, r = report.values[name]
+    row = report.site(name)
+    hi = float(max(a.max(), r.max(), 1e-12))
+    edges = np.linspace(0.0, hi, bins + 1)
+    ax.hist(
+        a,
+        bins=edges,
+        density=True,
+        color=ANN_COLOR,
+        alpha=0.55,
+        label=f"ANN activation (sparsity {100 * row.ann_sparsity:.1f} %)",
+    )
+    ax.hist(
+        r,
+        bins=edges,
+        density=True,
+        color=SNN_COLOR,
+        alpha=0.55,
+        label=f"SNN firing rate (sparsity {100 * row.snn_sparsity:.1f} %)",
+    )
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(f"{name}\nMAE {row.mae:.3g}   W1 {row.wasserstein:.3g}", fontsize=9)
+    ax.set_xlabel("value")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
 
 
 def plot_layers(report: Report, path: str | os.PathLike = "layers.png") -> str:
