@@ -326,7 +326,6 @@ def _total(data: Iterable, max_batches: int | None) -> int | None:
     return n if max_batches is None else min(n, max_batches)
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def _removed(handles: list[RemovableHandle]) -> Iterator[None]:
     """Remove the hook ``handles`` on exit."""
@@ -526,6 +525,7 @@ def _report(snn: fx.GraphModule, probes: _Probes, tally: _Tally, *, T: int, mode
     )
 
 
+@torch.no_grad()
 def analyze(
     ann: nn.Module,
     snn: fx.GraphModule,
