@@ -140,7 +140,12 @@ def _modules(v) -> dict[str, dict]:
 # -- rebuilding ------------------------------------------------------------------------------
 def _site_channels(name: str, tensors: dict, recorded: dict) -> int:
     attrs = recorded.get(name)
-    c = attrs.get("channels") if attrs else None
+    if attrs is None:
+        sites = ", ".join(n for n, a in recorded.items() if not a["type"].startswith("Time"))
+        raise _Bad(
+            f"the model you passed has a site {name!r:.100} that the file does not record (it has: {sites:.300})"
+        )
+    c = attrs.get("channels")
     t = tensors.get(f"{name}.theta", tensors.get(f"{name}.theta_pre"))
     if c is None or t is None or t.dim() != 1 or t.numel() != c:
         raise _Bad(

@@ -117,7 +117,7 @@ def _passes(gm: fx.GraphModule, sites) -> list[dict]:
     types = {type(m).__name__ for m in mods.values()}
     if not sites:
         return []
-    if types == {"ReLU"}:
+    if not types & set(MODULE_TYPES):  # ReLU modules and functional spellings: a trace, maybe normalised
         return [{"name": "normalize"}] if node_list(normalize(gm)) == node_list(gm) else []
     if len(types) > 1 or not types <= set(MODULE_TYPES):
         raise FxsnnError(
