@@ -330,7 +330,7 @@ def rebuild(header: dict, tensors: dict, model: nn.Module, path: str) -> nn.Modu
         _apply_flags(gm, header)
     except _Bad as exc:
         raise SaveFileError(
-            f"{path!r} cannot be rebuilt from the model you passed: {exc}. Pass the ANN it was converted from "
-            "(same architecture and dtype), or re-save the network with fxsnn.save"
+            f"{path!r} cannot be rebuilt from the model you passed: {exc}; pass the ANN this SNN was converted from "
+            "(the same architecture and dtype), or re-save the network with fxsnn.save"
         ) from (exc.__cause__ or None)
     return gm
