@@ -113,7 +113,7 @@ def _passes(v) -> list[tuple[str, dict]]:
     out, prev = [], None
     for i, step in enumerate(_list(v, "passes", 8)):
         name = step.get("name") if isinstance(step, dict) else None
-        if name not in _PASS_ARGS:
+        if not isinstance(name, str) or name not in _PASS_ARGS:
             raise _Bad(f"passes[{i}] names no fxsnn pass ({name!r:.60}); known: {', '.join(_PASS_ARGS)}")
         if name not in _NEXT[prev]:
             raise _Bad(f"passes[{i}] {name} cannot follow {prev or 'the trace'}")
@@ -130,7 +130,7 @@ def _modules(v) -> dict[str, dict]:
     for name, attrs in v.items():
         check_str(name, "a module name")
         kind = attrs.get("type") if isinstance(attrs, dict) else None
-        if kind not in _ATTRS:
+        if not isinstance(kind, str) or kind not in _ATTRS:
             raise _Bad(f"module {name!r:.100} has type {kind!r:.60}, not one of {', '.join(_ATTRS)}")
         rest = {k: val for k, val in attrs.items() if k != "type"}
         out[name] = {"type": kind, **_keys(rest, f"module {name!r:.100}", _ATTRS[kind])}
@@ -333,4 +333,10 @@ def rebuild(header: dict, tensors: dict, model: nn.Module, path: str) -> nn.Modu
             f"{path!r} cannot be rebuilt from the model you passed: {exc}; pass the ANN this SNN was converted from "
             "(the same architecture and dtype), or re-save the network with fxsnn.save"
         ) from (exc.__cause__ or None)
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:  # a shape no check above foresaw
+        if isinstance(exc, SaveFileError):
+            raise
+        raise SaveFileError(
+            f"{path!r}: the file's record is malformed ({type(exc).__name__}: {exc}); re-create it with fxsnn.save"
+        ) from None
     return gm

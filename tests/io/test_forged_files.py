@@ -191,6 +191,10 @@ FORGED_HEADERS = [
     (_set(["passes"], [{"name": "lower_to_paraif", "T": 4, "mode": "spike"}] * 9), "at most 8 entries"),
     (_set(["passes"], "insert_recorders"), "passes must be a list"),
     (_set(["modules", "relu", "type"], "Popen"), "has type 'Popen'"),
+    (_set(["modules", "relu", "type"], ["unhashable"]), "has type \\['unhashable'\\]"),
+    (_set(["passes", 0, "name"], {"a": 1}), "names no fxsnn pass"),
+    (_set(["site_table"], [None, None]), "site 0 differs"),
+    (_set(["nodes"], {"a": 1}), "nodes must be a list"),
     (_set(["modules", "relu", "T"], 5), "T is 5 in the file; the rebuild gives 4"),
     (_set(["modules", "relu", "T"], True), "T must be an integer"),
     (_set(["modules", "relu", "channels"], 10**6), r"channels \(1000000\) do not match its θ tensor"),
@@ -353,3 +357,42 @@ def test_a_recorded_spec_is_never_imported_unless_named(tmp_path, monkeypatch, a
         fxsnn.save(ann, tmp_path / "x.fxsnn", model_spec="a:b", model_args={"f": print})
     with pytest.raises(ValueError, match="model_spec must look like"):
         fxsnn.save(ann, tmp_path / "x.fxsnn", model_spec="a:b; rm -rf /")
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node[:4]):
+            yield from _paths(v, prefix + (i,))
+
+
+JUNK = [None, True, -1, 0, 2**63, 1e308, float("nan"), "", "spike", "os.system", [], [None], {}, {"type": "QCFS"}]
+
+
+def test_random_header_mutations_never_crash_or_run_code(good, ann, tmp_path):
+    """Fuzz: any value anywhere in the record replaced by junk gives SaveFileError or the exact network."""
+    import random
+
+    header = json.loads(zipfile.ZipFile(good).read("fxsnn.json"))
+    paths = [p for p in _paths(header) if p and p[0] not in ("sha256", "bytes", "code", "summary", "meta")]
+    rng = random.Random(0)
+    x = batches(1, 4, seed=3)[0][0]
+    want = fxsnn.load(good, model=ann)
+    with torch.no_grad():
+        ref = want(x)
+    outcomes = {"refused": 0, "loaded": 0}
+    for i in range(150):
+        path, junk = rng.choice(paths), rng.choice(JUNK)
+        f = _forge(good, tmp_path / f"z{i}.fxsnn", header=_set(list(path), junk))
+        try:
+            back = fxsnn.load(f, model=ann)
+        except fxsnn.SaveFileError:
+            outcomes["refused"] += 1
+            continue
+        outcomes["loaded"] += 1
+        with torch.no_grad():
+            assert torch.equal(back(x), ref), (path, junk)
+    assert outcomes["refused"] > 100 and RAN == []
