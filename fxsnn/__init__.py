@@ -10,27 +10,115 @@ The flow (each rewrite returns a new GraphModule; data steps take any iterable o
     snn = fxsnn.passes.lower_to_paraif(gm, T=T)      # parallel IF neurons (Eq. 5-8, 15-18)
 """
 
-from . import models, nn, passes
+# Attributes load on first use (PEP 562), so that `import fxsnn` / the `fxsnn` command start without importing
+# torch: the command line checks its arguments first (issue 9, item 18).
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
 from ._version import __version__ as __version__
-from .calibrate.finetune import NonFiniteLossError, TrainReport
-from .calibrate.ranges import calibrate, calibrate_da, recording
-from .calibrate.stage1 import recalibrate_bn, reestimate_bn_stats
-from .calibrate.stage2 import tune_delta_b
-from .config import ConvertConfig
-from .convert import convert
-from .errors import CalibrationError, ConversionError, DataError, FxsnnError, ModeError, TraceError
-from .graph.rate import rate_mode_blockers
-from .graph.sites import Site, SiteTable, find_sites
-from .graph.tracing import trace
-from .io.saving import SaveFileError, load, read_header, save
-from .modes import get_mode, neurons, set_mode, time_steps
-from .nn.serial import SerialSimulator
-from .passes.serial import to_serial
-from .report.analysis import Report, SiteReport, analyze
-from .report.energy import EnergyModel, SynapticLayer
-from .report.evaluation import EvalResult, evaluate
-from .report.plots import plot_distributions, plot_layers
-from .report.summarize import NetworkSummary, SiteSummary, summary
+
+_EXPORTS = {
+    "NonFiniteLossError": ".calibrate.finetune",
+    "TrainReport": ".calibrate.finetune",
+    "calibrate": ".calibrate.ranges",
+    "calibrate_da": ".calibrate.ranges",
+    "recording": ".calibrate.ranges",
+    "recalibrate_bn": ".calibrate.stage1",
+    "reestimate_bn_stats": ".calibrate.stage1",
+    "tune_delta_b": ".calibrate.stage2",
+    "ConvertConfig": ".config",
+    "convert": ".convert",
+    "CalibrationError": ".errors",
+    "ConversionError": ".errors",
+    "DataError": ".errors",
+    "FxsnnError": ".errors",
+    "ModeError": ".errors",
+    "TraceError": ".errors",
+    "rate_mode_blockers": ".graph.rate",
+    "Site": ".graph.sites",
+    "SiteTable": ".graph.sites",
+    "find_sites": ".graph.sites",
+    "trace": ".graph.tracing",
+    "SaveFileError": ".io.saving",
+    "load": ".io.saving",
+    "read_header": ".io.saving",
+    "save": ".io.saving",
+    "get_mode": ".modes",
+    "neurons": ".modes",
+    "set_mode": ".modes",
+    "time_steps": ".modes",
+    "SerialSimulator": ".nn.serial",
+    "to_serial": ".passes.serial",
+    "Report": ".report.analysis",
+    "SiteReport": ".report.analysis",
+    "analyze": ".report.analysis",
+    "EnergyModel": ".report.energy",
+    "SynapticLayer": ".report.energy",
+    "EvalResult": ".report.evaluation",
+    "evaluate": ".report.evaluation",
+    "plot_distributions": ".report.plots",
+    "plot_layers": ".report.plots",
+    "NetworkSummary": ".report.summarize",
+    "SiteSummary": ".report.summarize",
+    "summary": ".report.summarize",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from . import models, nn, passes
+    from ._version import __version__ as __version__
+    from .calibrate.finetune import NonFiniteLossError, TrainReport
+    from .calibrate.ranges import calibrate, calibrate_da, recording
+    from .calibrate.stage1 import recalibrate_bn, reestimate_bn_stats
+    from .calibrate.stage2 import tune_delta_b
+    from .config import ConvertConfig
+    from .convert import convert
+    from .errors import CalibrationError, ConversionError, DataError, FxsnnError, ModeError, TraceError
+    from .graph.rate import rate_mode_blockers
+    from .graph.sites import Site, SiteTable, find_sites
+    from .graph.tracing import trace
+    from .io.saving import SaveFileError, load, read_header, save
+    from .modes import get_mode, neurons, set_mode, time_steps
+    from .nn.serial import SerialSimulator
+    from .passes.serial import to_serial
+    from .report.analysis import Report, SiteReport, analyze
+    from .report.energy import EnergyModel, SynapticLayer
+    from .report.evaluation import EvalResult, evaluate
+    from .report.plots import plot_distributions, plot_layers
+    from .report.summarize import NetworkSummary, SiteSummary, summary
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    try:
+        value = importlib.import_module(module, __name__) if module else importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if module or exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    if module:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Importing ``fxsnn.convert`` or ``fxsnn.calibrate.*`` binds the submodule on the package; the function of
+    the same name (``fxsnn.convert``, ``fxsnn.calibrate``) stays what the attribute means, as when eager."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "trace",

@@ -4,18 +4,26 @@ Exit codes: 0 success; 1 the run failed (a conversion or calibration error, or
 an unexpected error — add ``--traceback`` to see it); 2 bad command line or
 input (a model spec that does not import, weights that do not match, a data
 file without x/y, a missing file or directory, an unknown layer); 130
-interrupted.
+interrupted; 141 the output pipe was closed (``fxsnn inspect F | head -1``).
+
+Nothing here imports torch until the arguments are parsed, and nothing
+imports from the working directory except the module a ``--model`` spec names.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import io
 import json
 import os
+import re
 import sys
+import tempfile
 import traceback
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .parser import build_parser
@@ -43,6 +51,52 @@ def _check_out(path: str | None, flag: str) -> None:
         raise _InputProblem(
             f"{flag} {path}: directory {parent} does not exist; create it (mkdir -p {parent}) or choose another path"
         )
+    if os.path.isdir(path):
+        raise _InputProblem(f"{flag} {path} is a directory; give a file name, e.g. {os.path.join(path, 'out')}")
+    try:  # found now, not after the work: a read-only or unwritable directory
+        fd, probe = tempfile.mkstemp(prefix=".fxsnn-probe-", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise _InputProblem(f"{flag} {path}: cannot write in {parent} ({exc.strerror}); choose another path") from None
+
+
+def _write_json(path: str, data, flag: str) -> None:
+    """Serialise first, then write atomically: a failure leaves no empty or partial file."""
+    from ..io.archive import write_atomic
+
+    text = json.dumps(data, indent=2)
+    try:
+        write_atomic(path, text.encode())
+    except OSError as exc:
+        raise _InputProblem(f"{flag} {path}: could not write it ({exc.strerror}); nothing was written") from None
+
+
+class _OneModule(importlib.abc.MetaPathFinder):
+    """Finds one top-level module (or package) in the working directory, and nothing else."""
+
+    def __init__(self, name: str, spec):
+        self.name, self.spec = name, spec
+
+    def find_spec(self, fullname, path=None, target=None):
+        return self.spec if fullname == self.name else None
+
+
+@contextlib.contextmanager
+def _cwd_module(spec: str | None):
+    """While a ``--model pkg.mod:fn`` is built: ``pkg`` may come from the working directory if nothing else has it."""
+    finder = None
+    top = spec.partition(":")[0].split(".")[0] if spec and ":" in spec else ""
+    if top.isidentifier() and top not in sys.modules and importlib.util.find_spec(top) is None:
+        found = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+        if found is not None:
+            finder = _OneModule(top, found)
+            sys.meta_path.append(finder)
+    try:
+        yield
+    finally:
+        if finder is not None:
+            sys.meta_path.remove(finder)
 
 
 def _check_device(args: argparse.Namespace) -> None:
@@ -62,12 +116,16 @@ def _check_device(args: argparse.Namespace) -> None:
 def _model(args: argparse.Namespace) -> nn.Module:
     from ..io.loaders import load_model, load_weights, parse_kwargs
 
-    model = load_model(args.model, **parse_kwargs(args.model_arg))
+    if getattr(args, "built_model", None) is not None:  # one ANN per run (the SNN is rebuilt from it too)
+        return args.built_model
+    with _cwd_module(args.model):
+        model = load_model(args.model, **parse_kwargs(args.model_arg))
     if args.weights:
         load_weights(model, args.weights)
     elif getattr(args, "command", "") in ("convert", "analyze", "eval"):
         print(f"note: no --weights given; {args.model} keeps its initial (untrained) weights", file=sys.stderr)
-    return model.to(args.device).eval()
+    args.built_model = model.to(args.device).eval()
+    return args.built_model
 
 
 # the flag of each load_data argument that an InputError can name
@@ -108,10 +166,39 @@ def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False) -> OnDe
     return OnDevice(loader, args.device)
 
 
-def _load_snn(path: str, device: str) -> nn.Module:
-    from ..io.saving import load
+def _recorded_model(header: dict) -> tuple[str | None, dict]:
+    ann = header.get("ann") if isinstance(header.get("ann"), dict) else {}
+    spec, margs = ann.get("spec"), ann.get("args")
+    return (spec if isinstance(spec, str) else None), (margs if isinstance(margs, dict) else {})
 
-    return load(path, map_location=device)
+
+def _shown_model(spec: str, margs: dict) -> str:
+    return _clean(f"--model {spec}" + "".join(f" --model-arg {k}={v!r}" for k, v in margs.items()))
+
+
+def _load_snn(args, path: str):
+    """The SNN in ``path``, rebuilt from the ANN the user names with --model (never from code the file names)."""
+    from ..io.loaders import parse_kwargs
+    from ..io.saving import load, read_header
+
+    spec, margs = _recorded_model(read_header(path))
+    if not args.model:
+        hint = f" It records {_shown_model(spec, margs)} (add --weights)." if spec else ""
+        raise _InputProblem(
+            f"--snn {path}: give the ANN it was converted from with --model SPEC; the file holds no code and fxsnn "
+            f"imports only the model you name.{hint}"
+        )
+    if spec == args.model and margs and not args.model_arg:
+        args.model_arg = [f"{k}={v!r}" for k, v in margs.items()]
+        print(f"note: using the model arguments {path} records: {_shown_model(spec, margs)}", file=sys.stderr)
+    elif spec and (spec != args.model or parse_kwargs(args.model_arg) != margs):
+        print(f"note: {path} was converted from {_shown_model(spec, margs)}", file=sys.stderr)
+    return load(path, model=_model(args), map_location=args.device)
+
+
+def _clean(text: str) -> str:
+    """Text from a file, safe for a terminal: control characters (escape sequences) become '?'."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "?", str(text))
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -131,12 +218,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise _InputProblem(str(exc)) from None
     if args.T < 1:
         raise _InputProblem(f"--T must be >= 1; got {args.T}")
+    model_args = parse_kwargs(args.model_arg)
+    try:
+        json.dumps(model_args, allow_nan=False)  # recorded in the file, so JSON data only
+    except (TypeError, ValueError):
+        raise _InputProblem("--model-arg values must be numbers, strings, lists or dicts (they are recorded)") from None
     _check_out(args.out, "--out")
     model = _model(args)
     data = _data(args, args.data, shuffle=True)
     eval_data = _data(args, args.eval_data) if args.eval_data else None
     snn = convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg)
-    save(snn, args.out)
+    save(snn, args.out, model_spec=args.model, model_args=model_args)
     print(summary(snn))
     if eval_data is not None:
         ann_res, snn_res = evaluate(model, eval_data), evaluate(snn, eval_data)
@@ -153,7 +245,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.snn and not args.model:
         raise _InputProblem("give --snn FILE, --model SPEC, or both")
-    snn = _load_snn(args.snn, args.device) if args.snn else None
+    snn = _load_snn(args, args.snn) if args.snn else None
     model = _model(args) if args.model else None
     data = _data(args, args.data)
     rows = []
@@ -171,26 +263,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ..io.saving import read_header
-    from ..report.summarize import summary
+def _cmd_inspect(args) -> int:
+    """Header, recorded summary and graph code: read from the file's JSON, nothing rebuilt, imported or run."""
+    from ..io.saving import header_summary, read_header
 
     _check_out(args.csv, "--csv")
     header = read_header(args.path)
-    gm = _load_snn(args.path, "cpu")
     keys = ("stage", "T", "mode", "sites", "delta_b_params", "parameters", "fxsnn_version", "torch_version")
-    print(f"{args.path}: " + ", ".join(f"{k}={header[k]}" for k in keys if k in header))
-    conv = getattr(gm, "meta", {}).get("fxsnn.convert") if hasattr(gm, "meta") else None
-    if conv:
-        print(f"converted with method={conv.get('method')}, T={conv.get('T')}, seed={conv.get('seed')}")
-    s = summary(gm)
-    print()
-    print(s)
-    if args.csv:
-        s.to_csv(args.csv)
-    if not args.no_graph:
+    print(_clean(f"{args.path}: " + ", ".join(f"{k}={header[k]}" for k in keys if k in header)))
+    conv = header.get("conversion")
+    if isinstance(conv, dict):
+        print(_clean(f"converted with method={conv.get('method')}, T={conv.get('T')}, seed={conv.get('seed')}"))
+    spec, margs = _recorded_model(header)
+    if spec:
+        print(f"model: {_shown_model(spec, margs)} (give it to eval / analyze with --snn; fxsnn never imports it)")
+    s = header_summary(header)
+    if s is not None:
         print()
-        print(gm.code.strip() if hasattr(gm, "code") else gm)  # a GraphModule's code, else the module tree
+        print(_clean(str(s)))
+        if args.csv:
+            s.to_csv(args.csv)
+    if not args.no_graph:
+        text = header.get("code", header.get("module_repr"))
+        if isinstance(text, str):
+            print()
+            print(_clean(text))  # the recorded text: printed, never executed
     return 0
 
 
@@ -261,8 +358,7 @@ def _write_analysis(args: argparse.Namespace, report: Report) -> None:
     if args.energy_csv:
         report.to_csv(args.energy_csv, table="energy")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report.to_dict(), fh, indent=2)
+        _write_json(args.json, report.to_dict(), "--json")
     if args.plot or args.plot_layers:
         from ..report.plots import plot_distributions, plot_layers
 
@@ -278,7 +374,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     _check_analyze_outputs(args)
     energy = _energy_model(args)
-    snn = _load_snn(args.snn, args.device)
+    snn = _load_snn(args, args.snn)
     layers = _analyze_layers(args, snn)
     model = _model(args)
     data = _data(args, args.data)
@@ -313,74 +409,70 @@ COMMANDS = {
 
 
 # -- entry point ------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``fxsnn`` command line; returns the exit code (the console script exits with it)."""
-    args = _parse(argv)
-    with _cwd_importable():
-        return _run(args)
+def _startup() -> None:
+    """The slow imports (torch: seconds), after the arguments are checked; Ctrl-C here is a plain interrupt."""
+    import torch  # noqa: F401
+
+    from ..io import loaders, saving  # noqa: F401
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    """The parsed command line; the demo gets the arguments it defines itself as ``args.demo_args``."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "demo":
-        args.demo_args = extra
-    elif extra:
-        parser.parse_args(argv)  # reports the unrecognised arguments in the subcommand's usage, exits 2
-    return args
-
-
-@contextlib.contextmanager
-def _cwd_importable() -> Iterator[None]:
-    """Like ``python -m``: model specs may name modules in the current directory."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
+def _pipe_closed() -> int:
+    """stdout's reader went away (``| head``): stop quietly, and keep Python's exit-time flush quiet too."""
     try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+    return 141
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Run the command; an error becomes a one-line message (and the traceback with ``--traceback``) and a code."""
+def _failure(exc: Exception, args, prog: str) -> int:
     from ..errors import DataError, FxsnnError
     from ..io.loaders import InputError
     from ..io.saving import SaveFileError
 
+    inputs = (_InputProblem, InputError, SaveFileError, DataError, FileNotFoundError, NotADirectoryError)
+    if args.traceback:
+        traceback.print_exc()
+    if isinstance(exc, inputs + (IsADirectoryError,)):
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, FxsnnError):
+        print(f"{prog}: failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --traceback for details)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``fxsnn`` command line; returns the exit code (the console script exits with it)."""
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command == "demo":
+            args.demo_args = extra
+        elif extra:
+            parser.parse_args(argv)  # reports the unrecognised arguments in the subcommand's usage, exits 2
+    except KeyboardInterrupt:
+        print("fxsnn: interrupted", file=sys.stderr)
+        return 130
     prog = f"fxsnn {args.command}"
     try:
+        _startup()
         _check_device(args)
-        return int(COMMANDS[args.command](args))
+        code = int(COMMANDS[args.command](args))
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (
-        _InputProblem,
-        InputError,
-        SaveFileError,
-        DataError,
-        FileNotFoundError,
-        NotADirectoryError,
-        IsADirectoryError,
-    ) as exc:
-        return _fail(args, f"{prog}: error: {exc}", 2)
-    except FxsnnError as exc:
-        return _fail(args, f"{prog}: failed: {exc}", 1)
+    except BrokenPipeError:
+        return _pipe_closed()
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a shell user
-        message = f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --traceback for details)"
-        return _fail(args, message, 1)
-
-
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    """Print the traceback of the exception being handled if asked, then ``message``; returns ``code``."""
-    if args.traceback:
-        traceback.print_exc()
-    print(message, file=sys.stderr)
-    return code
+        return _failure(exc, args, prog)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "METHODS", "RECIPES"]
+
+#: Checked by argparse before torch is imported (equal to fxsnn.config.METHODS / RECIPES; a test keeps them so).
+METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
+RECIPES = ("fxsnn", "paper")
 
 _EPILOG = """exit codes: 0 success; 1 the run failed (add --traceback for details); 2 bad command line or input
-(fix the named argument or file); 130 interrupted."""
+(fix the named argument or file); 130 interrupted; 141 the output pipe was closed (e.g. | head)."""
 
 
 def _add_model(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -91,8 +95,8 @@ def _add_convert(sub: _Subparsers) -> None:
     _add_data(p)
     g = p.add_argument_group("conversion")
     g.add_argument("--T", type=int, default=4, help="time steps (default 4)")
-    g.add_argument("--method", default="full", help="fspc, fspc_da, spatial, temporal or full (default full)")
-    g.add_argument("--recipe", default="fxsnn", help="base settings: fxsnn (default) or paper")
+    g.add_argument("--method", default="full", choices=METHODS, help="%(choices)s (default full)")
+    g.add_argument("--recipe", default="fxsnn", choices=RECIPES, help="base settings: fxsnn (default) or paper")
     g.add_argument(
         "--set",
         action="append",
@@ -112,9 +116,11 @@ def _add_eval(sub: _Subparsers) -> None:
         epilog=_EPILOG,
         description="Top-1 accuracy and loss of a saved SNN (--snn) and/or an ANN (--model).",
     )
-    p.add_argument("--snn", metavar="FILE", help="a network saved by fxsnn convert / fxsnn.save")
+    p.add_argument(
+        "--snn", metavar="FILE", help="a network saved by fxsnn convert / fxsnn.save (give --model: its ANN)"
+    )
     p.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
-    _add_model(p, required=False)
+    _add_model(p, required=False)  # required with --snn: the ANN the SNN is rebuilt from
     _add_data(p)
 
 
@@ -123,7 +129,8 @@ def _add_inspect(sub: _Subparsers) -> None:
         "inspect",
         help="per-site summary and graph of a saved network",
         epilog=_EPILOG,
-        description="Print the header, fxsnn.summary and the readable graph of a saved network.",
+        description="Print the header, the recorded summary and graph code of a saved network (reads its JSON "
+        "record only: nothing is rebuilt, imported or run).",
     )
     p.add_argument("path", metavar="PATH", help="a file written by fxsnn convert / fxsnn.save")
     p.add_argument("--no-graph", action="store_true", help="do not print the graph code")

@@ -1,204 +1,207 @@
-"""``fxsnn.save`` / ``fxsnn.load``: a converted network in one file, outputs bit-identical after loading.
+"""``fxsnn.save`` / ``fxsnn.load``: a network in one file that loads without unpickling or executing anything.
 
-File layout (a zip archive):
+File layout (a zip archive of stored members, format 2):
 
-- ``fxsnn.json`` — a header read *before* anything is unpickled: format name
-  and version, the fxsnn and torch versions that wrote it, the SHA-256 of the
-  payload, and a description (stage, T, mode, site count, Δb count);
-- ``model.pt`` — ``torch.save`` of ``{"module", "meta", "training"}``: the whole GraphModule — graph (as the code
-  torch.fx regenerates it from), every submodule, buffer and parameter (θ,
-  ψ_DA, φ_DA, Λ_PC, b(t), Δb), and plain attributes such as each neuron's
-  ``T`` and ``mode`` — plus its ``meta`` dict and train/eval flag, which
-  torch.fx does not restore by itself.
+- ``fxsnn.json`` — JSON only: format name and version, fxsnn / torch
+  versions, the SHA-256 of the tensors, a description (stage, T, mode, site
+  count, Δb count) and the conversion record: the ANN's class (and the
+  ``package.module:function`` spec and arguments when the CLI built it), the
+  structural passes that rebuild the network from the ANN with their arguments,
+  every site (name, kind, pattern, channels), the graph's node list, the
+  non-tensor attributes of every module fxsnn inserted (``T``, ``mode``,
+  levels, ...), train/eval flags, frozen parameters, ``meta`` as JSON data, the
+  per-site summary and the readable graph code (text for ``fxsnn inspect``,
+  never executed);
+- ``tensors.safetensors`` — the state dict (θ, ψ_DA, φ_DA, Λ_PC, b(t), Δb and
+  the ANN's weights) in the safetensors format: a typed flat layout that
+  loads with no code.
 
-Security: a GraphModule can only be rebuilt by unpickling (it holds
-arbitrary user module classes and regenerated code), so :func:`load` calls
-``torch.load(weights_only=False)``, which can execute code from the file.
-**Load only files you trust.** The header and checksum are verified first, so
-a file from an incompatible fxsnn version or a damaged file is refused before
-any unpickling; the checksum detects corruption, not deliberate tampering.
+:func:`load` needs the ANN (``model=``): it traces it, re-applies the recorded
+passes, checks the rebuilt sites, graph and module attributes against the
+record, and loads the tensors with ``load_state_dict(strict=True)``. A file can
+therefore never make fxsnn import or call code the user did not name.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import zipfile
+import re
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from ..errors import FxsnnError
+from .archive import FORMAT, FORMAT_VERSION, SaveFileError, read_archive, write_archive
 from .paths import check_parent_dir
 
-__all__ = ["save", "load", "read_header", "SaveFileError", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_header", "header_summary", "SaveFileError", "FORMAT", "FORMAT_VERSION"]
 
-FORMAT = "fxsnn.network"
-#: Bumped whenever a file written now could not be read back by an older fxsnn.
-FORMAT_VERSION = 1
-_HEADER, _PAYLOAD = "fxsnn.json", "model.pt"
+_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
 
 
-class SaveFileError(FxsnnError, ValueError):
-    """A file given to :func:`fxsnn.load` is not a readable fxsnn network (corrupt, foreign, or too new)."""
+def _check_spec(model_spec, model_args) -> dict:
+    from .record import jsonable
+
+    if model_spec is None:
+        if model_args:
+            raise TypeError("fxsnn.save: model_args needs model_spec")
+        return {}
+    if not isinstance(model_spec, str) or not _SPEC.match(model_spec):
+        raise ValueError(f"fxsnn.save: model_spec must look like 'package.module:function'; got {model_spec!r}")
+    args = dict(model_args or {})
+    dropped: list[str] = []
+    plain = jsonable(args, "model_args", dropped)
+    if dropped or not all(isinstance(k, str) for k in args):
+        raise TypeError(f"fxsnn.save: model_args must be JSON data (numbers, strings, lists); not {dropped or args}")
+    return {"spec": model_spec, "args": plain}
 
 
-def _describe(gm: nn.Module) -> dict:
-    from ..modes import get_mode, neurons, time_steps
-    from ..report.summarize import summary
-
-    info: dict = {"class": type(gm).__name__}
-    if isinstance(gm, fx.GraphModule):
-        s = summary(gm)
-        info.update(stage=s.stage, sites=len(s), delta_b_params=s.delta_b_params, parameters=s.network_params)
-        if neurons(gm):
-            info.update(T=time_steps(gm), mode=get_mode(gm))
-    else:
-        info.update(parameters=sum(p.numel() for p in gm.parameters()))
-    return info
-
-
-def save(gm: nn.Module, path: str | os.PathLike) -> str:
+def save(gm: nn.Module, path: str | os.PathLike, *, model_spec: str | None = None, model_args=None) -> str:
     """Write ``gm`` (any stage; usually the lowered SNN) to ``path``; returns the path.
 
-    The write is atomic (a temporary file in the same directory, then a
-    rename). Raises ``FileNotFoundError`` when the directory does not exist.
-    Classes of user modules inside ``gm`` must be importable (defined in a
-    module, not in ``__main__`` of a script) for :func:`load` to rebuild them.
+    ``model_spec`` / ``model_args``: how the ANN was built (``"pkg.mod:fn"`` and
+    its keyword arguments), recorded so that a reader can see it and confirm it
+    (``fxsnn.load(path, model_spec=...)``); the CLI's ``convert`` fills them in.
+    ``meta`` is saved as JSON data (dataclasses become dicts); values that are
+    not JSON data are dropped with a warning. The write is atomic (an
+    exclusively created temporary file in the same directory, then a rename).
+    Raises ``FileNotFoundError`` when the directory does not exist, and
+    :class:`fxsnn.FxsnnError` for a network fxsnn's passes cannot rebuild.
 
     Example::
 
         >>> fxsnn.save(snn, "resnet20_T4.fxsnn")
-        >>> snn2 = fxsnn.load("resnet20_T4.fxsnn")
+        >>> snn2 = fxsnn.load("resnet20_T4.fxsnn", model=ann)
     """
+    from safetensors.torch import save as save_tensors
+
     from .._version import __version__
+    from .record import build_record, tensors_of
 
     if not isinstance(gm, nn.Module):
         raise TypeError(f"fxsnn.save expects an nn.Module (the converted GraphModule); got {type(gm).__name__}")
     path = os.fspath(path)
     check_parent_dir(path)
-    buf = io.BytesIO()
-    # torch.fx rebuilds a GraphModule from its code on unpickling and starts it with an empty ``meta`` and in
-    # training mode, so both travel next to it.
-    state = {"module": gm, "meta": getattr(gm, "meta", None), "training": gm.training}
-    try:
-        torch.save(state, buf)
-    except Exception as exc:  # pickling errors come in many types
+    if any(m._forward_hooks or m._forward_pre_hooks for m in gm.modules()):
         raise FxsnnError(
-            f"fxsnn.save could not serialise the network: {type(exc).__name__}: {exc}. Remove forward hooks and "
-            "attributes that cannot be pickled (lambdas, open files) from the model"
-        ) from exc
-    payload = buf.getvalue()
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fxsnn_version": __version__,
-        "torch_version": torch.__version__,
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "bytes": len(payload),
-        **_describe(gm),
-    }
-    tmp = f"{path}.tmp-{os.getpid()}"
+            "fxsnn.save could not serialise the network: it has forward hooks, which are code; remove them first"
+        )
+    record = build_record(gm)
+    record["ann"] = {"class": type(gm).__name__, **_check_spec(model_spec, model_args)}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "fxsnn_version": __version__}
+    header.update(torch_version=torch.__version__, **record)
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.writestr(_HEADER, json.dumps(header, indent=2, sort_keys=True))
-            zf.writestr(_PAYLOAD, payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        blob = save_tensors(tensors_of(gm))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types
+        raise FxsnnError(f"fxsnn.save could not serialise the tensors: {type(exc).__name__}: {exc}") from exc
+    write_archive(path, header, blob)
     return path
 
 
-def _open(path: str) -> zipfile.ZipFile:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
-    if os.path.isdir(path):
-        raise SaveFileError(f"{path!r} is a directory; give the file written by fxsnn.save")
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise SaveFileError(
-            f"{path!r} is not an fxsnn network file (not a readable archive: {exc}); it may be truncated or corrupt, "
-            "or written by something else. Re-create it with fxsnn.save(gm, path)"
-        ) from None
-
-
 def read_header(path: str | os.PathLike) -> dict:
-    """The header of a file written by :func:`save`, without unpickling anything.
+    """The JSON header of a file written by :func:`save` (the whole conversion record), read without rebuilding.
 
-    Raises :class:`SaveFileError` for a foreign, corrupt or too-new file.
+    Raises :class:`SaveFileError` for a foreign, corrupt, old-format or too-new file.
     """
-    path = os.fspath(path)
-    with _open(path) as zf:
-        return _header(zf, path)
+    return read_archive(os.fspath(path), tensors=False)[0]
 
 
-def _header(zf: zipfile.ZipFile, path: str) -> dict:
-    from .._version import __version__
+def _tensors(blob: bytes, path: str) -> dict:
+    from safetensors.torch import load as load_tensors
 
-    names = set(zf.namelist())
-    if _HEADER not in names or _PAYLOAD not in names:
-        hint = (
-            " (it looks like a torch.save file: use torch.load)" if any(n.endswith("data.pkl") for n in names) else ""
-        )
-        raise SaveFileError(f"{path!r} is not an fxsnn network file: it has no {_HEADER} header{hint}")
     try:
-        header = json.loads(zf.read(_HEADER))
-    except (ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise SaveFileError(f"{path!r}: the header is unreadable ({exc}); the file is corrupt") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        tensors = load_tensors(blob)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types
+        raise SaveFileError(f"{path!r}: the tensor data is unreadable ({type(exc).__name__}: {exc})") from None
+    for key in tensors:
+        if not isinstance(key, str) or len(key) > 1000:
+            raise SaveFileError(f"{path!r}: a tensor name is longer than 1000 characters; the file is forged")
+    return tensors
+
+
+def _model_from_spec(header: dict, model_spec: str, path: str) -> nn.Module:
+    from .loaders import load_model
+
+    ann = header.get("ann") if isinstance(header.get("ann"), dict) else {}
+    recorded, args = ann.get("spec"), ann.get("args", {})
+    if not isinstance(recorded, str) or recorded != model_spec:
         raise SaveFileError(
-            f"{path!r}: the header does not describe an fxsnn network (format {header.get('format') if isinstance(header, dict) else None!r})"
+            f"{path!r} records the model spec {recorded!r:.200}, not {model_spec!r}: fxsnn builds a model from a "
+            "spec only when you name the one the file records. Build the ANN yourself and pass model=ann"
         )
-    version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise SaveFileError(
-            f"{path!r} was written by fxsnn {header.get('fxsnn_version', '?')} in file format {version!r}; this fxsnn "
-            f"({__version__}) reads format {FORMAT_VERSION}. Upgrade fxsnn (pip install -U fxsnn), or re-save the "
-            "network with this version"
-        )
-    return header
+    if not isinstance(args, dict):
+        raise SaveFileError(f"{path!r}: the recorded model arguments are not an object")
+    return load_model(model_spec, **args)
 
 
-def load(path: str | os.PathLike, *, map_location=None) -> nn.Module:
-    """Read a network written by :func:`save`: structure, buffers, Δb, ``T`` and mode, as saved.
+def load(
+    path: str | os.PathLike, *, model: nn.Module | None = None, model_spec: str | None = None, map_location=None
+) -> nn.Module:
+    """Rebuild the network saved at ``path`` from its ANN; outputs are bit-identical to the saved network.
 
-    ``map_location`` is passed to ``torch.load`` (e.g. ``"cpu"`` for a network
-    saved on a GPU). Raises :class:`SaveFileError` for a foreign, corrupt or
-    too-new file (before unpickling) and when a class the network needs cannot
-    be imported. See the module docstring on security: load trusted files only.
+    Pass the ANN it was converted from as ``model`` (fxsnn traces a copy,
+    re-applies the recorded passes, checks sites, graph and attributes against
+    the record and loads the tensors strictly), or confirm the recorded
+    ``package.module:function`` spec with ``model_spec=`` (it must equal the one
+    in the file; :func:`read_header` shows it), which imports that module and
+    calls it with the recorded arguments. ``map_location`` moves the result
+    (e.g. ``"cpu"``). Nothing in the file is unpickled or executed. Raises
+    :class:`SaveFileError` for a foreign, corrupt, forged, old-format or
+    too-new file, and for a model that does not rebuild to the saved network.
+
+    Example::
+
+        >>> snn = fxsnn.load("resnet20_T4.fxsnn", model=resnet20())
     """
+    from .rebuild import rebuild
+
     path = os.fspath(path)
-    with _open(path) as zf:
-        header = _header(zf, path)
-        try:
-            payload = zf.read(_PAYLOAD)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise SaveFileError(f"{path!r}: the network data is unreadable ({exc}); the file is corrupt") from None
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+    if model is not None and model_spec is not None:
+        raise TypeError("fxsnn.load: pass model= or model_spec=, not both")
+    header, blob = read_archive(path)
+    if model is None and model_spec is None:
+        ann = header.get("ann") if isinstance(header.get("ann"), dict) else {}
+        spec = f" (the file records model_spec={ann['spec']!r})" if isinstance(ann.get("spec"), str) else ""
         raise SaveFileError(
-            f"{path!r}: the network data does not match its checksum; the file is corrupt. Re-create it with fxsnn.save"
+            f"{path!r}: fxsnn.load needs the ANN the network was converted from{spec}: fxsnn.load(path, model=ann), "
+            "or fxsnn.load(path, model_spec='package.module:function') naming the recorded spec. A file never "
+            "makes fxsnn import code you did not name"
         )
-    try:
-        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
-    except (ModuleNotFoundError, AttributeError, ImportError) as exc:
-        raise SaveFileError(
-            f"{path!r} needs a class that cannot be imported here ({exc}). Import or install the package that "
-            "defines the model's modules before fxsnn.load (classes defined in a script's __main__ must move to a module)"
-        ) from exc
-    except RuntimeError as exc:
-        hint = " Pass map_location='cpu' to load a network saved on a GPU." if "cuda" in str(exc).lower() else ""
-        saved = header.get("torch_version")
-        if saved and saved != torch.__version__:
-            hint += f" It was written with torch {saved}; this is torch {torch.__version__}."
-        raise SaveFileError(f"{path!r}: torch could not rebuild the network: {exc}.{hint}") from exc
-    gm = state.get("module") if isinstance(state, dict) else None
-    if not isinstance(gm, nn.Module):
-        raise SaveFileError(f"{path!r} holds no network (found {type(state).__name__}); re-create it with fxsnn.save")
-    if isinstance(state.get("meta"), dict) and isinstance(getattr(gm, "meta", None), dict):
-        gm.meta.update(state["meta"])
-    gm.training = bool(state.get("training", False))  # the root only: submodules kept their own flags
-    return gm
+    if model_spec is not None:
+        model = _model_from_spec(header, model_spec, path)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fxsnn.load: model must be an nn.Module (the ANN); got {type(model).__name__}")
+    gm = rebuild(header, _tensors(blob, path), model, path)
+    return gm.to(map_location) if map_location is not None else gm
+
+
+def header_summary(header: dict):
+    """The :class:`fxsnn.NetworkSummary` recorded in a header (for ``fxsnn inspect``), or ``None``; checked, not rebuilt."""
+    from ..report.summarize import NetworkSummary, SiteSummary
+
+    rows = header.get("summary")
+    if not isinstance(rows, list):
+        return None
+    fields = SiteSummary.__dataclass_fields__
+    out = []
+    for row in rows:
+        if not isinstance(row, dict) or set(row) != set(fields):
+            raise SaveFileError("the header's summary rows do not have the fields of fxsnn.SiteSummary")
+        out.append(SiteSummary(**{k: _cell(k, row[k]) for k in fields}))
+    return NetworkSummary(out, network_params=_cell("trainable", header.get("parameters", 0)))
+
+
+def _cell(key: str, v):
+    if key in ("site", "kind", "pattern") and isinstance(v, str) and len(v) <= 1000:
+        return v
+    if v is None and key not in ("site", "kind", "pattern", "delta_b_params", "trainable"):
+        return None
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, float) for x in v):
+        return (v[0], v[1])
+    if (
+        isinstance(v, int)
+        and not isinstance(v, bool)
+        and key in ("channels", "levels", "T", "delta_b_params", "trainable")
+    ):
+        return v
+    raise SaveFileError(f"the header's summary has a bad {key} value ({v!r:.60})")

@@ -77,7 +77,7 @@ def test_console_script_is_installed():
 
 
 def test_convert_writes_a_loadable_snn(files):
-    snn = fxsnn.load(files / "snn.fxsnn")
+    snn = fxsnn.load(files / "snn.fxsnn", model_spec=SPEC)  # the spec convert recorded, confirmed
     assert fxsnn.time_steps(snn) == 2 and fxsnn.summary(snn).stage == "ParallelIF"
     assert fxsnn.read_header(files / "snn.fxsnn")["delta_b_params"] == 8
 
@@ -117,7 +117,7 @@ def test_eval_matches_the_api(files, capsys):
     x, y = np.load(files / "data.npz")["x"], np.load(files / "data.npz")["y"]
     data = [(torch.from_numpy(x), torch.from_numpy(y).long())]
     ann = fxsnn.evaluate(tiny_resnet(), data, progress=False).top1
-    snn = fxsnn.evaluate(fxsnn.load(files / "snn.fxsnn"), data, progress=False).top1
+    snn = fxsnn.evaluate(fxsnn.load(files / "snn.fxsnn", model=tiny_resnet()), data, progress=False).top1
     lines = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert f"{100 * ann:.2f}" in lines["ANN"] and f"{100 * snn:.2f}" in lines["SNN"] and "(rate)" in lines["SNN"]
     assert "48" in lines["ANN"]
@@ -193,7 +193,12 @@ def test_model_spec_from_the_current_directory(files, capsys, tmp_path, monkeypa
     )
     assert code == 0, err
     assert "no --weights given" in err and "saved u.fxsnn" in out
-    assert fxsnn.summary(fxsnn.load("u.fxsnn"))[0].channels == 2
+    assert fxsnn.read_header("u.fxsnn")["ann"] == {
+        "class": "GraphModule",
+        "spec": "cli_user_nets:small",
+        "args": {"width": 2},
+    }
+    assert fxsnn.summary(fxsnn.load("u.fxsnn", model=sys.modules["cli_user_nets"].small(width=2)))[0].channels == 2
     assert str(tmp_path) not in sys.path  # the CLI puts sys.path back
 
 
@@ -225,7 +230,7 @@ def test_convert_full_runs_both_stages(files, capsys, tmp_path):
         capsys,
     )
     assert code == 0, err
-    snn = fxsnn.load(tmp_path / "full.fxsnn")
+    snn = fxsnn.load(tmp_path / "full.fxsnn", model=tiny_resnet())
     assert any(float(n.delta_b.abs().max()) > 0 for n in fxsnn.neurons(snn).values())  # Stage 2 trained Δb
     assert snn.meta["fxsnn.convert"]["method"] == "full"
 
@@ -267,7 +272,17 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
         (["convert", "--model", SPEC, "--data", "{d}/absent.npz"], "does not exist"),
         (["convert", "--model", SPEC, "--data", "{d}/w.pt"], "unknown data format"),
         (["convert", "--model", SPEC, "--out", "{d}/no/such/dir/x.fxsnn"], "directory .* does not exist; create it"),
-        (["convert", "--model", SPEC, "--method", "magic"], "choose one of fspc, fspc_da, spatial, temporal, full"),
+        (["convert", "--model", SPEC, "--out", "{d}"], r"--out .* is a directory; give a file name"),
+        (["convert", "--model", SPEC, "--out", "/proc/snn.fxsnn"], r"--out /proc/snn.fxsnn: cannot write in /proc"),
+        (["convert", "--model", SPEC, "--model-arg", "s={{1}}"], "--model-arg values must be numbers"),
+        (
+            ["eval", "--snn", "{d}/snn.fxsnn", "--data", "{d}/data.npz"],
+            "give the ANN it was converted from with --model SPEC.*It records --model tiny_models:tiny_resnet",
+        ),
+        (
+            ["eval", "--snn", "{d}/snn.fxsnn", "--model", "tiny_models:fanout_net", "--data", "{d}/data.npz"],
+            "cannot be rebuilt from the model you passed: .*site '1' that the file does not record",
+        ),
         (["convert", "--model", SPEC, "--set", "s1_epoch=1"], "unknown convert option"),
         (["convert", "--model", SPEC, "--set", "s1_epochs=0"], "s1_epochs must be an integer >= 1"),
         (["convert", "--model", SPEC, "--T", "0"], "--T must be >= 1"),

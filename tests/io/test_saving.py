@@ -1,4 +1,6 @@
-"""fxsnn.save / fxsnn.load: bit-identical round trips, and clear refusals of foreign, corrupt or too-new files."""
+"""fxsnn.save / fxsnn.load: bit-identical round trips, and clear refusals of foreign, corrupt or too-new files.
+
+Forged files aimed at each rebuild step are in test_forged_files.py."""
 
 import io
 import json
@@ -14,8 +16,13 @@ from fxsnn.io.saving import FORMAT_VERSION
 
 
 @pytest.fixture(scope="module")
-def snn():
-    model, data = tiny_resnet(), batches()
+def ann():
+    return tiny_resnet()
+
+
+@pytest.fixture(scope="module")
+def snn(ann):
+    model, data = ann, batches()
     net = convert(model, data, T=4)
     with torch.no_grad():  # a "trained" Δb, so the round trip carries a non-default parameter
         for i, n in enumerate(fxsnn.neurons(net).values()):
@@ -29,12 +36,12 @@ def _outputs(net, x):
         return {mode: fxsnn.set_mode(net, mode)(x).clone() for mode in ("spike", "rate")}
 
 
-def test_round_trip_is_bit_identical(snn, tmp_path):
+def test_round_trip_is_bit_identical(snn, ann, tmp_path):
     x = batches(1, 16, seed=7)[0][0]
     fxsnn.set_mode(snn, "rate")
     path = fxsnn.save(snn, tmp_path / "net.fxsnn")
     fxsnn.set_mode(snn, "spike")
-    back = fxsnn.load(path)
+    back = fxsnn.load(path, model=ann)
     assert isinstance(back, torch.fx.GraphModule) and back is not snn
     assert fxsnn.get_mode(back) == "rate" and fxsnn.time_steps(back) == 4  # the mode as saved
     a, b = snn.state_dict(), back.state_dict()
@@ -43,7 +50,7 @@ def test_round_trip_is_bit_identical(snn, tmp_path):
         assert m.T == n.T and m.has_da == n.has_da and m.delta_b.requires_grad
     assert back.meta["note"] == {"method": "test"} and back.training == snn.training
     snn.train()
-    assert fxsnn.load(fxsnn.save(snn, tmp_path / "train.fxsnn")).training
+    assert fxsnn.load(fxsnn.save(snn, tmp_path / "train.fxsnn"), model=ann).training
     snn.eval()
     assert back.code == snn.code
     want, got = _outputs(snn, x), _outputs(back, x)
@@ -60,12 +67,12 @@ def test_every_stage_round_trips(tmp_path):
     da = fxsnn.passes.to_da_qcfs(rec, levels=3)
     fxsnn.calibrate_da(da, data, progress=False)
     for gm in (rec, da, model):
-        back = fxsnn.load(fxsnn.save(gm, tmp_path / "g.fxsnn"))
+        back = fxsnn.load(fxsnn.save(gm, tmp_path / "g.fxsnn"), model=model)
         with torch.no_grad():
             assert torch.equal(back(x), gm(x))
     assert fxsnn.read_header(tmp_path / "g.fxsnn")["class"] == "TinyResNet"
     fxsnn.save(da, tmp_path / "da.fxsnn")
-    assert fxsnn.summary(fxsnn.load(tmp_path / "da.fxsnn"))[0].psi_da == fxsnn.summary(da)[0].psi_da
+    assert fxsnn.summary(fxsnn.load(tmp_path / "da.fxsnn", model=model))[0].psi_da == fxsnn.summary(da)[0].psi_da
 
 
 def test_header_is_readable_without_unpickling(snn, tmp_path):
@@ -77,39 +84,42 @@ def test_header_is_readable_without_unpickling(snn, tmp_path):
 
 
 def _rewrite(src, dst, *, header=None, payload=None):
+    """A copy of ``src`` with its header and/or tensor blob changed; the checksum is kept (it then mismatches a
+    changed payload), unless only the header changes."""
     with zipfile.ZipFile(src) as zf:
-        h, p = json.loads(zf.read("fxsnn.json")), zf.read("model.pt")
+        h, p = json.loads(zf.read("fxsnn.json")), zf.read("tensors.safetensors")
+    h = header(h) if header else h
     with zipfile.ZipFile(dst, "w") as zf:
-        zf.writestr("fxsnn.json", json.dumps(header(h) if header else h))
-        zf.writestr("model.pt", payload(p) if payload else p)
+        zf.writestr("fxsnn.json", json.dumps(h))
+        zf.writestr("tensors.safetensors", payload(p) if payload else p)
     return dst
 
 
-def test_corrupt_and_foreign_files(snn, tmp_path):
+def test_corrupt_and_foreign_files(snn, ann, tmp_path):
     good = fxsnn.save(snn, tmp_path / "good.fxsnn")
     data = open(good, "rb").read()
     (tmp_path / "trunc.fxsnn").write_bytes(data[: len(data) // 2])
     with pytest.raises(fxsnn.SaveFileError, match="truncated or corrupt"):
-        fxsnn.load(tmp_path / "trunc.fxsnn")
+        fxsnn.load(tmp_path / "trunc.fxsnn", model=ann)
     (tmp_path / "noise.fxsnn").write_bytes(b"\x00garbage" * 100)
     with pytest.raises(fxsnn.SaveFileError, match="not an fxsnn network file"):
-        fxsnn.load(tmp_path / "noise.fxsnn")
+        fxsnn.load(tmp_path / "noise.fxsnn", model=ann)
     flipped = _rewrite(good, tmp_path / "flip.fxsnn", payload=lambda p: p[:-100] + bytes([p[-100] ^ 1]) + p[-99:])
     with pytest.raises(fxsnn.SaveFileError, match="does not match its checksum"):
-        fxsnn.load(flipped)
+        fxsnn.load(flipped, model=ann)
     torch.save(snn.state_dict(), tmp_path / "plain.pt")
     with pytest.raises(fxsnn.SaveFileError, match="use torch.load"):
-        fxsnn.load(tmp_path / "plain.pt")
+        fxsnn.load(tmp_path / "plain.pt", model=ann)
     with pytest.raises(FileNotFoundError, match="no such file"):
-        fxsnn.load(tmp_path / "absent.fxsnn")
+        fxsnn.load(tmp_path / "absent.fxsnn", model=ann)
     with pytest.raises(fxsnn.SaveFileError, match="is a directory"):
-        fxsnn.load(tmp_path)
+        fxsnn.load(tmp_path, model=ann)
     bad_header = tmp_path / "badheader.fxsnn"
     with zipfile.ZipFile(bad_header, "w") as zf:
         zf.writestr("fxsnn.json", "{not json")
-        zf.writestr("model.pt", b"")
+        zf.writestr("tensors.safetensors", b"")
     with pytest.raises(fxsnn.SaveFileError, match="header is unreadable"):
-        fxsnn.load(bad_header)
+        fxsnn.load(bad_header, model=ann)
 
 
 class _Boom:
@@ -127,7 +137,7 @@ def _mark_unpickled():
     return None
 
 
-def test_newer_format_is_refused_before_unpickling(snn, tmp_path):
+def test_newer_format_is_refused_before_unpickling(snn, ann, tmp_path):
     buf = io.BytesIO()
     torch.save(_Boom(), buf)
     newer = _rewrite(
@@ -136,40 +146,50 @@ def test_newer_format_is_refused_before_unpickling(snn, tmp_path):
         header=lambda h: {**h, "format_version": FORMAT_VERSION + 1, "fxsnn_version": "9.0.0"},
         payload=lambda p: buf.getvalue(),
     )
-    with pytest.raises(fxsnn.SaveFileError, match=r"written by fxsnn 9\.0\.0 in file format 2.*Upgrade fxsnn"):
-        fxsnn.load(newer)
+    with pytest.raises(
+        fxsnn.SaveFileError, match=rf"written by fxsnn 9\.0\.0 in file format {FORMAT_VERSION + 1}.*Upgrade fxsnn"
+    ):
+        fxsnn.load(newer, model=ann)
     with pytest.raises(fxsnn.SaveFileError, match="Upgrade fxsnn"):
         fxsnn.read_header(newer)
     other = _rewrite(tmp_path / "n.fxsnn", tmp_path / "other.fxsnn", header=lambda h: {**h, "format": "something.else"})
     with pytest.raises(fxsnn.SaveFileError, match="does not describe an fxsnn network"):
-        fxsnn.load(other)
+        fxsnn.load(other, model=ann)
     assert UNPICKLED == []
 
 
-def test_missing_model_class_is_explained(tmp_path, monkeypatch):
+def test_load_needs_the_ann_and_never_imports_what_the_file_names(tmp_path, monkeypatch):
+    """Was: a class the pickle needed could not be imported. Now no class is imported from a file at all: the
+    user passes the ANN (a leaf-module trace too), or confirms the recorded spec."""
     src = tmp_path / "ephemeral_net_mod.py"
     src.write_text(
         "import torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__(); self.conv = torch.nn.Conv2d(1, 2, 3); self.act = torch.nn.ReLU()\n"
-        "    def forward(self, x):\n"
-        "        return self.act(self.conv(x))\n"
         "class Leaf(torch.nn.Module):\n"
         "    def forward(self, x):\n"
         "        return x * 2\n"
+        "def net():\n"
+        "    return torch.nn.Sequential(Leaf(), torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     import ephemeral_net_mod
 
-    gm = fxsnn.trace(
-        torch.nn.Sequential(ephemeral_net_mod.Leaf(), torch.nn.ReLU()), leaf_modules=[ephemeral_net_mod.Leaf]
-    )
-    path = fxsnn.save(gm, tmp_path / "e.fxsnn")
+    ann = ephemeral_net_mod.net()
+    gm = fxsnn.trace(ann, leaf_modules=[ephemeral_net_mod.Leaf])
+    path = fxsnn.save(gm, tmp_path / "e.fxsnn", model_spec="ephemeral_net_mod:net")
+    with pytest.raises(fxsnn.SaveFileError, match=r"needs the ANN.*model_spec='ephemeral_net_mod:net'.*model=ann"):
+        fxsnn.load(path)
+    back = fxsnn.load(path, model=fxsnn.trace(ann, leaf_modules=[ephemeral_net_mod.Leaf]))
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(back(x), gm(x))
+    with pytest.raises(fxsnn.SaveFileError, match="records the model spec 'ephemeral_net_mod:net', not 'os:system'"):
+        fxsnn.load(path, model_spec="os:system")
+    assert torch.equal(fxsnn.load(path, model_spec="ephemeral_net_mod:net")(x), gm(x))
     monkeypatch.delitem(sys.modules, "ephemeral_net_mod")
     src.unlink()
-    with pytest.raises(fxsnn.SaveFileError, match="cannot be imported here.*ephemeral_net_mod"):
-        fxsnn.load(path)
+    with pytest.raises(fxsnn.SaveFileError, match="cannot be rebuilt from the model you passed"):
+        fxsnn.load(path, model=torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()))
+    assert "ephemeral_net_mod" not in sys.modules  # loading with a model never imports the recorded module
 
 
 def test_save_errors(snn, tmp_path):
