@@ -47,10 +47,6 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     modules = dict(gm.named_modules())
     graph = gm.graph
     order = {n: i for i, n in enumerate(graph.nodes)}
-    uses: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            uses[node.target] = uses.get(node.target, 0) + 1
     kept: set[str] = set()
     renamed: dict[fx.Node, str] = {}
     for node in list(graph.nodes):
