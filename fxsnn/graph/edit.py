@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 
-def require_graph_module(obj, *, where: str) -> fx.GraphModule:
+def require_graph_module(obj: object, *, where: str) -> fx.GraphModule:
     """``obj`` if it is a GraphModule; a traced copy if it is any other ``nn.Module``; else a TypeError."""
     if isinstance(obj, fx.GraphModule):
         return obj

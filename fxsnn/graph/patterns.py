@@ -143,6 +143,7 @@ _MAX_POOL_FUNCTIONS = {
 
 
 def is_max_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """True for a max pooling: the `nn.MaxPool*` / `nn.AdaptiveMaxPool*` modules and their functional forms."""
     if node.op == "call_module":
         return isinstance(modules.get(node.target), MAX_POOL_MODULES)
     return node.op == "call_function" and node.target in _MAX_POOL_FUNCTIONS

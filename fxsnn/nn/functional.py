@@ -165,7 +165,7 @@ def fused_rate(
         return None
 
 
-def firing_ladder(T: int, *, device=None, dtype=None) -> Tensor:
+def firing_ladder(T: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """``n_t = T − t + 1`` for ``t = 1..T``: slot ``t`` needs ``n_t`` spikes' worth of potential (Eq. 8)."""
     return torch.arange(T, 0, -1, device=device, dtype=dtype)
 
