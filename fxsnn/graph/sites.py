@@ -9,7 +9,8 @@ one small frozen record per node:
 - ``node.meta["fxsnn.analog"]`` — an :class:`AnalogOp` on every other nonlinear
   op (GELU, Sigmoid, ReLU6, MaxPool, Softmax, ...): what stays analog.
 
-Passes copy the records to the nodes they create; :func:`find_sites`,
+Passes keep the records on the nodes they keep and copy them to the nodes
+they put in a site's place (``normalize`` copies ``node.meta`` whole); :func:`find_sites`,
 :func:`find_analog_ops`, ``fxsnn.summary`` and ``fxsnn.analyze`` read them. Each
 record is also shown, as a short string, in ``node.meta["custom"]["fxsnn"]``,
 which torch.fx's own ``gm.print_readable()`` prints as a per-node
@@ -39,7 +40,6 @@ __all__ = [
     "SiteTable",
     "AnalogTable",
     "annotate_sites_",
-    "copy_annotations",
     "find_sites",
     "find_analog_ops",
     "print_tabular",
@@ -264,13 +264,6 @@ def annotate_sites_(gm: fx.GraphModule, *, refresh: bool = False) -> fx.GraphMod
             path = node.target if node.op == "call_module" else node_scope(node)
             _set(node, ANALOG_KEY, AnalogOp(kind, node.name, path))
     return gm
-
-
-def copy_annotations(src: fx.Node, dst: fx.Node) -> None:
-    """Copy fxsnn's records (and their printout) from ``src`` to a node ``dst`` that replaces it."""
-    for key in (SITE_KEY, ANALOG_KEY):
-        if key in src.meta:
-            _set(dst, key, src.meta[key])
 
 
 # -- reading the records -------------------------------------------------------------
