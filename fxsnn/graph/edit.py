@@ -16,11 +16,10 @@ __all__ = [
     "node_scope",
     "describe_node",
     "is_inplace_node",
-    "call_sites",
 ]
 
 
-def require_graph_module(obj, *, where: str) -> fx.GraphModule:
+def require_graph_module(obj: object, *, where: str) -> fx.GraphModule:
     """``obj`` if it is a GraphModule; a traced copy if it is any other ``nn.Module``; else a TypeError."""
     if isinstance(obj, fx.GraphModule):
         return obj
@@ -103,15 +102,6 @@ def describe_node(node: fx.Node) -> str:
         scope = node_scope(node)
         what = f"{node.op} {target}" + (f" in module '{scope}'" if scope else " at the top level")
     return f"node '{node.name}' ({what})"
-
-
-def call_sites(gm: fx.GraphModule) -> dict[str, list[fx.Node]]:
-    """``{module target: [call_module nodes]}`` in graph order."""
-    sites: dict[str, list[fx.Node]] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            sites.setdefault(node.target, []).append(node)
-    return sites
 
 
 def rename_nodes(gm: fx.GraphModule, names: dict[fx.Node, str]) -> None:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..nn import ParallelIF, TimeMean
-from .patterns import _VIEW_METHODS
+from .patterns import _VIEW_METHODS, is_max_pool
 
-__all__ = ["rate_mode_blockers", "rate_commutes", "is_max_pool"]
+__all__ = ["rate_mode_blockers", "rate_commutes", "is_max_pool", "is_channel_cat"]
 
 # -- rate mode: which ops commute with the time-mean --------------------------
 _AFFINE_MODULES = (
@@ -52,22 +52,6 @@ _AFFINE_MODULES = (
     nn.PixelUnshuffle,
     nn.ChannelShuffle,
 )
-_MAX_POOL_MODULES = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-_MAX_POOL_FUNCTIONS = {
-    F.max_pool1d,
-    F.max_pool2d,
-    F.max_pool3d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d,
-}
 # linear in every tensor argument (sums, concatenations, layouts, linear layers)
 _LINEAR_FUNCTIONS = {
     operator.add,
@@ -132,12 +116,6 @@ _LINEAR_METHODS = _VIEW_METHODS | {
 # linear in one argument when the other is not time-varying
 _SCALING_FUNCTIONS = {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.div}
 _SCALING_METHODS = {"mul", "mul_", "div", "div_"}
-
-
-def is_max_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), _MAX_POOL_MODULES)
-    return node.op == "call_function" and node.target in _MAX_POOL_FUNCTIONS
 
 
 def rate_commutes(node: fx.Node, modules: dict[str, nn.Module], temporal: set[fx.Node]) -> bool:
@@ -208,7 +186,7 @@ def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
                         "(directly, or concatenated along channels)",
                     )
                 )
-        elif _is_channel_cat(node) and all(a in sorted_trains for a in node.all_input_nodes):
+        elif is_channel_cat(node) and all(a in sorted_trains for a in node.all_input_nodes):
             sorted_trains.add(node)
         elif not rate_commutes(node, modules, temporal):
             blockers.append(
@@ -217,7 +195,8 @@ def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
     return blockers
 
 
-def _is_channel_cat(node: fx.Node) -> bool:
+def is_channel_cat(node: fx.Node) -> bool:
+    """``torch.cat`` / ``torch.concat`` along dim 1 (channels)."""
     if node.op != "call_function" or node.target not in (torch.cat, torch.concat):
         return False
     dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)

@@ -1,4 +1,22 @@
-"""Activation sites: where the ReLUs (later recorders, QCFS, ParallelIF) sit, and what feeds them."""
+"""Activation sites and the other nonlinear ops, decided once and written into ``node.meta``.
+
+The annotation step (:func:`annotate_sites_`, the pt2e quantizer's style) writes
+one small frozen record per node:
+
+- ``node.meta["fxsnn.site"]`` — a :class:`SiteRecord` on every ReLU site (later a
+  recorder, QCFS / DA-QCFS, ParallelIF): producer pattern, producer nodes and
+  module paths, channels and the channel axis;
+- ``node.meta["fxsnn.analog"]`` — an :class:`AnalogOp` on every other nonlinear
+  op (GELU, Sigmoid, ReLU6, MaxPool, Softmax, ...): what stays analog.
+
+Passes keep the records on the nodes they keep and copy them to the nodes
+they put in a site's place (``normalize`` copies ``node.meta`` whole); :func:`find_sites`,
+:func:`find_analog_ops`, ``fxsnn.summary`` and ``fxsnn.analyze`` read them. Each
+record is also shown, as a short string, in ``node.meta["custom"]["fxsnn"]``,
+which torch.fx's own ``gm.print_readable()`` prints as a per-node
+``# Annotation: {'fxsnn': ...}`` comment; :func:`print_tabular` adds the same
+column to ``graph.print_tabular()`` (torch's table has no hook for it).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +26,82 @@ from tabulate import tabulate
 from torch import fx, nn
 
 from ..nn import SITE_MODULES
-from .edit import require_graph_module
-from .patterns import BATCHNORMS, WEIGHTED, is_add, is_relu, is_view
+from ..report.table import Rows
+from .edit import node_scope, require_graph_module
+from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view
+from .rate import is_channel_cat
 
-__all__ = ["Site", "SiteTable", "find_sites"]
+__all__ = [
+    "SITE_KEY",
+    "ANALOG_KEY",
+    "SiteRecord",
+    "AnalogOp",
+    "Site",
+    "SiteTable",
+    "AnalogTable",
+    "annotate_sites_",
+    "find_sites",
+    "find_analog_ops",
+    "print_tabular",
+    "infer_channels",
+]
+
+SITE_KEY = "fxsnn.site"
+ANALOG_KEY = "fxsnn.analog"
+#: the MaxPool kind that rate mode runs exactly (its input is a neuron's spike train; see fxsnn.graph.rate)
+MAXPOOL_ON_SPIKES = "MaxPool (after a neuron)"
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """What fxsnn decided at one activation site: ``node.meta["fxsnn.site"]``.
+
+    Attributes:
+        pattern: the producer chain, ``"conv→bn→relu"``, ``"linear→relu"``, ``"bn→relu"``,
+            ``"add→relu"`` or ``"relu"``.
+        producer_nodes: graph node names of the chain's producers (conv, bn), in order.
+        producers: their module paths, in order.
+        channels: ``C``, or ``None`` when it cannot be known without running data.
+        channel_axis: the dim of the site's input that holds ``C``: ``1`` for a
+            ``[B, C, ...]`` conv / BN output, ``-1`` for a Linear producer
+            (``[B, C]`` or ``[B, N, C]``).
+    """
+
+    pattern: str
+    producer_nodes: tuple[str, ...]
+    producers: tuple[str, ...]
+    channels: int | None
+    channel_axis: int
+
+    def __str__(self) -> str:
+        c = "?" if self.channels is None else self.channels
+        return f"site {self.pattern} C={c} axis={self.channel_axis}"
+
+
+@dataclass(frozen=True)
+class AnalogOp:
+    """A nonlinear op that does not become spiking neurons: ``node.meta["fxsnn.analog"]``.
+
+    Attributes:
+        kind: ``"GELU"``, ``"Sigmoid"``, ``"ReLU6"``, ``"Softmax"``, ``"MaxPool"``, ...;
+            ``"MaxPool (after a neuron)"`` for a max pooling of neuron outputs, which
+            rate mode runs exactly (:func:`fxsnn.rate_mode_blockers`);
+            ``"opaque module"`` for a leaf module of a user class.
+        node: the graph node's name.
+        path: the module path (``call_module`` target, or the module whose ``forward`` made the call).
+    """
+
+    kind: str
+    node: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"analog {self.kind}"
 
 
 @dataclass(frozen=True)
 class Site:
-    """One activation site.
+    """One activation site, as :func:`find_sites` lists it.
 
     Attributes:
         name: qualified module path of the site (after ``normalize``), or the
@@ -26,8 +111,10 @@ class Site:
             (``"recorder"``, ``"QCFS"``, ``"DA-QCFS"``, ``"ParallelIF"``).
         pattern: the producer chain, e.g. ``"conv→bn→relu"``, ``"add→relu"``, ``"relu"``.
         producers: module paths of the chain's producers (conv, bn), in order.
-        channels: number of channels (dim 1), or ``None`` when it cannot be
+        channels: number of channels, or ``None`` when it cannot be
             known without running data.
+        channel_axis: the dim that holds the channels (``1``; ``-1`` after a Linear).
+        producer_nodes: node names of the chain's producers.
     """
 
     name: str
@@ -36,23 +123,27 @@ class Site:
     pattern: str
     producers: tuple[str, ...]
     channels: int | None
+    channel_axis: int = 1
+    producer_nodes: tuple[str, ...] = ()
 
 
-class SiteTable(tuple):
-    """A tuple of :class:`Site` that prints as a table."""
+class SiteTable(Rows):
+    """A tuple of :class:`Site` that prints as a table (a :class:`fxsnn.report.table.Rows`)."""
 
-    def __str__(self) -> str:
-        rows = [(s.name, s.kind, s.pattern, s.channels if s.channels is not None else "?") for s in self]
-        return tabulate(rows, headers=("site", "kind", "pattern", "channels"), tablefmt="simple")
-
-    def __repr__(self) -> str:
-        return f"SiteTable({len(self)} sites)\n{self}"
+    headers = {"name": "site", "kind": "kind", "pattern": "pattern", "channels": "channels"}
 
     def names(self) -> list[str]:
         return [s.name for s in self]
 
 
-def _kind(node: fx.Node, modules) -> str | None:
+class AnalogTable(Rows):
+    """A tuple of :class:`AnalogOp` that prints as a table."""
+
+    headers = {"node": "node", "kind": "kind", "path": "module"}
+
+
+# -- the annotation step -----------------------------------------------------------
+def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
     if node.op == "call_module":
         m = modules.get(node.target)
         if isinstance(m, SITE_MODULES):
@@ -65,45 +156,54 @@ def _kind(node: fx.Node, modules) -> str | None:
     return None
 
 
-def _single_user(node) -> bool:
+def _single_user(node: object) -> bool:
     return isinstance(node, fx.Node) and len(node.users) == 1
 
 
-def _out_channels(m: nn.Module) -> int | None:
+def _out_channels(m: nn.Module) -> tuple[int, int] | None:
+    """``(channels, axis)`` of a module's output, from its ``out_channels`` / ``out_features`` / ``num_features``."""
     for attr in ("out_channels", "out_features", "num_features"):
         if hasattr(m, attr):
-            return int(getattr(m, attr))
+            return int(getattr(m, attr)), (-1 if attr == "out_features" else 1)
     return None
 
 
-def infer_channels(node, modules, depth: int = 0) -> int | None:
-    """Channels (dim 1) of a node's output, found by walking back through channel-preserving ops."""
+def _channel_info(node: object, modules: dict[str, nn.Module], depth: int = 0) -> tuple[int | None, int]:
+    """``(channels, channel axis)`` of a node's output, walking back through channel-preserving ops."""
     if not isinstance(node, fx.Node) or depth > 50:
-        return None
+        return None, 1
+    rec = node.meta.get(SITE_KEY) if depth else None  # an earlier site's decision (never the node's own)
+    if isinstance(rec, SiteRecord) and rec.channels is not None:
+        return rec.channels, rec.channel_axis
     if node.op == "call_module":
         m = modules.get(node.target)
-        c = _out_channels(m) if m is not None else None
-        if c is not None:
-            return c
+        found = _out_channels(m) if m is not None else None
+        if found is not None:
+            return found
         if isinstance(m, SITE_MODULES) and getattr(m, "channels", None):
-            return int(m.channels)
+            return int(m.channels), 1
     if is_add(node) or is_relu(node, modules) or (node.op == "call_module" and not is_view(node, modules)):
         for a in node.all_input_nodes:
-            c = infer_channels(a, modules, depth + 1)
+            c, axis = _channel_info(a, modules, depth + 1)
             if c is not None:
-                return c
-    return None
+                return c, axis
+    return None, 1
 
 
-def _chain(node: fx.Node, modules) -> tuple[str, tuple[str, ...]]:
+def infer_channels(node: object, modules: dict[str, nn.Module]) -> int | None:
+    """Channels of a node's output, found by walking back through channel-preserving ops."""
+    return _channel_info(node, modules)[0]
+
+
+def _chain(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, tuple[fx.Node, ...]]:
     src = node.args[0] if node.args else None
-    chain: list[str] = []
+    chain: list[fx.Node] = []
     if _single_user(src) and src.op == "call_module" and isinstance(modules.get(src.target), BATCHNORMS):
-        chain.append(src.target)
+        chain.append(src)
         src = src.args[0]
     if _single_user(src) and src.op == "call_module" and isinstance(modules.get(src.target), WEIGHTED):
         kind = "linear" if isinstance(modules[src.target], nn.Linear) else "conv"
-        chain.insert(0, src.target)
+        chain.insert(0, src)
         return "→".join([kind] + (["bn"] if len(chain) == 2 else []) + ["relu"]), tuple(chain)
     if chain:
         return "bn→relu", tuple(chain)
@@ -112,11 +212,67 @@ def _chain(node: fx.Node, modules) -> tuple[str, tuple[str, ...]]:
     return "relu", ()
 
 
+def _site_record(node: fx.Node, modules: dict[str, nn.Module]) -> SiteRecord:
+    pattern, chain = _chain(node, modules)
+    channels, axis = _channel_info(node, modules)
+    return SiteRecord(pattern, tuple(n.name for n in chain), tuple(n.target for n in chain), channels, axis)
+
+
+def _on_spikes(node: fx.Node, modules: dict[str, nn.Module], on_spikes: set[fx.Node]) -> bool:
+    """Whether ``node`` is a max pooling (or channel-wise concatenation) of neuron outputs (see fxsnn.graph.rate)."""
+    if is_max_pool(node, modules):
+        return bool(node.args) and node.args[0] in on_spikes
+    return is_channel_cat(node) and all(a in on_spikes for a in node.all_input_nodes)
+
+
+def _set(node: fx.Node, key: str, record: object) -> None:
+    node.meta[key] = record
+    node.meta["custom"] = {**node.meta.get("custom", {}), "fxsnn": str(record)}  # a new dict: copies share meta
+
+
+def annotate_sites_(gm: fx.GraphModule, *, refresh: bool = False) -> fx.GraphModule:
+    """Write a :class:`SiteRecord` / :class:`AnalogOp` into ``node.meta`` of every site / other nonlinear op.
+
+    **In place** on ``gm``'s node metadata only (code, modules and outputs are
+    untouched); returns ``gm``. Nodes that already carry a record keep it
+    unless ``refresh=True`` (``fxsnn.passes.normalize`` refreshes: it decides
+    the sites). A MaxPool whose input is a site (or such a MaxPool) is
+    recorded as ``"MaxPool (after a neuron)"``: rate mode runs it exactly.
+
+    Example::
+
+        >>> gm = fxsnn.graph.sites.annotate_sites_(fxsnn.trace(model))
+        >>> [n.meta["fxsnn.site"].pattern for n in gm.graph.nodes if "fxsnn.site" in n.meta]
+        ['conv→bn→relu', 'add→relu']
+    """
+    modules = dict(gm.named_modules())
+    on_spikes: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if _kind(node, modules) is not None:
+            on_spikes.add(node)
+            if refresh or not isinstance(node.meta.get(SITE_KEY), SiteRecord):
+                _set(node, SITE_KEY, _site_record(node, modules))
+            continue
+        if _on_spikes(node, modules, on_spikes):
+            on_spikes.add(node)
+        kind = analog_kind(node, modules)
+        if kind is None:
+            continue
+        if kind == "MaxPool" and node in on_spikes:
+            kind = MAXPOOL_ON_SPIKES
+        if refresh or not isinstance(node.meta.get(ANALOG_KEY), AnalogOp):
+            path = node.target if node.op == "call_module" else node_scope(node)
+            _set(node, ANALOG_KEY, AnalogOp(kind, node.name, path))
+    return gm
+
+
+# -- reading the records -------------------------------------------------------------
 def find_sites(gm: nn.Module) -> SiteTable:
-    """List every activation site of a graph, in graph order, with its producer chain.
+    """List every activation site of a graph, in graph order, from its ``node.meta["fxsnn.site"]`` record.
 
     Works at every stage: raw ReLU spellings, ``nn.ReLU`` sites after
     :func:`fxsnn.passes.normalize`, recorders, QCFS / DA-QCFS and ParallelIF.
+    A site without a record yet is annotated first (:func:`annotate_sites_`).
 
     Example::
 
@@ -126,14 +282,55 @@ def find_sites(gm: nn.Module) -> SiteTable:
         relu           ReLU    conv→bn→relu  16
     """
     gm = require_graph_module(gm, where="fxsnn.find_sites")
+    annotate_sites_(gm)
     modules = dict(gm.named_modules())
     out = []
     for node in gm.graph.nodes:
         kind = _kind(node, modules)
         if kind is None:
             continue
-        pattern, producers = _chain(node, modules)
+        rec: SiteRecord = node.meta[SITE_KEY]
         name = node.target if node.op == "call_module" else node.name
-        channels = infer_channels(node, modules)
-        out.append(Site(name, node.name, kind, pattern, producers, channels))
+        channels = rec.channels
+        if channels is None and node.op == "call_module":  # a recorder learns C from its first batch
+            channels = getattr(modules[node.target], "channels", None)
+        out.append(
+            Site(name, node.name, kind, rec.pattern, rec.producers, channels, rec.channel_axis, rec.producer_nodes)
+        )
     return SiteTable(out)
+
+
+def find_analog_ops(gm: nn.Module) -> AnalogTable:
+    """Every nonlinear op of a graph that is not a ReLU site — what stays analog — in graph order.
+
+    Read from ``node.meta["fxsnn.analog"]`` (annotated first where missing).
+    fxsnn converts ReLUs only; a network with GELU, Sigmoid, ReLU6, ... comes
+    back as a hybrid in which these ops still compute on analog values.
+
+    Example::
+
+        >>> print(fxsnn.graph.sites.find_analog_ops(fxsnn.trace(torchvision.models.mobilenet_v3_small())))
+        node          kind       module
+        ------------  ---------  -------------------
+        features_0_2  Hardswish  features.0.2
+    """
+    gm = require_graph_module(gm, where="fxsnn.graph.sites.find_analog_ops")
+    annotate_sites_(gm)
+    return AnalogTable(n.meta[ANALOG_KEY] for n in gm.graph.nodes if isinstance(n.meta.get(ANALOG_KEY), AnalogOp))
+
+
+def print_tabular(gm: fx.GraphModule) -> str:
+    """``gm.graph.print_tabular()`` with an ``fxsnn`` column showing each node's record; prints and returns it.
+
+    torch.fx's ``print_tabular`` has no hook for extra columns, hence this
+    helper; ``gm.print_readable()`` needs none (it prints the records as
+    ``# Annotation: {'fxsnn': ...}`` comments, from ``node.meta["custom"]``).
+    """
+    annotate_sites_(gm)
+    rows = []
+    for n in gm.graph.nodes:
+        rec = n.meta.get(SITE_KEY) or n.meta.get(ANALOG_KEY)
+        rows.append([n.op, n.name, n.target, n.args, n.kwargs, "" if rec is None else str(rec)])
+    text = tabulate(rows, headers=["opcode", "name", "target", "args", "kwargs", "fxsnn"])
+    print(text)
+    return text

@@ -171,13 +171,14 @@ def _prime(gm: nn.Module, tensors: dict, recorded: dict) -> None:
 
 
 def _run_passes(gm: fx.GraphModule, steps, tensors: dict, recorded: dict) -> fx.GraphModule:
-    from .. import passes
+    from ..passes import insert_recorders, lower_to_paraif, normalize, to_da_qcfs, to_qcfs
 
+    passes = {f.__name__: f for f in (normalize, insert_recorders, to_qcfs, to_da_qcfs, lower_to_paraif)}
     for name, kwargs in steps:
         if name not in ("normalize", "insert_recorders"):
             _prime(gm, tensors, recorded)
         try:
-            gm = getattr(passes, name)(gm, **kwargs)
+            gm = passes[name](gm, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any failure of a pass on this model is a mismatch with the file
             raise _Bad(
                 f"re-applying {name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) to the model you passed "

@@ -137,8 +137,7 @@ def _passes(gm: fx.GraphModule, sites) -> list[dict]:
             steps.append({"name": "to_qcfs", "levels": ref})
         return steps + [{"name": "to_da_qcfs", "levels": _uniform(mods, "levels")}]
     T, has_da = _uniform(mods, "T"), _uniform(mods, "has_da")
-    if has_da:
-        steps.append({"name": "to_da_qcfs", "levels": T})
+    steps.append({"name": "to_da_qcfs" if has_da else "to_qcfs", "levels": T})  # lowering takes QCFS / DA-QCFS only
     return steps + [{"name": "lower_to_paraif", "T": T, "mode": _uniform(mods, "mode")}]
 
 

@@ -165,7 +165,7 @@ def fused_rate(
         return None
 
 
-def firing_ladder(T: int, *, device=None, dtype=None) -> Tensor:
+def firing_ladder(T: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """``n_t = T − t + 1`` for ``t = 1..T``: slot ``t`` needs ``n_t`` spikes' worth of potential (Eq. 8)."""
     return torch.arange(T, 0, -1, device=device, dtype=dtype)
 
@@ -208,13 +208,18 @@ def _spike_train(k: Tensor, ladder: Tensor, theta: Tensor, nonpositive: bool | N
     return torch.le(lad, k.unsqueeze(0), out=out)
 
 
-def triangle_surrogate(u: Tensor, width: Tensor) -> Tensor:
+def triangle_surrogate(u: Tensor, width: Tensor, *, inplace: bool = False) -> Tensor:
     """Triangle surrogate derivative of the Heaviside step (Appendix C).
 
     ``σ'(u) = max(0, 1 − |u|/w) / w``: a triangle of half-width ``w`` around the
     threshold with unit area, so integrating it gives back a unit step.
+    ``u`` is any shape and ``width`` broadcasts against it (``[C]`` viewed by
+    :func:`per_channel`, or a scalar). ``inplace=True`` overwrites ``u`` (a
+    temporary nobody else holds) wherever that is bit-identical; the result
+    is the same either way (``−a + 1`` and ``1 − a`` round identically).
     """
-    return (1 - u.abs() / width).clamp_(min=0) / width
+    a = u.abs_() if inplace else u.abs()
+    return _iop(_iop(a, width, "div").neg_().add_(1).clamp_(min=0), width, "div")
 
 
 def _channel_sum(g: Tensor) -> Tensor:
@@ -313,10 +318,9 @@ class _ParallelFire(torch.autograd.Function):
         for t in range(T):
             lam = lams[t]
             # u_t = Λ_PC(t)·x + b(t) + Δb − θ_pre, with ψ_DA folded into b(t) (Alg. 1 l. 20);
-            # then σ'(u_t) as triangle_surrogate computes it, in place on the one temporary
-            sig = _iop(_iop(x * lam, per_channel(bias[t], x), "add"), base, "add")
-            sig = _iop(sig.abs_(), w, "div").neg_().add_(1).clamp_(min=0)
-            sig = _iop(sig, w, "div")
+            # then σ'(u_t), in place on the one temporary
+            u = _iop(_iop(x * lam, per_channel(bias[t], x), "add"), base, "add")
+            sig = triangle_surrogate(u, w, inplace=True)
             if ctx.spike:
                 sig = _iop(sig, g[t], "mul")
             sum_sig += sig

@@ -90,7 +90,7 @@ class DAQCFS(QCFS):
         self.register_buffer("psi_da", torch.zeros_like(self.theta.detach()))
         self.register_buffer("phi_da", torch.zeros_like(self.theta.detach()))
 
-    def shift_terms(self):
+    def shift_terms(self) -> tuple[Tensor | None, Tensor | None]:
         return self.psi_da, self.phi_da
 
     def original_activation(self, x: Tensor) -> Tensor:

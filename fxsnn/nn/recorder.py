@@ -12,11 +12,6 @@ from ..errors import CalibrationError
 __all__ = ["ActivationRecorder"]
 
 
-def _reduce_dims(x: Tensor) -> tuple[int, ...]:
-    """Every dim but the channel dim (1) of ``x: [B, C, *S]``."""
-    return (0,) + tuple(range(2, x.dim()))
-
-
 def _dense_channels(x: Tensor) -> tuple[Tensor, int]:
     """``(view, channel dim)``: ``x`` itself (channel dim 1), or for a channels-last ``x`` the dense view
     ``[B, *S, C]`` (channel dim -1), so that reductions and flattening read memory in order, without a copy.

@@ -116,7 +116,7 @@ class SerialSimulator(nn.Module):
             if isinstance(m, SerialIF):
                 m.reset()
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: object, **kwargs: object) -> object:
         self.reset()
         total = None
         for _ in range(self.T):

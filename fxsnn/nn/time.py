@@ -30,7 +30,7 @@ class TimeExpand(_TimeBoundary):
     rather than deep inside a conv.
     """
 
-    def __init__(self, T: int, mode: str = "spike", *, dtype=None):
+    def __init__(self, T: int, mode: str = "spike", *, dtype: torch.dtype | None = None):
         super().__init__(T, mode)
         self.register_buffer("device_probe", torch.empty(0, dtype=dtype or torch.get_default_dtype()), persistent=False)
 
@@ -42,7 +42,7 @@ class TimeExpand(_TimeBoundary):
                 f"move the input with x.to(device={str(ref.device)!r}, dtype={ref.dtype}) or the model with gm.to(...)"
             )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             return x
         self.check(x)
@@ -54,7 +54,7 @@ class TimeExpand(_TimeBoundary):
 class TimeMean(_TimeBoundary):
     """Network output: ``[T·B, ...] -> [B, ...]`` mean over time in spike mode; identity in rate mode."""
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or self.mode == "rate" or x.dim() == 0:
             return x
         if x.shape[0] % self.T:

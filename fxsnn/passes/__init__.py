@@ -1,4 +1,8 @@
-"""Graph rewrites: pure functions ``(gm, *, options) -> GraphModule`` that never touch their input."""
+"""Graph rewrites: pure functions ``(gm, *, options) -> GraphModule`` that never touch their input.
+
+Each is a :func:`fxsnn.passes.base.graph_pass`: ``pass_.contract`` states the site stages it requires and
+ensures; it copies its input once, finishes once and prefixes its errors with its name.
+"""
 
 from .lower import lower_to_paraif
 from .normalize import normalize

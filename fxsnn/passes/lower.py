@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from torch import fx
 
-from ..graph.edit import finish, first_tensor, free_submodule_name
+from ..graph.edit import first_tensor, free_submodule_name
 from ..modes import set_mode
 from ..nn import DAQCFS, ParallelIF, TimeExpand, TimeMean
 from ..validation import check_mode, check_positive_int
-from .base import swap_sites
-from .qcfs import site_theta
+from .base import graph_pass, swap_sites_
 
 __all__ = ["lower_to_paraif"]
 
 
+@graph_pass("fxsnn.passes.lower_to_paraif", requires=("qcfs", "da-qcfs"), ensures=("paraif",))
 def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogate_width: float = 0.5) -> fx.GraphModule:
-    """Lower every QCFS / DA-QCFS site (or calibrated recorder) to a :class:`fxsnn.nn.ParallelIF` (Alg. 1, stage III).
+    """Lower every QCFS / DA-QCFS site to a :class:`fxsnn.nn.ParallelIF` (Alg. 1, stage III).
 
     Per site: ``θ_pre = θ``, ``θ_post = θ + φ_DA``, ``ψ = θ/2``, ``ψ_DA`` copied,
     ``Λ_PC`` and ``b(t)`` built once for ``T`` (Eq. 6-7, 16; Alg. 1 l. 20-25),
-    ``Δb = 0`` (Eq. 17). A calibrated recorder lowers as QCFS with ``L = T``
-    (plain FS-PC). The result keeps the ANN's call signature: ``[B, ...]`` in,
+    ``Δb = 0`` (Eq. 17). Recorders are refused with :class:`fxsnn.ConversionError`:
+    quantise them first with ``fxsnn.passes.to_qcfs(gm, levels=T)`` (plain FS-PC)
+    or ``to_da_qcfs``. The result keeps the ANN's call signature: ``[B, ...]`` in,
     time-averaged ``[B, ...]`` out — a :class:`~fxsnn.nn.TimeExpand` follows each
     input and a :class:`~fxsnn.nn.TimeMean` precedes the output.
 
@@ -37,12 +38,12 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
         >>> snn = fxsnn.passes.lower_to_paraif(qcfs_gm, T=4, mode="rate")
         >>> snn(images).shape  # same as the ANN's logits
     """
-    where = "fxsnn.passes.lower_to_paraif"
+    where = lower_to_paraif.contract.name
     T = check_positive_int(T, "T", where=where)
     mode = check_mode(mode, where=where)
 
     def swap(site, module, node):
-        theta = site_theta(where, site, module)
+        theta = module.theta.detach()
         if isinstance(module, DAQCFS):
             return ParallelIF(
                 theta,
@@ -54,9 +55,8 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
             )
         return ParallelIF(theta, T=T, mode=mode, surrogate_width=surrogate_width)
 
-    gm = swap_sites(gm, swap, where=where)
+    gm = swap_sites_(gm, swap)
     _add_time_boundaries(gm, T, mode)
-    finish(gm)
     set_mode(gm, mode)
     return gm.eval()
 

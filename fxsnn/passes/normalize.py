@@ -5,20 +5,14 @@ from __future__ import annotations
 from torch import fx, nn
 
 from ..errors import ConversionError
-from ..graph.edit import (
-    copy_graph_module,
-    describe_node,
-    finish,
-    free_submodule_name,
-    node_scope,
-    rename_nodes,
-    require_graph_module,
-)
+from ..graph.edit import describe_node, free_submodule_name, node_scope, rename_nodes
 from ..graph.patterns import is_view, relu_inplace
+from .base import STAGES, graph_pass
 
 __all__ = ["normalize"]
 
 
+@graph_pass("fxsnn.passes.normalize", ensures=STAGES[1:], decides=True)
 def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     """Give every ReLU its own out-of-place ``nn.ReLU`` call site.
 
@@ -36,21 +30,17 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     out of place; that raises :class:`fxsnn.ConversionError` naming the node.
 
     Outputs are bit-identical before and after; the pass is idempotent and
-    returns a new GraphModule (the input is untouched).
+    returns a new GraphModule (the input is untouched) whose sites carry
+    their ``node.meta["fxsnn.site"]`` records (:mod:`fxsnn.graph.sites`).
 
     Example::
 
         >>> gm = fxsnn.passes.normalize(fxsnn.trace(model))
         >>> print(fxsnn.find_sites(gm))
     """
-    gm = copy_graph_module(require_graph_module(gm, where="fxsnn.passes.normalize"))
     modules = dict(gm.named_modules())
     graph = gm.graph
     order = {n: i for i, n in enumerate(graph.nodes)}
-    uses: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            uses[node.target] = uses.get(node.target, 0) + 1
     kept: set[str] = set()
     renamed: dict[fx.Node, str] = {}
     for node in list(graph.nodes):
@@ -80,7 +70,7 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
         renamed[new] = name.replace(".", "_")  # the node reads like its module
         order[new] = order.pop(node)
     rename_nodes(gm, renamed)
-    return finish(gm)
+    return gm
 
 
 def _alias_group(x: fx.Node, modules, order: dict, before: int) -> set[fx.Node]:

@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from ..errors import CalibrationError
+from ..graph.sites import Site
 from ..nn import DAQCFS, QCFS, ActivationRecorder
 from ..validation import check_positive_int
-from .base import stage_error, swap_sites
+from .base import graph_pass, stage_error, swap_sites_
 
 __all__ = ["to_qcfs", "to_da_qcfs", "site_theta"]
 
+_SOURCES = ("recorder", "qcfs", "da-qcfs")
 
-def site_theta(where: str, site, module: nn.Module):
-    """θ per channel from a calibrated recorder or an existing QCFS; a clear error otherwise."""
+
+def site_theta(site: Site, module: nn.Module) -> Tensor:
+    """θ per channel ``[C]`` from a calibrated recorder or an existing QCFS; a clear error otherwise."""
     if isinstance(module, ActivationRecorder):
         if not module.has_data:
             raise CalibrationError(
-                f"{where}: recorder '{site.name}' saw no data; run fxsnn.calibrate(gm, data) before this pass"
+                f"recorder '{site.name}' saw no data; run fxsnn.calibrate(gm, data) before this pass"
             )
-        return module.theta(name=f"{where}: recorder '{site.name}'")
+        return module.theta(name=f"recorder '{site.name}'")
     if isinstance(module, QCFS):
         return module.theta.detach()
-    if type(module) is nn.ReLU:
-        raise stage_error(
-            where,
-            site,
-            module,
-            "insert recorders first: fxsnn.passes.insert_recorders(gm), then fxsnn.calibrate(gm, data)",
-        )
-    raise stage_error(where, site, module, "this pass converts recorders or QCFS activations")
+    raise stage_error(site, module, "this pass converts recorders or QCFS activations")
 
 
+@graph_pass("fxsnn.passes.to_qcfs", requires=_SOURCES, ensures=("qcfs",))
 def to_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     """Replace calibrated recorders by :class:`fxsnn.nn.QCFS` with ``levels`` quantisation levels (Eq. 2, ψ = θ/2).
 
@@ -39,11 +36,11 @@ def to_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     handled, see :class:`fxsnn.nn.ActivationRecorder`). Existing QCFS sites
     are re-quantised to ``levels``. Returns a new GraphModule.
     """
-    where = "fxsnn.passes.to_qcfs"
-    levels = check_positive_int(levels, "levels", where=where)
-    return swap_sites(gm, lambda site, m, node: QCFS(site_theta(where, site, m), levels), where=where)
+    levels = check_positive_int(levels, "levels", where=to_qcfs.contract.name)
+    return swap_sites_(gm, lambda site, m, node: QCFS(site_theta(site, m), levels))
 
 
+@graph_pass("fxsnn.passes.to_da_qcfs", requires=_SOURCES, ensures=("da-qcfs",))
 def to_da_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     """Replace calibrated recorders (or QCFS) by :class:`fxsnn.nn.DAQCFS` (Eq. 4; Algorithm 1, stage I).
 
@@ -52,11 +49,10 @@ def to_da_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     (clip-ReLU at θ for a recorder, QCFS at its own levels for a QCFS site)
     for :func:`fxsnn.calibrate_da` (stage II). Returns a new GraphModule.
     """
-    where = "fxsnn.passes.to_da_qcfs"
-    levels = check_positive_int(levels, "levels", where=where)
+    levels = check_positive_int(levels, "levels", where=to_da_qcfs.contract.name)
 
-    def swap(site, module, node):
-        theta = site_theta(where, site, module)
+    def swap(site: Site, module: nn.Module, node: fx.Node) -> DAQCFS:
+        theta = site_theta(site, module)
         if isinstance(module, DAQCFS):
             new = DAQCFS(theta, levels, reference_levels=module.reference_levels)
             new.psi_da.copy_(module.psi_da)
@@ -65,4 +61,4 @@ def to_da_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
         ref = module.levels if isinstance(module, QCFS) else None
         return DAQCFS(theta, levels, reference_levels=ref)
 
-    return swap_sites(gm, swap, where=where)
+    return swap_sites_(gm, swap)

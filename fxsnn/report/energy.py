@@ -36,6 +36,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, fx, nn
 
+from ..graph.patterns import CONV_TRANSPOSES as _CONVT
+from ..graph.patterns import CONVS as _CONV
+from ..graph.patterns import WEIGHTED
 from ..nn import ParallelIF, TimeExpand
 
 __all__ = [
@@ -48,10 +51,8 @@ __all__ = [
     "energy_table",
 ]
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-#: Module types whose multiply-accumulates are counted.
-WEIGHTED_LAYERS = _CONV + _CONVT + (nn.Linear,)
+#: Module types whose multiply-accumulates are counted (the one table, in :mod:`fxsnn.graph.patterns`).
+WEIGHTED_LAYERS = WEIGHTED
 
 
 @dataclass(frozen=True)

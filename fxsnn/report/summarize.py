@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..graph.edit import require_graph_module
-from ..graph.sites import Site, find_sites
+from ..graph.sites import AnalogTable, Site, find_analog_ops, find_sites
 from ..nn import DAQCFS, QCFS, ActivationRecorder, ParallelIF
 from .table import Rows
 
@@ -74,15 +74,28 @@ class NetworkSummary(Rows):
     Attributes (besides the rows): ``delta_b_params`` (Δb entries in the whole
     network, the paper's "about 7.6k for ResNet-34"), ``site_trainable``
     (trainable parameters inside the site modules), ``network_params`` (all
-    parameters) and ``stage`` (the most converted site kind present).
+    parameters), ``stage`` (the most converted site kind present) and
+    ``analog`` (:func:`fxsnn.graph.sites.find_analog_ops`: the other nonlinear
+    ops, which do not spike).
     """
 
     headers = _HEADERS
 
-    def __new__(cls, rows: Iterable[SiteSummary], *, network_params: int) -> NetworkSummary:
+    def __new__(cls, rows: Iterable[SiteSummary], *, network_params: int, analog: Iterable = ()) -> NetworkSummary:
         self = super().__new__(cls, rows)
         self.network_params = int(network_params)
+        self.analog = AnalogTable(analog)
         return self
+
+    def not_spiking(self) -> str:
+        """One line naming the nonlinear ops that stay analog (``""`` when there are none)."""
+        counts: dict[str, int] = {}
+        for op in self.analog:
+            counts[op.kind] = counts.get(op.kind, 0) + 1
+        if not counts:
+            return ""
+        kinds = ", ".join(f"{n} × {k}" for k, n in counts.items())
+        return f"not spiking (analog): {kinds}; fxsnn.graph.sites.find_analog_ops(gm) lists them"
 
     @property
     def delta_b_params(self) -> int:
@@ -108,7 +121,7 @@ class NetworkSummary(Rows):
     def __str__(self) -> str:
         cols = [c for c in self.headers if any(getattr(r, c) is not None for r in self) or c in ("site", "kind")]
         shown = Rows(self, {c: self.headers[c] for c in cols})
-        return f"{shown.table()}\n{self.totals()}"
+        return "\n".join(line for line in (shown.table(), self.totals(), self.not_spiking()) if line)
 
     def to_dict(self) -> dict:
         """``{"sites": [row dicts], "totals": {...}}``."""
@@ -121,6 +134,7 @@ class NetworkSummary(Rows):
                 "site_trainable": self.site_trainable,
                 "network_params": self.network_params,
             },
+            "analog": self.analog.to_dict(),
         }
 
 
@@ -174,7 +188,8 @@ def summary(gm: nn.Module) -> NetworkSummary:
     ranges of ψ_DA, φ_DA and Δb, and the site's trainable parameter count.
     Totals: Δb parameters in the network (``Σ_l C_l`` over ParallelIF sites —
     Stage 2 adds ``O(C_l)`` per layer, independent of ``T``), trainable
-    parameters in sites, all network parameters. Columns that are empty for
+    parameters in sites, all network parameters; then a line naming the
+    nonlinear ops that stay analog, if any. Columns that are empty for
     every site are not printed. A plain ``nn.Module`` is traced first.
 
     Example::
@@ -187,4 +202,4 @@ def summary(gm: nn.Module) -> NetworkSummary:
     gm = require_graph_module(gm, where="fxsnn.summary")
     modules = dict(gm.named_modules())
     rows = [_site_row(s, modules.get(s.name)) for s in find_sites(gm)]
-    return NetworkSummary(rows, network_params=sum(p.numel() for p in gm.parameters()))
+    return NetworkSummary(rows, network_params=sum(p.numel() for p in gm.parameters()), analog=find_analog_ops(gm))

@@ -87,16 +87,20 @@ def test_nonlinear_op_between_neurons_blocks_rate_mode():
 
     x = torch.randn(5, 4)
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(Gate())), [x], progress=False)
-    snn = fxsnn.passes.lower_to_paraif(gm, T=2)
+    snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=2), T=2)
     blockers = fxsnn.rate_mode_blockers(snn)
     assert [n.name for n, _ in blockers] == ["sigmoid", "mul"]
 
 
-def test_calibrated_recorders_lower_as_qcfs_with_levels_equal_to_T():
+def test_calibrated_recorders_are_refused_by_lowering_and_fspc_is_qcfs_with_levels_equal_to_T():
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(Small().eval())), [X], progress=False)
-    a = fxsnn.passes.lower_to_paraif(gm, T=4, mode="rate")
-    b = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=4), T=4, mode="rate")
-    assert torch.equal(a(X), b(X))
+    with pytest.raises(
+        fxsnn.ConversionError, match=r"lower_to_paraif: site 'relu' .*fxsnn.passes.to_qcfs\(gm, levels=T\)"
+    ):
+        fxsnn.passes.lower_to_paraif(gm, T=4, mode="rate")
+    q = fxsnn.passes.to_qcfs(gm, levels=4)
+    b = fxsnn.passes.lower_to_paraif(q, T=4, mode="rate")
+    assert torch.equal(q(X), b(X))
 
 
 def test_serial_reference_matches_parallel_where_neuron_inputs_are_constant():
@@ -105,7 +109,7 @@ def test_serial_reference_matches_parallel_where_neuron_inputs_are_constant():
     x = torch.randn(32, 5, dtype=torch.float64)
     model = model.double()
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), [x], progress=False)
-    snn = fxsnn.passes.lower_to_paraif(gm, T=6, mode="rate")
+    snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=6), T=6, mode="rate")
     serial = fxsnn.to_serial(snn)
     assert torch.allclose(serial(x), snn(x), atol=1e-9)
     counts = serial.spike_counts()["1"]
@@ -196,5 +200,5 @@ def test_lowered_network_is_in_eval_mode_even_from_a_training_model():
     model = Small().train()
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), [X], progress=False)
     assert gm.training  # passes keep the model's flag...
-    snn = fxsnn.passes.lower_to_paraif(gm, T=2)
+    snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=2), T=2)
     assert not snn.training and not any(m.training for m in snn.modules())  # ...a converted SNN is for inference
