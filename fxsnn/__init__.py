@@ -8,11 +8,14 @@ The flow (each rewrite returns a new GraphModule; data steps take any iterable o
     gm  = fxsnn.passes.to_da_qcfs(gm, levels=T)      # DA-QCFS activations (Eq. 4)
     gm  = fxsnn.calibrate_da(gm, data)               # psi_DA, phi_DA (Alg. 1)
     snn = fxsnn.passes.lower_to_paraif(gm, T=T)      # parallel IF neurons (Eq. 5-8, 15-18)
+
+The first five lines are ``fxsnn.front_end(model, data, levels=T)``.
 """
 
 from . import models, nn, passes
 from ._version import __version__ as __version__
 from .calibrate.finetune import NonFiniteLossError, TrainReport
+from .calibrate.front import front_end
 from .calibrate.ranges import calibrate, calibrate_da, recording
 from .calibrate.stage1 import recalibrate_bn, reestimate_bn_stats
 from .calibrate.stage2 import tune_delta_b
@@ -42,6 +45,7 @@ __all__ = [
     "find_sites",
     "Site",
     "SiteTable",
+    "front_end",
     "calibrate",
     "calibrate_da",
     "recording",

@@ -17,8 +17,10 @@ One loop, used by :func:`fxsnn.recalibrate_bn` and :func:`fxsnn.tune_delta_b`:
 
 **Scaled variables.** A tensor ``p`` may be trained *relative to a scale* ``c`` (same shape): the optimizer holds
 ``z = p / c`` and the model sees ``p = c ⊙ z``, so Adam's step — about ``η`` per element whatever the gradient's
-size — moves ``p`` by about ``η·c``. Stage 2 uses ``c = θ_pre`` for ``Δb`` (``Δb = 0`` stays exactly 0), Stage 1
-uses ``c = θ`` for the thresholds (``z = 1`` gives ``θ`` back exactly).
+size — moves ``p`` by about ``η·c``. The stages set that up before calling :func:`fine_tune`, which trains
+whatever tensors it is given: Stage 2 uses ``c = θ_pre`` for ``Δb`` (``Δb = 0`` stays exactly 0) through
+:mod:`torch.nn.utils.parametrize`, Stage 1 uses ``c = θ`` for the thresholds (``z = 1`` gives ``θ`` back
+exactly; see :mod:`fxsnn.calibrate.stage1`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,24 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import CalibrationError, DataError
+from ..report.evaluation import measure
 from .batches import batches
+from .config import TrainSpec
+from .state import preserved_state
 
-__all__ = ["NonFiniteLossError", "TrainReport", "TrainSpec", "fine_tune", "lr_at", "count_batches", "check_reiterable"]
+__all__ = [
+    "NonFiniteLossError",
+    "TrainReport",
+    "TrainSpec",
+    "WarmupCosine",
+    "fine_tune",
+    "lr_at",
+    "count_batches",
+    "check_reiterable",
+]
 
 
 class NonFiniteLossError(CalibrationError):
@@ -54,7 +69,9 @@ class NonFiniteLossError(CalibrationError):
 @dataclass
 class TrainReport:
     """What a fine-tuning run did: ``steps`` taken of ``planned_steps``, per-step training ``losses``,
-    ``holdout`` as ``(step, loss)`` pairs, the ``best_step`` restored (``None`` without holdout), ``stopped_early``."""
+    ``holdout`` as ``(step, loss)`` pairs, the ``best_step`` restored (``None`` without holdout), ``stopped_early``;
+    for Stage 2, the execution ``mode`` it trained in and ``mode_reason`` (see
+    :func:`fxsnn.calibrate.stage2.training_mode`; ``None`` for Stage 1)."""
 
     steps: int = 0
     planned_steps: int = 0
@@ -62,6 +79,8 @@ class TrainReport:
     holdout: list = field(default_factory=list)
     best_step: int | None = None
     stopped_early: bool = False
+    mode: str | None = None
+    mode_reason: str | None = None
 
     def __str__(self) -> str:
         s = f"{self.steps}/{self.planned_steps} steps"
@@ -75,76 +94,27 @@ class TrainReport:
         return s
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    """Hyper-parameters of one fine-tuning run (validated here; see the module docstring for the math).
-
-    ``epochs`` passes over the data, or exactly ``steps`` optimizer steps when given (the data is cycled);
-    ``lr`` = η_max, ``lr_min`` = η_min; ``warmup``: a fraction of the steps in [0, 1) or a number of steps;
-    ``clip_grad``: max gradient 2-norm or ``None``; ``holdout``: ``None``, a number of batches or a fraction
-    of the batches in (0, 1) set aside from the start of every pass over the data, or an iterable of
-    ``(input, target)`` batches; ``patience``: evaluations without improvement before stopping (``None``:
-    never stop early, still restore the best); ``eval_every``: steps between held-out evaluations
-    (``None``: four per epoch).
-    """
-
-    epochs: int = 1
-    steps: int | None = None
-    lr: float = 1e-3
-    lr_min: float = 0.0
-    warmup: float = 0.1
-    clip_grad: float | None = None
-    holdout: object = None
-    patience: int | None = None
-    eval_every: int | None = None
-
-    def __post_init__(self):
-        w = "fxsnn fine-tuning"
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1:
-            raise ValueError(f"{w}: epochs must be an integer >= 1; got {self.epochs!r}")
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1
-        ):
-            raise ValueError(f"{w}: steps must be None or an integer >= 1; got {self.steps!r}")
-        if not (isinstance(self.lr, numbers.Real) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"{w}: lr must be a finite number > 0; got {self.lr!r}")
-        if not (isinstance(self.lr_min, numbers.Real) and 0 <= self.lr_min <= self.lr):
-            raise ValueError(f"{w}: lr_min must be in [0, lr={self.lr}]; got {self.lr_min!r}")
-        if not (
-            isinstance(self.warmup, numbers.Real)
-            and self.warmup >= 0
-            and (self.warmup < 1 or float(self.warmup).is_integer())
-        ):
-            raise ValueError(
-                f"{w}: warmup must be a fraction in [0, 1) or a whole number of steps; got {self.warmup!r}"
-            )
-        if self.clip_grad is not None and not (isinstance(self.clip_grad, numbers.Real) and self.clip_grad > 0):
-            raise ValueError(f"{w}: clip_grad must be None or a number > 0; got {self.clip_grad!r}")
-        h = self.holdout
-        if isinstance(h, bool) or (
-            isinstance(h, numbers.Real) and not (0 < h < 1 or (float(h).is_integer() and h >= 1))
-        ):
-            raise ValueError(
-                f"{w}: holdout must be None, a fraction in (0, 1), a number of batches >= 1, or an iterable of batches; got {h!r}"
-            )
-        if self.patience is not None and (
-            isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral) or self.patience < 1
-        ):
-            raise ValueError(f"{w}: patience must be None or an integer >= 1; got {self.patience!r}")
-        if self.eval_every is not None and (
-            isinstance(self.eval_every, bool)
-            or not isinstance(self.eval_every, numbers.Integral)
-            or self.eval_every < 1
-        ):
-            raise ValueError(f"{w}: eval_every must be None or an integer >= 1; got {self.eval_every!r}")
-
-
 def lr_at(step: int, total: int, *, lr: float, lr_min: float, warmup_steps: int) -> float:
     """η(step) of the linear warm-up + cosine schedule (module docstring), ``0 <= step < total``."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     span = max(total - warmup_steps, 1)
     return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / span))
+
+
+class WarmupCosine(LRScheduler):
+    """The warm-up + cosine schedule as a torch scheduler: at optimizer step ``s`` every group's rate is
+    exactly :func:`lr_at` ``(s, total, ...)`` (the module docstring's η(s); ``LambdaLR`` would multiply a base
+    rate by a factor, which can round differently). Call :meth:`step` after each ``optimizer.step()``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, total: int, lr: float, lr_min: float, warmup_steps: int):
+        self.total, self.peak, self.floor, self.warmup_steps = total, lr, lr_min, warmup_steps
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        rate = lr_at(self.last_epoch, self.total, lr=self.peak, lr_min=self.floor, warmup_steps=self.warmup_steps)
+        return [rate for _ in self.optimizer.param_groups]
 
 
 def check_reiterable(data: Iterable, *, where: str) -> None:
@@ -176,24 +146,168 @@ def count_batches(data: Iterable, *, where: str) -> int:
     return n
 
 
-def _holdout_batches(holdout, n_batches: int, *, where: str) -> int:
-    """How many leading batches of each pass are held out (0 for an explicit held-out iterable)."""
-    if holdout is None or not isinstance(holdout, numbers.Real):
-        return 0
-    k = int(holdout) if holdout >= 1 else max(1, round(holdout * n_batches))
-    if k >= n_batches:
-        raise DataError(f"{where}: holdout={holdout!r} leaves no training batch out of {n_batches}; lower holdout")
-    return k
+@dataclass(frozen=True)
+class _Plan:
+    """How a run uses the data: ``k_hold`` leading batches of each pass held out (or an ``explicit`` held-out
+    iterable), ``total`` optimizer steps, ``warm`` of them warm-up, a held-out evaluation every ``eval_every``."""
+
+    n_batches: int
+    k_hold: int
+    explicit: Iterable | None
+    total: int
+    warm: int
+    eval_every: int
+
+    @property
+    def has_holdout(self) -> bool:
+        return self.k_hold > 0 or self.explicit is not None
 
 
-@torch.no_grad()
-def _mean_loss(model: nn.Module, data: Iterable, *, where: str) -> float:
-    total, n = 0.0, 0
-    for x, y in batches(data, where=where, need_targets=True, model=model, progress=False):
-        logits = model(x)
-        total += float(F.cross_entropy(logits.float(), y.to(logits.device), reduction="sum"))
-        n += y.numel()
-    return total / n
+def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
+    n_batches = count_batches(data, where=where)
+    explicit, k_hold = None, 0
+    if spec.holdout is not None and not isinstance(spec.holdout, numbers.Real):
+        explicit = spec.holdout
+        check_reiterable(explicit, where=where + " (holdout)")
+    elif spec.holdout is not None:
+        h = spec.holdout
+        k_hold = int(h) if h >= 1 else max(1, round(h * n_batches))
+        if k_hold >= n_batches:
+            raise DataError(f"{where}: holdout={h!r} leaves no training batch out of {n_batches}; lower holdout")
+    per_epoch = n_batches - k_hold
+    total = spec.steps if spec.steps is not None else spec.epochs * per_epoch
+    warm = int(spec.warmup) if spec.warmup >= 1 else int(round(spec.warmup * total))
+    eval_every = spec.eval_every or max(1, per_epoch // 4)
+    return _Plan(n_batches, k_hold, explicit, total, min(warm, total), eval_every)
+
+
+class _Checkpoints:
+    """Snapshots of the tuned tensors (``state()``) and the held-out early stop: best state kept, patience."""
+
+    def __init__(self, model: nn.Module, state: Callable[[], dict], spec: TrainSpec, *, where: str):
+        self.model, self.state, self.patience, self.where = model, state, spec.patience, where
+        self.best = (math.inf, None, None)  # (loss, step, snapshot)
+        self.bad_evals = 0
+
+    def snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.state().items()}
+
+    def restore(self, snap: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.state().items():
+                v.copy_(snap[k])
+
+    def evaluate(self, held: list, step: int, report: TrainReport) -> bool:
+        """Record the held-out loss at ``step`` (in eval mode); True when patience is exhausted."""
+        with preserved_state(self.model):
+            self.model.eval()
+            loss = measure(self.model, held, where=self.where + " (holdout)", progress=False).loss
+        report.holdout.append((step, loss))
+        if loss < self.best[0]:
+            self.best, self.bad_evals = (loss, step, self.snapshot()), 0
+        else:
+            self.bad_evals += 1
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def restore_best(self, report: TrainReport) -> None:
+        if self.best[2] is not None:
+            self.restore(self.best[2])
+            report.best_step = self.best[1]
+
+
+def _gradient_problem(params: list[Tensor], clip_grad: float | None) -> str | None:
+    """Clip the gradients of ``params`` to ``clip_grad`` (2-norm) if given; a message if their norm is not finite."""
+    grads = [v.grad for v in params if v.grad is not None]
+    if clip_grad is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads else torch.zeros(())
+    return None if torch.isfinite(norm) else f"the gradient norm is {float(norm)}"
+
+
+class _Loop:
+    """One fine-tuning run over ``data`` (see :func:`fine_tune`)."""
+
+    def __init__(self, model, params, data, spec, *, where, state, after_backward, after_step, progress):
+        self.model, self.params, self.data, self.spec, self.where = model, params, data, spec, where
+        self.after_backward, self.after_step, self.progress = after_backward, after_step, progress
+        self.plan = _plan(spec, data, where=where)
+        self.optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+        self.schedule = WarmupCosine(
+            self.optimizer, total=self.plan.total, lr=spec.lr, lr_min=spec.lr_min, warmup_steps=self.plan.warm
+        )
+        self.checkpoints = _Checkpoints(model, state or (lambda: dict(enumerate(params))), spec, where=where)
+        self.report = TrainReport(planned_steps=self.plan.total)
+        self.held: list = list(self.plan.explicit) if self.plan.explicit is not None else []
+        self.step = 0
+
+    def run(self) -> TrainReport:
+        plan, epoch, stop = self.plan, 0, False
+        if plan.explicit is not None:
+            stop = self.checkpoints.evaluate(self.held, 0, self.report)
+        while self.step < plan.total and not stop:
+            epoch += 1
+            stop = self._epoch(epoch)
+        self.report.steps = self.step
+        if plan.has_holdout:
+            self.checkpoints.restore_best(self.report)
+        return self.report
+
+    def _epoch(self, epoch: int) -> bool:
+        """One pass over the data; True when early stopping ends the run."""
+        plan, stop = self.plan, False
+        bar = batches(
+            self.data,
+            where=self.where,
+            need_targets=True,
+            model=self.model,
+            progress=self.progress,
+            total=plan.n_batches,
+        )
+        for i, (x, y) in enumerate(bar):
+            if i < plan.k_hold:
+                if epoch == 1:
+                    self.held.append((x.detach().clone(), y.detach().clone()))
+                    stop = self.checkpoints.evaluate(self.held, 0, self.report) if i == plan.k_hold - 1 else stop
+                continue
+            if stop or self.step >= plan.total:
+                break
+            self.report.losses.append(self._train_step(x, y, epoch, i))
+            self.step += 1
+            if plan.has_holdout and (self.step % plan.eval_every == 0 or self.step == plan.total):
+                stop = self.checkpoints.evaluate(self.held, self.step, self.report)
+                self.report.stopped_early = stop and self.step < plan.total
+        return stop
+
+    def _train_step(self, x: Tensor, y: Tensor, epoch: int, i: int) -> float:
+        """One optimizer step on ``(x, y)``; the training loss. Raises :class:`NonFiniteLossError`."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        before = self.checkpoints.snapshot()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y.to(logits.device))
+        bad = None if torch.isfinite(loss) else f"the loss is {float(loss.detach())}"
+        if bad is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.after_backward is not None:
+                self.after_backward()
+            bad = _gradient_problem(self.params, self.spec.clip_grad)
+        if bad is not None:
+            self.checkpoints.restore(before)
+            raise NonFiniteLossError(
+                f"{self.where}: {bad} at step {self.step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training "
+                "stopped and the tuned tensors were restored to their state before that step (the error's .model). "
+                "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
+                step=self.step + 1,
+                epoch=epoch,
+                batch=i,
+                model=self.model,
+            )
+        self.optimizer.step()
+        self.schedule.step()
+        if self.after_step is not None:
+            self.after_step()
+        return float(loss.detach())
 
 
 def fine_tune(
@@ -203,142 +317,31 @@ def fine_tune(
     spec: TrainSpec,
     *,
     where: str,
-    scales: Sequence[Tensor | None] | None = None,
     state: Callable[[], dict] | None = None,
+    after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     progress: bool = True,
 ) -> TrainReport:
-    """Minimise the cross-entropy of ``model`` over ``data`` w.r.t. ``params`` (in place); returns a :class:`TrainReport`.
+    """Minimise the cross-entropy of ``model`` over ``data`` w.r.t. the leaf tensors ``params`` (in place).
 
-    The caller sets train/eval modes and ``requires_grad``. ``scales[i]`` (or ``None``) trains ``params[i]``
-    relative to that scale (module docstring). ``state()`` returns the tensors to snapshot for restoring
-    (default: ``params``); ``after_step()`` runs after each optimizer step (e.g. to clamp θ > 0).
+    Returns a :class:`TrainReport`. The caller sets train/eval modes and ``requires_grad`` (and any
+    reparameterisation: ``params`` are the tensors the optimizer holds). ``state()`` returns the tensors to
+    snapshot for restoring (default: ``params``); ``after_backward()`` runs after each backward pass, before
+    clipping (e.g. to map gradients onto the optimizer's variables); ``after_step()`` after each optimizer step
+    (e.g. to write them back and clamp θ > 0).
     """
     params = list(params)
     if not params:
         raise ValueError(f"{where}: nothing to train")
-    scales = list(scales) if scales is not None else [None] * len(params)
-    shadow = [p.detach() / c if c is not None else p for p, c in zip(params, scales)]
-    opt_vars = []
-    for v, c in zip(shadow, scales):
-        if c is not None:
-            v = v.clone().requires_grad_(True)
-        opt_vars.append(v)
-    optimizer = torch.optim.AdamW(opt_vars, lr=spec.lr, weight_decay=0.0)
-    state = state or (lambda: {i: p for i, p in enumerate(params)})
-
-    def snapshot() -> dict:
-        return {k: v.detach().clone() for k, v in state().items()} | {
-            ("z", i): v.detach().clone() for i, v in enumerate(opt_vars)
-        }
-
-    def restore(snap: dict) -> None:
-        with torch.no_grad():
-            for k, v in state().items():
-                v.copy_(snap[k])
-            for i, v in enumerate(opt_vars):
-                v.copy_(snap[("z", i)])
-
-    n_batches = count_batches(data, where=where)
-    k_hold = _holdout_batches(spec.holdout, n_batches, where=where)
-    explicit_hold = spec.holdout if (spec.holdout is not None and not isinstance(spec.holdout, numbers.Real)) else None
-    if explicit_hold is not None:
-        check_reiterable(explicit_hold, where=where + " (holdout)")
-    per_epoch = n_batches - k_hold
-    total = spec.steps if spec.steps is not None else spec.epochs * per_epoch
-    warm = int(spec.warmup) if spec.warmup >= 1 else int(round(spec.warmup * total))
-    warm = min(warm, total)
-    has_hold = k_hold > 0 or explicit_hold is not None
-    eval_every = spec.eval_every or max(1, per_epoch // 4)
-    report = TrainReport(planned_steps=total)
-    held: list = list(explicit_hold) if explicit_hold is not None else []
-    best = (math.inf, None, None)  # (loss, step, snapshot)
-    bad_evals = 0
-
-    def evaluate_holdout(step: int) -> bool:
-        """Record the held-out loss at ``step``; True when patience is exhausted."""
-        nonlocal best, bad_evals
-        flags = [m.training for m in model.modules()]
-        model.eval()
-        loss = _mean_loss(model, held, where=where + " (holdout)")
-        for m, f in zip(model.modules(), flags):
-            m.training = f
-        report.holdout.append((step, loss))
-        if loss < best[0]:
-            best, bad_evals = (loss, step, snapshot()), 0
-        else:
-            bad_evals += 1
-        return spec.patience is not None and bad_evals >= spec.patience
-
-    step, epoch, stop = 0, 0, False
-    if explicit_hold is not None:
-        stop = evaluate_holdout(0)
-    while step < total and not stop:
-        epoch += 1
-        for i, (x, y) in enumerate(
-            batches(data, where=where, need_targets=True, model=model, progress=progress, total=n_batches)
-        ):
-            if i < k_hold:
-                if epoch == 1:
-                    held.append((x.detach().clone(), y.detach().clone()))
-                    if i == k_hold - 1:
-                        stop = evaluate_holdout(0)
-                continue
-            if stop or step >= total:
-                break
-            lr = lr_at(step, total, lr=spec.lr, lr_min=spec.lr_min, warmup_steps=warm)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            before = snapshot()
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y.to(logits.device))
-            bad = None if torch.isfinite(loss) else f"the loss is {float(loss.detach())}"
-            if bad is None:
-                optimizer.zero_grad(set_to_none=True)
-                for p in params:
-                    p.grad = None
-                loss.backward()
-                for v, p, c in zip(opt_vars, params, scales):
-                    if c is not None:
-                        v.grad = None if p.grad is None else p.grad * c
-                grads = [v.grad for v in opt_vars if v.grad is not None]
-                if spec.clip_grad is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(opt_vars, spec.clip_grad)
-                else:
-                    norm = (
-                        torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads else torch.zeros(())
-                    )
-                if not torch.isfinite(norm):
-                    bad = f"the gradient norm is {float(norm)}"
-            if bad is not None:
-                restore(before)
-                raise NonFiniteLossError(
-                    f"{where}: {bad} at step {step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training stopped and "
-                    "the tuned tensors were restored to their state before that step (the error's .model). "
-                    "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
-                    step=step + 1,
-                    epoch=epoch,
-                    batch=i,
-                    model=model,
-                )
-            optimizer.step()
-            with torch.no_grad():
-                for v, p, c in zip(opt_vars, params, scales):
-                    if c is not None:
-                        p.copy_(v * c)
-            if after_step is not None:
-                after_step()
-                with torch.no_grad():
-                    for v, p, c in zip(opt_vars, params, scales):
-                        if c is not None:
-                            v.copy_(p / c)
-            step += 1
-            report.losses.append(float(loss.detach()))
-            if has_hold and (step % eval_every == 0 or step == total):
-                stop = evaluate_holdout(step)
-                report.stopped_early = stop and step < total
-    report.steps = step
-    if has_hold and best[2] is not None:
-        restore(best[2])
-        report.best_step = best[1]
-    return report
+    loop = _Loop(
+        model,
+        params,
+        data,
+        spec,
+        where=where,
+        state=state,
+        after_backward=after_backward,
+        after_step=after_step,
+        progress=progress,
+    )
+    return loop.run()

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import math
+import copy
 from collections.abc import Iterable
 
 import torch
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from ..errors import ConversionError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..nn import DAQCFS, QCFS, ParallelIF
 from .batches import batches
-from .finetune import TrainSpec, check_reiterable, fine_tune
+from .config import BN_MODES, Stage1Config
+from .finetune import check_reiterable, fine_tune
+from .state import preserved_state
 
-__all__ = ["recalibrate_bn", "reestimate_bn_stats", "BN_MODES"]
-
-BN_MODES = ("eval", "train")
+__all__ = ["recalibrate_bn", "reestimate_bn_stats", "reestimate_bn_stats_", "BN_MODES"]
 
 #: θ trained in Stage 1 is kept at or above this fraction of its starting value (θ must stay > 0).
 THETA_FLOOR = 1e-2
@@ -42,8 +42,18 @@ class _MomentProbe:
         self.n += rows.shape[1]
 
 
+def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True) -> nn.Module:
+    """A copy of ``gm`` whose BatchNorm running statistics are Eq. 10's (:func:`reestimate_bn_stats_`).
+
+    ``gm`` is untouched. Example::
+
+        >>> adapted = fxsnn.reestimate_bn_stats(da, loader)
+    """
+    return reestimate_bn_stats_(copy.deepcopy(gm), data, progress=progress)
+
+
 @torch.no_grad()
-def reestimate_bn_stats(
+def reestimate_bn_stats_(
     gm: nn.Module, data: Iterable, *, progress: bool = True, where: str = "fxsnn.reestimate_bn_stats"
 ) -> nn.Module:
     """Overwrite every BatchNorm's running statistics with Eq. 10, **in place** (returns ``gm``).
@@ -60,20 +70,18 @@ def reestimate_bn_stats(
     bns = [b for b in _batchnorms(gm) if b.track_running_stats]
     if not bns:
         raise ConversionError(f"{where}: the model has no BatchNorm layer with running statistics to re-estimate")
-    flags = [m.training for m in gm.modules()]
     probes = [_MomentProbe() for _ in bns]
     handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
-    gm.eval()
-    for b in bns:
-        b.train()
     try:
-        for x, _ in batches(data, where=where, model=gm, progress=progress):
-            gm(x)
+        with preserved_state(gm):
+            gm.eval()
+            for b in bns:
+                b.train()
+            for x, _ in batches(data, where=where, model=gm, progress=progress):
+                gm(x)
     finally:
         for h in handles:
             h.remove()
-        for m, f in zip(gm.modules(), flags):
-            m.training = f
     for b, p in zip(bns, probes):
         if p.n < 2:
             raise ConversionError(f"{where}: a BatchNorm saw {p.n} value per channel; Eq. 10 needs at least 2")
@@ -86,141 +94,159 @@ def reestimate_bn_stats(
     return gm
 
 
-def recalibrate_bn(
-    gm: nn.Module,
-    data: Iterable,
-    *,
-    epochs: int = 1,
-    steps: int | None = None,
-    lr: float = 2e-2,
-    lr_min: float = 1e-3,
-    warmup: float = 0.1,
-    bn_mode: str = "eval",
-    train_theta: bool = False,
-    train_da: bool = False,
-    theta_lr: float | None = None,
-    restat_after: bool = False,
-    clip_grad: float | None = None,
-    holdout=None,
-    patience: int | None = None,
-    progress: bool = True,
-) -> fx.GraphModule:
-    """Stage 1 (Algorithm 2): re-fit every BatchNorm of a DA-QCFS network; returns a **new** GraphModule.
+class _RelativeTensors:
+    """Tensors ``p`` trained *relative to a scale* ``c``: the optimizer holds ``z = p / c`` (fine-tuning module
+    docstring), the model keeps ``p`` and is written ``p = c ⊙ z`` after every step.
 
-    ``gm`` is the DA-QCFS (or QCFS) network before lowering — bit-identical to the rate of the parallel SNN
-    with ``T = levels`` — or a plain ANN (then this gives the "adapted ANN" reference). ``gm`` is copied;
-    the caller's model is never touched. ``data``: a re-iterable of ``(input, target)`` batches (a list or a
-    DataLoader; shuffle it yourself); both steps need targets only for step 2.
-
-    1. **Statistics** (Eq. 10): :func:`reestimate_bn_stats` — cumulative mean/variance of each BN input over
-       ``data`` under the DA-QCFS forward.
-    2. **Affine fine-tune**: all non-BN parameters frozen; the BN affine terms ``γ, β`` ``[C]`` (and, with
-       ``train_theta``, each site's θ ``[C]``, trained relative to its start — see :mod:`fxsnn.finetune` —
-       and kept ≥ ``THETA_FLOOR``·θ₀; off here, on in :func:`fxsnn.convert`'s defaults) minimise the
-       cross-entropy with AdamW (no weight decay), linear warm-up (``warmup``: fraction or steps) and cosine
-       decay ``lr → lr_min`` over ``epochs`` (or exactly ``steps``); the QCFS floor is straight-through.
-       ``bn_mode="eval"`` keeps BN on the statistics of step 1 (the network tuned is the network deployed);
-       ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated with the BN's
-       momentum while tuning).
-       With ``train_da``, each DA-QCFS site's ``ψ_DA`` and ``φ_DA`` ``[C]`` (Eq. 4) are tuned too, in units
-       of θ.
-    3. With ``restat_after``, step 1 again on the tuned network.
-
-    ``theta_lr`` (default ``lr``) is θ's learning rate; ``clip_grad``, ``holdout`` and ``patience`` as in
-    :class:`fxsnn.finetune.TrainSpec`. Modules get back their train/eval flags and parameters their
-    ``requires_grad``. The run's :class:`~fxsnn.finetune.TrainReport` is in ``result.meta["fxsnn.stage1"]``.
-    Raises :class:`fxsnn.ConversionError` for a lowered network or one without BatchNorm,
-    :class:`fxsnn.DataError` for empty or target-less data, :class:`fxsnn.finetune.NonFiniteLossError` when
-    the loss becomes NaN/Inf.
-
-    Example::
-
-        >>> da = fxsnn.passes.to_da_qcfs(calibrated, levels=4); da = fxsnn.calibrate_da(da, loader)
-        >>> da = fxsnn.recalibrate_bn(da, loader, epochs=1)
+    Not :mod:`torch.nn.utils.parametrize` (which Stage 2 uses for Δb): when θ is trained it is clamped to
+    ``≥ THETA_FLOOR·θ₀`` after each step and ``z`` re-derived as ``p / c``; a parametrization would feed the
+    network ``c ⊙ (p / c)`` instead of ``p``, which rounds differently in about one element in eight, and
+    fxsnn's converted networks are pinned bit for bit by ``benchmarks/regression.py``.
     """
-    where = "fxsnn.recalibrate_bn"
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"{where}: bn_mode must be one of {BN_MODES}; got {bn_mode!r}")
-    if theta_lr is not None and not (isinstance(theta_lr, (int, float)) and math.isfinite(theta_lr) and theta_lr > 0):
-        raise ValueError(f"{where}: theta_lr must be None or a finite number > 0; got {theta_lr!r}")
-    spec = TrainSpec(
-        epochs=epochs,
-        steps=steps,
-        lr=lr,
-        lr_min=lr_min,
-        warmup=warmup,
-        clip_grad=clip_grad,
-        holdout=holdout,
-        patience=patience,
+
+    def __init__(self, tensors: list[Tensor], scales: list[Tensor], *, floors: list[Tensor | None]):
+        self.tensors, self.scales, self.floors = tensors, scales, floors
+        self.clamps = any(f is not None for f in floors)
+        self.z = [(p.detach() / c).clone().requires_grad_(True) for p, c in zip(tensors, scales)]
+
+    def state(self) -> dict:
+        return {("z", i): z for i, z in enumerate(self.z)}
+
+    def after_backward(self) -> None:
+        """``∂L/∂z = c ⊙ ∂L/∂p``."""
+        for z, p, c in zip(self.z, self.tensors, self.scales):
+            z.grad = None if p.grad is None else p.grad * c
+            p.grad = None
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """``p ← c ⊙ z``; with floors, ``p ← max(p, floor)`` and ``z ← p / c``."""
+        for z, p, c in zip(self.z, self.tensors, self.scales):
+            p.copy_(z * c)
+        if not self.clamps:
+            return
+        for p, floor in zip(self.tensors, self.floors):
+            if floor is not None:
+                p.clamp_(min=floor)
+        for z, p, c in zip(self.z, self.tensors, self.scales):
+            z.copy_(p / c)
+
+
+def _tuned(gm: fx.GraphModule, bns: list, config: Stage1Config) -> tuple[list[Tensor], _RelativeTensors]:
+    """Step 2's tensors: the BN affine terms (trained as they are), and θ / ψ_DA, φ_DA (trained relative)."""
+    affine = [t for b in bns if b.affine for t in (b.weight, b.bias)]
+    sites = [m for m in gm.modules() if isinstance(m, QCFS)] if config.train_theta else []
+    theta0 = [s.theta.detach().clone() for s in sites]
+    lr = config.train.lr
+    # Same schedule; θ's variables get their own rate through the scale (Adam steps ≈ lr per unit).
+    theta_scales = [t * (config.theta_lr / lr) for t in theta0] if config.theta_lr is not None else theta0
+    da_sites = [m for m in gm.modules() if isinstance(m, DAQCFS)] if config.train_da else []
+    tensors = [s.theta for s in sites] + [t for m in da_sites for t in (m.psi_da, m.phi_da)]
+    scales = theta_scales + [m.theta.detach().clone() for m in da_sites for _ in range(2)]
+    floors = [t0 * THETA_FLOOR for t0 in theta0] + [None] * (2 * len(da_sites))
+    for t in affine + tensors:
+        t.requires_grad_(True)
+    return affine, _RelativeTensors(tensors, scales, floors=floors)
+
+
+def _fine_tune_affine(gm: fx.GraphModule, data: Iterable, config: Stage1Config, *, where: str, progress: bool):
+    """Step 2 of :func:`recalibrate_bn`; the run's report, or ``None`` when there is nothing to tune."""
+    bns = _batchnorms(gm)
+    affine, relative = _tuned(gm, bns, config)
+    if not affine and not relative.tensors:
+        return None
+    gm.eval()
+    if config.bn_mode == "train":
+        for b in bns:
+            b.train()
+    buffers = [t for b in bns if config.bn_mode == "train" for t in (b.running_mean, b.running_var) if t is not None]
+    tracked = dict(enumerate(affine + relative.tensors + buffers))
+    return fine_tune(
+        gm,
+        affine + relative.z,
+        data,
+        config.train,
+        where=where,
+        state=lambda: tracked | relative.state(),
+        after_backward=relative.after_backward if relative.tensors else None,
+        after_step=relative.after_step if relative.tensors else None,
+        progress=progress,
     )
+
+
+def _check_stage1_input(gm, *, where: str) -> fx.GraphModule:
     gm = copy_graph_module(require_graph_module(gm, where=where))
     if any(isinstance(m, ParallelIF) for m in gm.modules()):
         raise ConversionError(
             f"{where}: this network is already lowered to ParallelIF neurons; Stage 1 runs on the DA-QCFS network "
             "before fxsnn.passes.lower_to_paraif (Algorithm 1, line 16). Use fxsnn.tune_delta_b on a lowered network"
         )
-    bns = _batchnorms(gm)
-    if not bns:
+    if not _batchnorms(gm):
         raise ConversionError(f"{where}: the model has no BatchNorm layer; Stage 1 has nothing to recalibrate")
+    return gm
+
+
+def recalibrate_bn(
+    gm: nn.Module,
+    data: Iterable,
+    config: Stage1Config | None = None,
+    *,
+    progress: bool = True,
+    **overrides,
+) -> fx.GraphModule:
+    """Stage 1 (Algorithm 2): re-fit every BatchNorm of a DA-QCFS network; returns a **new** GraphModule.
+
+    ``gm`` is the DA-QCFS (or QCFS) network before lowering — bit-identical to the rate of the parallel SNN
+    with ``T = levels`` — or a plain ANN (then this gives the "adapted ANN" reference). ``gm`` is copied;
+    the caller's model is never touched. ``data``: a re-iterable of ``(input, target)`` batches (a list or a
+    DataLoader; shuffle it yourself); both steps need targets only for step 2. ``config``: a
+    :class:`~fxsnn.calibrate.config.Stage1Config` (default: fxsnn's recipe, the one :func:`fxsnn.convert`
+    uses); ``overrides`` replace its fields by key, as :meth:`Stage1Config.replace` does
+    (``recalibrate_bn(da, loader, epochs=1, train_theta=False)``; ``epochs`` is ``train.epochs``).
+
+    1. **Statistics** (Eq. 10): :func:`reestimate_bn_stats_` — cumulative mean/variance of each BN input over
+       ``data`` under the DA-QCFS forward.
+    2. **Affine fine-tune**: all non-BN parameters frozen; the BN affine terms ``γ, β`` ``[C]`` (and, with
+       ``train_theta``, each site's θ ``[C]``, trained relative to its start — see
+       :mod:`fxsnn.calibrate.finetune` — and kept ≥ ``THETA_FLOOR``·θ₀) minimise the cross-entropy with AdamW
+       (no weight decay), linear warm-up (``train.warmup``: fraction or steps) and cosine decay
+       ``train.lr → train.lr_min`` over ``train.epochs`` (or exactly ``train.steps``); the QCFS floor is
+       straight-through. ``bn_mode="eval"`` keeps BN on the statistics of step 1 (the network tuned is the
+       network deployed); ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated
+       with the BN's momentum while tuning).
+       With ``train_da``, each DA-QCFS site's ``ψ_DA`` and ``φ_DA`` ``[C]`` (Eq. 4) are tuned too, in units
+       of θ.
+    3. With ``restat_after``, step 1 again on the tuned network.
+
+    ``theta_lr`` (default ``train.lr``) is θ's learning rate; ``train.clip_grad``, ``train.holdout`` and
+    ``train.patience`` as in :class:`~fxsnn.calibrate.config.TrainSpec`. Modules get back their train/eval
+    flags and parameters their ``requires_grad``. The run's :class:`~fxsnn.calibrate.finetune.TrainReport` is
+    in ``result.meta["fxsnn.stage1"]``. Raises :class:`fxsnn.ConversionError` for a lowered network or one
+    without BatchNorm, :class:`fxsnn.DataError` for empty or target-less data,
+    :class:`~fxsnn.calibrate.finetune.NonFiniteLossError` when the loss becomes NaN/Inf.
+
+    Example::
+
+        >>> da = fxsnn.front_end(model, loader, levels=4)
+        >>> da = fxsnn.recalibrate_bn(da, loader, epochs=1)
+    """
+    where = "fxsnn.recalibrate_bn"
+    config = (config if config is not None else Stage1Config()).replace(**overrides)
+    gm = _check_stage1_input(gm, where=where)
     check_reiterable(data, where=where)
-    grad_flags = [p.requires_grad for p in gm.parameters()]
-    flags = [m.training for m in gm.modules()]
-    for p in gm.parameters():
-        p.requires_grad_(False)
-    try:
-        reestimate_bn_stats(gm, data, progress=progress, where=where)
-        affine = [b for b in bns if b.affine]
-        params = [t for b in affine for t in (b.weight, b.bias)]
-        scales = [None] * len(params)
-        sites = [m for m in gm.modules() if isinstance(m, QCFS)] if train_theta else []
-        theta0 = [s.theta.detach().clone() for s in sites]
-        params += [s.theta for s in sites]
-        scales += theta0
-        for p in params:
-            p.requires_grad_(True)
-        if theta_lr is not None and sites:
-            # Same schedule; θ's variables get their own rate through the scale (Adam steps ≈ lr per unit).
-            scales[len(scales) - len(sites) :] = [t * (theta_lr / lr) for t in theta0]
-        da_sites = [m for m in gm.modules() if isinstance(m, DAQCFS)] if train_da else []
-        da_buffers = [t for m in da_sites for t in (m.psi_da, m.phi_da)]
-        params += da_buffers
-        scales += [m.theta.detach().clone() for m in da_sites for _ in range(2)]
-        for t in da_buffers:
-            t.requires_grad_(True)
-        if params:
-            gm.eval()
-            if bn_mode == "train":
-                for b in bns:
-                    b.train()
-            buffers = [t for b in bns if bn_mode == "train" for t in (b.running_mean, b.running_var) if t is not None]
-            tracked = list(params) + buffers
-
-            def clamp_theta():
-                with torch.no_grad():
-                    for s, t0 in zip(sites, theta0):
-                        s.theta.clamp_(min=t0 * THETA_FLOOR)
-
-            report = fine_tune(
-                gm,
-                params,
-                data,
-                spec,
-                where=where,
-                scales=scales,
-                state=lambda: dict(enumerate(tracked)),
-                after_step=clamp_theta if sites else None,
-                progress=progress,
-            )
-            gm.meta["fxsnn.stage1"] = report
-        if restat_after:
-            reestimate_bn_stats(gm, data, progress=progress, where=where)
-    finally:
-        for m in gm.modules():
-            if isinstance(m, DAQCFS):
-                m.psi_da.requires_grad_(False)
-                m.phi_da.requires_grad_(False)
-        for p, f in zip(gm.parameters(), grad_flags):
-            p.requires_grad_(f)
-        for m, f in zip(gm.modules(), flags):
-            m.training = f
+    with preserved_state(gm):
+        try:
+            for p in gm.parameters():
+                p.requires_grad_(False)
+            reestimate_bn_stats_(gm, data, progress=progress, where=where)
+            report = _fine_tune_affine(gm, data, config, where=where, progress=progress)
+            if report is not None:
+                gm.meta["fxsnn.stage1"] = report
+            if config.restat_after:
+                reestimate_bn_stats_(gm, data, progress=progress, where=where)
+        finally:
+            for m in gm.modules():
+                if isinstance(m, DAQCFS):
+                    m.psi_da.requires_grad_(False)
+                    m.phi_da.requires_grad_(False)
     return gm
