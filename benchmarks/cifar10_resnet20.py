@@ -83,15 +83,8 @@ def main(argv=None) -> int:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
-        adapted_net = fxsnn.recalibrate_bn(
-            fxsnn.trace(model),
-            cal,
-            epochs=defaults.s1_epochs,
-            lr=defaults.s1_lr,
-            lr_min=defaults.s1_lr_min,
-            warmup=defaults.s1_warmup,
-            progress=False,
-        )
+        # Stage 1's defaults on the plain ANN (no sites: train_theta / train_da have nothing to tune)
+        adapted_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, defaults.stage1, progress=False)
         adapted_s = time.perf_counter() - t0
     adapted = evaluate(adapted_net)
     print(f"adapted ANN: {100 * adapted:.2f} % ({adapted_s:.0f} s)", flush=True)
@@ -100,7 +93,8 @@ def main(argv=None) -> int:
     for T in args.T:
         for method, recipe, extra in runs:
             t0 = time.perf_counter()
-            snn = fxsnn.convert(model, cal, T=T, method=method, seed=args.seed, recipe=recipe, progress=False, **extra)
+            config = ConvertConfig.recipe(recipe).replace(**extra)
+            snn = fxsnn.convert(model, cal, T=T, method=method, config=config, seed=args.seed, progress=False)
             secs = time.perf_counter() - t0
             acc = evaluate(snn)
             key = method if recipe == "fxsnn" else "paper recipe"
@@ -108,9 +102,8 @@ def main(argv=None) -> int:
             print(f"T={T:2d} {key:12s} top-1 {100 * acc:6.2f} %  conversion {secs:6.1f} s", flush=True)
         if T == 4 and "full" in args.methods:  # the speed target: one epoch per stage on all 10k images
             t0 = time.perf_counter()
-            snn = fxsnn.convert(
-                model, cal, T=4, method="full", seed=args.seed, s1_epochs=1, s2_epochs=1, progress=False
-            )
+            config = defaults.override("stage1.epochs=1", "stage2.epochs=1")
+            snn = fxsnn.convert(model, cal, T=4, method="full", config=config, seed=args.seed, progress=False)
             secs = time.perf_counter() - t0
             rows[("full, 1 epoch/stage", 4)] = (evaluate(snn), secs)
             print(
@@ -189,7 +182,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
         acc, secs = rows[("full, 1 epoch/stage", 4)]
         out += [
             "",
-            f"Speed target: `full` at T = 4 with one epoch per stage (`s1_epochs=1, s2_epochs=1`) on all 10k "
+            f"Speed target: `full` at T = 4 with one epoch per stage (`--set stage1.epochs=1 --set stage2.epochs=1`) on all 10k "
             f"calibration images: **{secs:.1f} s**, top-1 {100 * acc:.2f} %.",
         ]
     ref = [

@@ -90,7 +90,6 @@ def _load_snn(path: str, device: str):
 def _cmd_convert(args) -> int:
     from ..config import METHODS, ConvertConfig
     from ..convert import convert
-    from ..io.loaders import parse_kwargs
     from ..io.saving import save
     from ..report.evaluation import evaluate
     from ..report.summarize import summary
@@ -98,7 +97,7 @@ def _cmd_convert(args) -> int:
     if args.method not in METHODS:
         raise _InputProblem(f"--method {args.method!r}: choose one of {', '.join(METHODS)}")
     try:
-        cfg = ConvertConfig.recipe(args.recipe).replace(**parse_kwargs(args.set))
+        cfg = ConvertConfig.recipe(args.recipe).override(*args.set)
     except (TypeError, ValueError) as exc:
         raise _InputProblem(str(exc)) from None
     if args.T < 1:

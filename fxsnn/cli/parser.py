@@ -75,13 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("conversion")
     g.add_argument("--T", type=int, default=4, help="time steps (default 4)")
     g.add_argument("--method", default="full", help="fspc, fspc_da, spatial, temporal or full (default full)")
-    g.add_argument("--recipe", default="fxsnn", help="base settings: fxsnn (default) or paper")
+    g.add_argument(
+        "--recipe", default="fxsnn", help="base settings (fxsnn.ConvertConfig.recipe): fxsnn (default) or paper"
+    )
     g.add_argument(
         "--set",
         action="append",
         default=[],
-        metavar="OPTION=VALUE",
-        help="override a conversion option (fxsnn.ConvertConfig field), e.g. --set s1_epochs=1",
+        metavar="KEY=VALUE",
+        help="override a field of the recipe by its dotted key (repeatable), e.g. --set stage1.epochs=1 "
+        "--set stage2.train.lr=0.01 --set theta_percentile=None; values are Python literals, strings may be bare; "
+        "an unknown key lists the valid ones",
     )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
