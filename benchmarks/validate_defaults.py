@@ -4,8 +4,8 @@ Splits ``../shared/data/cifar10/train_10k.npz`` once, through a fixed random per
 sorted by class), into 8,000 calibration images and 2,000 validation images; converts the shared ResNet-20
 with each variant of :class:`fxsnn.ConvertConfig` and prints its top-1 on the validation images.
 
-    python benchmarks/validate_defaults.py                                   # s1_train_theta off / on, T = 2 4 8
-    python benchmarks/validate_defaults.py --T 4 --method full --variant s2_lr=0.01 --variant s2_lr=0.03
+    python benchmarks/validate_defaults.py                                   # stage1.train_theta off / on, T = 2 4 8
+    python benchmarks/validate_defaults.py --T 4 --method full --variant stage2.lr=0.01 --variant stage2.lr=0.03
 
 A variant is a space-separated list of ``name=value`` overrides of ``ConvertConfig`` (Python literals);
 the empty variant ``""`` is the defaults. Exits cleanly (status 0, with a message) when ../shared/data is absent.
