@@ -16,7 +16,6 @@ Exits cleanly (status 0, with a message) when ../shared/data is absent.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import shlex
@@ -37,7 +36,6 @@ from shared_data import SHARED, cifar  # noqa: E402
 
 FSPC_REF = {2: (23.0, 28.9), 4: (44.0, 49.2), 8: (67.7, 71.4)}  # public FS-PC code on this model and data
 TARGETS = {2: 60.0, 4: 80.0, 8: 82.5}  # fxsnn's defaults, method full (issue 3)
-Rows = dict[tuple[str, int], tuple[float, float]]  # (method, T) -> (top-1, seconds)
 NOTES = "<!-- hand-written notes below this line are kept when the table is regenerated -->"
 
 
@@ -51,7 +49,7 @@ def fmt(acc: float, base: float | None = None) -> str:
     return s if base is None else f"{s} ({100 * (acc - base):+.2f})"
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -63,103 +61,92 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def command_line(argv: list[str] | None) -> str:
-    """The command that reproduces this run, for the page."""
-    return "python benchmarks/cifar10_resnet20.py" + "".join(
-        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+def _speed_target(model, cal, test, config, seed: int, evaluate, rows: dict) -> None:
+    """``full`` at T = 4 with one epoch per stage on all 10k images, and a spike-vs-rate check of it."""
+    t0 = time.perf_counter()
+    snn = fxsnn.convert(model, cal, T=4, method="full", config=config, seed=seed, progress=False)
+    secs = time.perf_counter() - t0
+    rows[("full, 1 epoch/stage", 4)] = (evaluate(snn), secs)
+    print(
+        f"T= 4 full, 1 epoch per stage: top-1 {100 * rows[('full, 1 epoch/stage', 4)][0]:.2f} %  {secs:.1f} s",
+        flush=True,
     )
-
-
-def top1(net: torch.nn.Module, data: DataLoader) -> float:
-    """Top-1 on ``data``; an SNN is evaluated in rate mode (the spike counts of spike mode)."""
-    if fxsnn.neurons(net):
-        fxsnn.set_mode(net, "rate")
-    return fxsnn.evaluate(net, data, progress=False).top1
-
-
-def spike_vs_rate(snn: torch.nn.Module, test: TensorDataset) -> None:
-    """Print the top-1 of spike and rate mode on the first 500 test images (the same spike counts)."""
     head = [(test.tensors[0][:500], test.tensors[1][:500])]
     check = fxsnn.evaluate(fxsnn.set_mode(snn, "spike"), head, progress=False)
     rate = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), head, progress=False)
-    print(
-        f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %",
-        flush=True,
-    )
+    print(f"   spike vs rate mode on 500 test images: {100 * check.top1:.2f} % vs {100 * rate.top1:.2f} %", flush=True)
 
 
-def write(text: str, path: str) -> None:
-    """Write ``text`` to ``path``, keeping the hand-written notes below NOTES."""
-    out = Path(path)
-    old = out.read_text() if out.exists() else ""
-    notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n"
-    out.write_text(text + "\n" + notes)
-    print(f"wrote {path}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+def main(argv=None) -> int:
+    args = _parse(argv)
     if not WEIGHTS.exists() or not (SHARED / "cifar10" / "test.npz").exists():
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent; see its README for the files")
         return 0
     torch.set_num_threads(2)
-    command = command_line(argv)
+    command = "python benchmarks/cifar10_resnet20.py" + "".join(
+        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     train, test = load("train_10k"), load("test")
     cal = DataLoader(train, batch_size=args.batch_size, shuffle=True)  # convert seeds torch's generator
     test_dl = DataLoader(test, batch_size=1000)
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
-    evaluate = functools.partial(top1, data=test_dl)
-    rows: Rows = {}
+
+    def evaluate(net) -> float:
+        if fxsnn.neurons(net):
+            fxsnn.set_mode(net, "rate")
+        return fxsnn.evaluate(net, test_dl, progress=False).top1
+
+    rows: dict[tuple[str, int], tuple[float, float]] = {}
     ann = evaluate(model)
     print(f"ANN: {100 * ann:.2f} %", flush=True)
     defaults = ConvertConfig()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
-        adapted_net = fxsnn.recalibrate_bn(
-            fxsnn.trace(model),
-            cal,
-            epochs=defaults.s1_epochs,
-            lr=defaults.s1_lr,
-            lr_min=defaults.s1_lr_min,
-            warmup=defaults.s1_warmup,
-            progress=False,
-        )
+        # Stage 1's defaults on the plain ANN (no sites: train_theta / train_da have nothing to tune)
+        adapted_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, defaults.stage1, progress=False)
         adapted_s = time.perf_counter() - t0
     adapted = evaluate(adapted_net)
     print(f"adapted ANN: {100 * adapted:.2f} % ({adapted_s:.0f} s)", flush=True)
 
-    runs = [(m, "fxsnn", {}) for m in args.methods] + ([] if args.no_paper else [("full", "paper", {})])
+    runs = [(m, "fxsnn") for m in args.methods] + ([] if args.no_paper else [("full", "paper")])
     for T in args.T:
-        for method, recipe, extra in runs:
+        for method, recipe in runs:
             t0 = time.perf_counter()
-            snn = fxsnn.convert(model, cal, T=T, method=method, seed=args.seed, recipe=recipe, progress=False, **extra)
+            config = ConvertConfig.recipe(recipe)
+            snn = fxsnn.convert(model, cal, T=T, method=method, config=config, seed=args.seed, progress=False)
             secs = time.perf_counter() - t0
             acc = evaluate(snn)
             key = method if recipe == "fxsnn" else "paper recipe"
             rows[(key, T)] = (acc, secs)
             print(f"T={T:2d} {key:12s} top-1 {100 * acc:6.2f} %  conversion {secs:6.1f} s", flush=True)
         if T == 4 and "full" in args.methods:  # the speed target: one epoch per stage on all 10k images
-            t0 = time.perf_counter()
-            snn = fxsnn.convert(
-                model, cal, T=4, method="full", seed=args.seed, s1_epochs=1, s2_epochs=1, progress=False
-            )
-            secs = time.perf_counter() - t0
-            rows[("full, 1 epoch/stage", 4)] = (evaluate(snn), secs)
-            print(
-                f"T= 4 full, 1 epoch per stage: top-1 {100 * rows[('full, 1 epoch/stage', 4)][0]:.2f} %  {secs:.1f} s",
-                flush=True,
-            )
-            spike_vs_rate(snn, test)
+            one_epoch = defaults.override("stage1.epochs=1", "stage2.epochs=1")
+            _speed_target(model, cal, test, one_epoch, args.seed, evaluate, rows)
 
     text = render(command, ann, adapted, adapted_s, rows, args)
     print(text)
     if not args.no_write:
-        write(text, args.out)
+        out = Path(args.out)
+        old = out.read_text() if out.exists() else ""
+        notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n"
+        out.write_text(text + "\n" + notes)
+        print(f"wrote {args.out}")
     return 0
 
 
-def render(command: str, ann: float, adapted: float, adapted_s: float, rows: Rows, args: argparse.Namespace) -> str:
+def _speed_line(rows) -> list[str]:
+    if ("full, 1 epoch/stage", 4) not in rows:
+        return []
+    acc, secs = rows[("full, 1 epoch/stage", 4)]
+    return [
+        "",
+        "Speed target: `full` at T = 4 with one epoch per stage (`--set stage1.epochs=1 --set stage2.epochs=1`) "
+        f"on all 10k calibration images: **{secs:.1f} s**, top-1 {100 * acc:.2f} %.",
+    ]
+
+
+def render(command, ann, adapted, adapted_s, rows, args) -> str:
     cols = [m for m in ("fspc", "fspc_da", "spatial", "temporal", "full") if m in args.methods]
     if not args.no_paper:
         cols.append("paper recipe")
@@ -193,7 +180,12 @@ def render(command: str, ann: float, adapted: float, adapted_s: float, rows: Row
         "| Arch. | ANN Acc. (%) | T | " + " | ".join(head[c] for c in cols) + " |",
         "|---|---|---|" + "---|" * len(cols),
     ]
-    out += accuracy_rows(ann, rows, cols, args.T)
+    for T in args.T:
+        base = rows.get(("fspc", T), (None,))[0]
+        cells = [
+            fmt(rows[(c, T)][0], None if c == "fspc" or base is None else base) if (c, T) in rows else "–" for c in cols
+        ]
+        out.append(f"| ResNet-20 | {100 * ann:.2f} | {T} | " + " | ".join(cells) + " |")
     out += [
         "",
         "Conversion wall time (s), calibration and fine-tuning included:",
@@ -203,32 +195,7 @@ def render(command: str, ann: float, adapted: float, adapted_s: float, rows: Row
     ]
     for T in args.T:
         out.append(f"| {T} | " + " | ".join(f"{rows[(c, T)][1]:.1f}" if (c, T) in rows else "–" for c in cols) + " |")
-    out += comparisons(rows, args.T)
-    return "\n".join(out) + "\n"
-
-
-def accuracy_rows(ann: float, rows: Rows, cols: list[str], time_steps: list[int]) -> list[str]:
-    """One table row per T: top-1 of each column, with the gain over FS-PC."""
-    out = []
-    for T in time_steps:
-        base = rows.get(("fspc", T), (None,))[0]
-        cells = [
-            fmt(rows[(c, T)][0], None if c == "fspc" or base is None else base) if (c, T) in rows else "–" for c in cols
-        ]
-        out.append(f"| ResNet-20 | {100 * ann:.2f} | {T} | " + " | ".join(cells) + " |")
-    return out
-
-
-def comparisons(rows: Rows, time_steps: list[int]) -> list[str]:
-    """The speed target, the public FS-PC reference and the accuracy targets, each where its rows exist."""
-    out = []
-    if ("full, 1 epoch/stage", 4) in rows:
-        acc, secs = rows[("full, 1 epoch/stage", 4)]
-        out += [
-            "",
-            f"Speed target: `full` at T = 4 with one epoch per stage (`s1_epochs=1, s2_epochs=1`) on all 10k "
-            f"calibration images: **{secs:.1f} s**, top-1 {100 * acc:.2f} %.",
-        ]
+    out += _speed_line(rows)
     ref = [
         f"T = {T}: fspc {rows[('fspc', T)][0] * 100:.1f} vs {a:.1f}, fspc_da "
         f"{rows[('fspc_da', T)][0] * 100:.1f} vs {b:.1f}"
@@ -240,14 +207,6 @@ def comparisons(rows: Rows, time_steps: list[int]) -> list[str]:
             "",
             "Against the public FS-PC code on this model and data (5,000 calibration images): " + "; ".join(ref) + ".",
         ]
-    checks = target_checks(rows, time_steps)
-    if checks:
-        out += ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks]
-    return out
-
-
-def target_checks(rows: Rows, time_steps: list[int]) -> list[str]:
-    """Issue 3's targets for ``full`` and the ordering of the methods, met or not."""
     checks = []
     for T, goal in TARGETS.items():
         if ("full", T) in rows:
@@ -256,7 +215,7 @@ def target_checks(rows: Rows, time_steps: list[int]) -> list[str]:
                 f"T = {T}: full {acc:.2f} % vs ≥ {goal} % — "
                 + ("met" if acc >= goal else f"missed by {goal - acc:.2f}")
             )
-    for T in time_steps:
+    for T in args.T:
         r = {c: rows[(c, T)][0] for c in ("fspc", "fspc_da", "spatial", "temporal", "full") if (c, T) in rows}
         if len(r) == 5:
             ok = (
@@ -268,7 +227,9 @@ def target_checks(rows: Rows, time_steps: list[int]) -> list[str]:
                 f"T = {T}: ordering full ≥ spatial, full ≥ temporal, every calibrated method > fspc — "
                 + ("holds" if ok else "does not hold")
             )
-    return checks
+    if checks:
+        out += ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

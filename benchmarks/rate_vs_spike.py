@@ -35,8 +35,8 @@ def random_networks(n: int):
         model = ft.random_cnn(seed, maxpool=True)
         x = ft.inputs_for(model, batch=8, seed=seed)
         T = 1 + seed % 8
-        gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), [x, 1.5 * x], progress=False)
-        snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=T), T=T, mode="rate")
+        q = fxsnn.front_end(model, [x, 1.5 * x], levels=T, da=False, progress=False)
+        snn = fxsnn.passes.lower_to_paraif(q, T=T, mode="rate")
         r = compare(snn, x)
         mism, total = mism + r.mismatched, total + r.total
     rows.append((f"{n} random small CNNs (T = 1..8)", mism, total, f"{100 * mism / total:.4f} %"))
@@ -50,15 +50,10 @@ def resnet20(images: int):
     x, _ = cifar("test", images, seed=0)
     xc, _ = cifar("train_10k", 1000, seed=1)
     model = fxsnn.models.cifar_resnet(20, weights=path).eval()
-    gm = fxsnn.calibrate(
-        fxsnn.passes.insert_recorders(fxsnn.trace(model), percentile=99.9),
-        [xc[i : i + 200] for i in range(0, len(xc), 200)],
-        progress=False,
-    )
+    calib = [xc[i : i + 200] for i in range(0, len(xc), 200)]
     rows = []
     for T in (2, 4, 8):
-        q = fxsnn.passes.to_da_qcfs(gm, levels=T)
-        fxsnn.calibrate_da(q, [xc[i : i + 200] for i in range(0, len(xc), 200)], progress=False)
+        q = fxsnn.front_end(model, calib, levels=T, percentile=99.9, progress=False)
         snn = fxsnn.passes.lower_to_paraif(q, T=T, mode="rate")
         mism = total = 0
         diff = 0.0

@@ -96,8 +96,7 @@ def model_case(name: str, quick: bool):
 
 def da_qcfs(ann, calib, T: int):
     """The data-free front end: recorders (running max) → DA-QCFS (levels = T) → DA error calibration."""
-    gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(ann)), calib, progress=False)
-    return fxsnn.calibrate_da(fxsnn.passes.to_da_qcfs(gm, levels=T), calib, progress=False)
+    return fxsnn.front_end(ann, calib, levels=T, progress=False)
 
 
 # -- measurement ------------------------------------------------------------------------
@@ -206,8 +205,9 @@ def bench_stages(quick: bool, log) -> tuple[str, list[tuple[str, float, str]]] |
     from torch.utils.data import DataLoader, TensorDataset
 
     try:
-        from fxsnn.calibrate.stage1 import recalibrate_bn
-        from fxsnn.calibrate.stage2 import tune_delta_b
+        from fxsnn.calibration import calibrate_, calibrate_da_
+        from fxsnn.calibration.stage1 import recalibrate_bn
+        from fxsnn.calibration.stage2 import tune_delta_b
     except ImportError as exc:  # the stages are not in this checkout
         log(f"stages skipped: {exc}")
         return None
@@ -245,12 +245,12 @@ def bench_stages(quick: bool, log) -> tuple[str, list[tuple[str, float, str]]] |
     gm = timed(
         "trace + insert recorders", "graph rewrites, no data", lambda: fxsnn.passes.insert_recorders(fxsnn.trace(ann))
     )
-    timed("recorders (fxsnn.calibrate)", "one pass, no_grad", fxsnn.calibrate, gm, calib, progress=False)
+    timed("recorders (fxsnn.calibrate)", "one pass, no_grad", calibrate_, gm, calib, progress=False)
     q = timed("to DA-QCFS", "graph rewrite", fxsnn.passes.to_da_qcfs, gm, levels=T)
     timed(
         "DA calibration (fxsnn.calibrate_da)",
         "two passes per batch (g_OA and DA-QCFS), no_grad",
-        fxsnn.calibrate_da,
+        calibrate_da_,
         q,
         calib,
         progress=False,

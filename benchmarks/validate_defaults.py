@@ -4,8 +4,8 @@ Splits ``../shared/data/cifar10/train_10k.npz`` once, through a fixed random per
 sorted by class), into 8,000 calibration images and 2,000 validation images; converts the shared ResNet-20
 with each variant of :class:`fxsnn.ConvertConfig` and prints its top-1 on the validation images.
 
-    python benchmarks/validate_defaults.py                                   # s1_train_theta off / on, T = 2 4 8
-    python benchmarks/validate_defaults.py --T 4 --method full --variant s2_lr=0.01 --variant s2_lr=0.03
+    python benchmarks/validate_defaults.py                                   # stage1.train_theta off / on, T = 2 4 8
+    python benchmarks/validate_defaults.py --T 4 --method full --variant stage2.lr=0.01 --variant stage2.lr=0.03
 
 A variant is a space-separated list of ``name=value`` overrides of ``ConvertConfig`` (Python literals);
 the empty variant ``""`` is the defaults. Exits cleanly (status 0, with a message) when ../shared/data is absent.
@@ -14,7 +14,6 @@ the empty variant ``""`` is the defaults. Exits cleanly (status 0, with a messag
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
 from fxsnn.config import METHODS
+from fxsnn.validation import parse_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import RESNET20 as WEIGHTS  # noqa: E402 - one loader for benchmarks and tests
@@ -32,16 +32,16 @@ from shared_data import SHARED, cifar
 
 
 def parse_variant(text: str) -> dict:
-    """``"s1_train_theta=True s2_lr=0.01"`` → ``{"s1_train_theta": True, "s2_lr": 0.01}``."""
+    """``"stage1.train_theta=True stage2.lr=0.01"`` → ``{"stage1.train_theta": True, "stage2.lr": 0.01}``.
+
+    Keys are :class:`fxsnn.ConvertConfig`'s dotted keys (as for ``fxsnn convert --set``).
+    """
     out = {}
     for item in text.split():
         name, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"validate_defaults: variant item {item!r} is not name=value")
-        try:
-            out[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name] = value  # a bare string such as eval / train
+        out[name] = parse_value(value)  # a bare string such as eval / train stays a string
     fxsnn.ConvertConfig().replace(**out)  # unknown names and bad values fail here, before any work
     return out
 
@@ -54,11 +54,11 @@ def main(argv=None) -> int:
         "--variant",
         action="append",
         default=None,
-        help='ConvertConfig overrides, e.g. "s1_train_theta=False" (repeatable; "" = the defaults)',
+        help='ConvertConfig overrides, e.g. "stage1.train_theta=False" (repeatable; "" = the defaults)',
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    variants = args.variant if args.variant is not None else ["s1_train_theta=False", "s1_train_theta=True"]
+    variants = args.variant if args.variant is not None else ["stage1.train_theta=False", "stage1.train_theta=True"]
     overrides = [parse_variant(v) for v in variants]
     if not WEIGHTS.exists():
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     for T in args.T:
         for text, kw in zip(variants, overrides):
             t0 = time.perf_counter()
-            snn = fxsnn.convert(model, cal, T=T, method=args.method, seed=args.seed, progress=False, **kw)
+            config = fxsnn.ConvertConfig().replace(**kw)
+            snn = fxsnn.convert(model, cal, T=T, method=args.method, config=config, seed=args.seed, progress=False)
             secs = time.perf_counter() - t0
             acc = fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), val, progress=False).top1
             rows.append([T, args.method, text or "(defaults)", f"{100 * acc:.2f}", f"{secs:.0f}"])

@@ -25,11 +25,11 @@ def main():
     print(fxsnn.find_sites(gm))  # 19 F.relu calls: conv→bn→relu and add→relu sites
 
     gm = fxsnn.passes.insert_recorders(gm, percentile=99.9)
-    fxsnn.calibrate(gm, data)
+    gm = fxsnn.calibrate(gm, data)
     print(gm.get_submodule("layer1.0.relu"))  # ActivationRecorder(channels=16, theta=p99.9, batches=4)
 
     q = fxsnn.passes.to_da_qcfs(gm, levels=4)
-    fxsnn.calibrate_da(q, data)
+    q = fxsnn.calibrate_da(q, data)
     print(q.get_submodule("layer1.0.relu"))  # DAQCFS(channels=16, levels=4, theta=[...], psi_da=[...], ...)
 
     snn = fxsnn.passes.lower_to_paraif(q, T=4, mode="rate")

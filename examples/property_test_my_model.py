@@ -34,7 +34,7 @@ def test_my_net_converts_losslessly(T, seed):
     model = MyNet().eval()
     gm = ft.check_input_untouched(fxsnn.passes.insert_recorders, fxsnn.trace(model))
     ft.check_rewrite_preserves_output(lambda g: gm, fxsnn.trace(model), x)
-    fxsnn.calibrate(gm, [x], progress=False)
+    gm = fxsnn.calibrate(gm, [x], progress=False)
     q = ft.check_input_untouched(fxsnn.passes.to_qcfs, gm, levels=T)
     snn = ft.check_input_untouched(fxsnn.passes.lower_to_paraif, q, T=T, mode="rate")
     with torch.no_grad():

@@ -8,28 +8,29 @@ The flow (each rewrite returns a new GraphModule; data steps take any iterable o
     gm  = fxsnn.passes.to_da_qcfs(gm, levels=T)      # DA-QCFS activations (Eq. 4)
     gm  = fxsnn.calibrate_da(gm, data)               # psi_DA, phi_DA (Alg. 1)
     snn = fxsnn.passes.lower_to_paraif(gm, T=T)      # parallel IF neurons (Eq. 5-8, 15-18)
+
+The first five lines are ``fxsnn.front_end(model, data, levels=T)``.
 """
 
 # Attributes load on first use (PEP 562), so that `import fxsnn` / the `fxsnn` command start without importing
 # torch: the command line checks its arguments first (issue 9, item 18).
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from ._version import __version__ as __version__
 
 _EXPORTS = {
-    "NonFiniteLossError": ".calibrate.finetune",
-    "TrainReport": ".calibrate.finetune",
-    "calibrate": ".calibrate.ranges",
-    "calibrate_da": ".calibrate.ranges",
-    "recording": ".calibrate.ranges",
-    "recalibrate_bn": ".calibrate.stage1",
-    "reestimate_bn_stats": ".calibrate.stage1",
-    "tune_delta_b": ".calibrate.stage2",
+    "NonFiniteLossError": ".calibration.finetune",
+    "TrainReport": ".calibration.finetune",
+    "front_end": ".calibration.front",
+    "calibrate": ".calibration.ranges",
+    "calibrate_da": ".calibration.ranges",
+    "recording": ".calibration.ranges",
+    "recalibrate_bn": ".calibration.stage1",
+    "reestimate_bn_stats": ".calibration.stage1",
+    "tune_delta_b": ".calibration.stage2",
     "ConvertConfig": ".config",
-    "convert": ".convert",
+    "convert": ".conversion",
     "CalibrationError": ".errors",
     "ConversionError": ".errors",
     "DataError": ".errors",
@@ -68,12 +69,13 @@ _EXPORTS = {
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from . import models, nn, passes
     from ._version import __version__ as __version__
-    from .calibrate.finetune import NonFiniteLossError, TrainReport
-    from .calibrate.ranges import calibrate, calibrate_da, recording
-    from .calibrate.stage1 import recalibrate_bn, reestimate_bn_stats
-    from .calibrate.stage2 import tune_delta_b
+    from .calibration.finetune import NonFiniteLossError, TrainReport
+    from .calibration.front import front_end
+    from .calibration.ranges import calibrate, calibrate_da, recording
+    from .calibration.stage1 import recalibrate_bn, reestimate_bn_stats
+    from .calibration.stage2 import tune_delta_b
     from .config import ConvertConfig
-    from .convert import convert
+    from .conversion import convert
     from .errors import CalibrationError, ConversionError, DataError, FxsnnError, ModeError, TraceError
     from .graph.rate import rate_mode_blockers
     from .graph.sites import Site, SiteTable, find_sites
@@ -107,19 +109,6 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(types.ModuleType):
-    """Importing ``fxsnn.convert`` or ``fxsnn.calibrate.*`` binds the submodule on the package; the function of
-    the same name (``fxsnn.convert``, ``fxsnn.calibrate``) stays what the attribute means, as when eager."""
-
-    def __setattr__(self, name, value):
-        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 __all__ = [
     "trace",
     "passes",
@@ -130,6 +119,7 @@ __all__ = [
     "find_sites",
     "Site",
     "SiteTable",
+    "front_end",
     "calibrate",
     "calibrate_da",
     "recording",

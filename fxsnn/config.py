@@ -1,42 +1,46 @@
-"""``ConvertConfig``: every knob of :func:`fxsnn.convert`, validated when built (DESIGN convention 4)."""
+"""``ConvertConfig``: every knob of :func:`fxsnn.convert`, validated when built (DESIGN convention 4).
+
+The front end's knobs are fields here; each stage's are its own config (:class:`~fxsnn.calibration.config.Stage1Config`,
+:class:`~fxsnn.calibration.config.Stage2Config`, each holding one :class:`~fxsnn.calibration.config.TrainSpec`).
+The recipes are named constants: :data:`FXSNN` (the defaults) and :data:`PAPER`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .calibrate.stage1 import BN_MODES
-from .calibrate.stage2 import PARAMETERIZATIONS, STAGE2_MODES
-from .validation import check_positive_int
+from .calibration.config import Stage1Config, Stage2Config, TrainSpec
+from .validation import Config, ConfigError, instance_of, one_of, positive_int
 
-__all__ = ["ConvertConfig", "METHODS", "RECIPES", "OUTPUT_MODES", "auto_percentile"]
+__all__ = ["ConvertConfig", "METHODS", "RECIPES", "FXSNN", "PAPER", "OUTPUT_MODES", "auto_percentile"]
 
 #: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
 METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
-RECIPES = ("fxsnn", "paper")
 OUTPUT_MODES = ("spike", "rate", "auto")
 
 
-def _int_or_none(v, name, lo=1):
-    if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo):
-        raise ValueError(f"ConvertConfig: {name} must be None or an integer >= {lo}; got {v!r}")
+def _check_percentile(cfg) -> None:
+    p = cfg.theta_percentile
+    if not (p is None or p == "auto" or (isinstance(p, numbers.Real) and not isinstance(p, bool) and 0 < p <= 100)):
+        raise ConfigError(
+            type(cfg).__name__, "theta_percentile", "must be 'auto', None (running max) or in (0, 100]", p
+        )
 
 
-def _pos(v, name, *, zero=False):
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v >= 0 if zero else v > 0)
-    if not ok:
-        raise ValueError(f"ConvertConfig: {name} must be a finite number {'>= 0' if zero else '> 0'}; got {v!r}")
+def _check_momentum(cfg) -> None:
+    m = cfg.da_momentum
+    if not (isinstance(m, numbers.Real) and not isinstance(m, bool) and 0 <= m < 1):
+        raise ConfigError(type(cfg).__name__, "da_momentum", "must be in [0, 1)", m)
 
 
 @dataclass(frozen=True)
-class ConvertConfig:
+class ConvertConfig(Config):
     """Every knob of :func:`fxsnn.convert`. Defaults are fxsnn's recipe, chosen by validation on a held-out
     part of the calibration data (``docs/results.md``); ``ConvertConfig.recipe("paper")`` is the paper's
     recipe as written (Appendix C).
 
-    Front end (Algorithm 1, stages I-II):
+    Front end (Algorithm 1, stages I-II; :func:`fxsnn.front_end`):
 
     - ``theta_percentile``: θ per channel is this percentile of the ReLU output over the calibration data;
       ``"auto"``: ``100 − 4/T`` (96 at T = 1, 98 at T = 2, 99 at T = 4, 99.5 at T = 8: fewer levels want a
@@ -46,114 +50,59 @@ class ConvertConfig:
       DA error calibration (``None``: all). The stages always use all the data.
     - ``da_momentum``: α of the DA error calibration (Alg. 1 l. 11, 13).
 
-    Stage 1, :func:`fxsnn.recalibrate_bn` (``spatial``, ``full``): ``s1_epochs`` (or exactly ``s1_steps``),
-    ``s1_lr → s1_lr_min`` with ``s1_warmup``, ``s1_bn_mode`` (``"eval"`` or ``"train"``), ``s1_train_theta``,
-    ``s1_theta_lr`` (``None``: ``s1_lr``), ``s1_restat_after``.
+    ``stage1``: :class:`~fxsnn.calibration.config.Stage1Config` of :func:`fxsnn.recalibrate_bn` (``spatial``,
+    ``full``); ``stage2``: :class:`~fxsnn.calibration.config.Stage2Config` of :func:`fxsnn.tune_delta_b`
+    (``temporal``, ``full``). ``output_mode``: the execution mode of the returned network (``"auto"``: rate
+    where exact, else spike).
 
-    Stage 2, :func:`fxsnn.tune_delta_b` (``temporal``, ``full``): ``s2_epochs`` (or exactly ``s2_steps``),
-    ``s2_lr → s2_lr_min`` with ``s2_warmup``, ``s2_width`` (triangle half-width / θ_pre),
-    ``s2_parameterization`` (``"relative"``: Δb = θ_pre·z, or ``"absolute"``), ``s2_clip_grad``,
-    ``s2_holdout``, ``s2_patience``, ``s2_mode`` (``"auto"``, ``"rate"``, ``"spike"``).
+    Override any field, nested ones by dotted key (:class:`fxsnn.validation.Config`)::
 
-    ``output_mode``: the execution mode of the returned network (``"auto"``: rate where exact, else spike).
+        >>> cfg = ConvertConfig.recipe("paper").override("stage1.epochs=1", "stage2.train.lr=0.01")
+        >>> cfg = ConvertConfig().replace(**{"stage1.train_theta": False})
     """
 
     theta_percentile: float | str | None = "auto"
     calibration_batches: int | None = 40
     da_momentum: float = 0.99
-    s1_epochs: int = 3
-    s1_steps: int | None = None
-    s1_lr: float = 2e-2
-    s1_lr_min: float = 1e-3
-    s1_warmup: float = 0.1
-    s1_bn_mode: str = "eval"
-    s1_train_theta: bool = True
-    s1_theta_lr: float | None = None
-    s1_restat_after: bool = False
-    s2_epochs: int = 1
-    s2_steps: int | None = None
-    s2_lr: float = 3e-2
-    s2_lr_min: float = 0.0
-    s2_warmup: float = 0.1
-    s2_width: float = 0.5
-    s2_parameterization: str = "relative"
-    s2_clip_grad: float | None = 1.0
-    s2_holdout: float | int | None = 0.1
-    s2_patience: int | None = 3
-    s2_mode: str = "auto"
     output_mode: str = "spike"
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
 
     def __post_init__(self):
-        p = self.theta_percentile
-        if not (p is None or p == "auto" or (isinstance(p, numbers.Real) and not isinstance(p, bool) and 0 < p <= 100)):
-            raise ValueError(
-                f"ConvertConfig: theta_percentile must be 'auto', None (running max) or in (0, 100]; got {p!r}"
-            )
-        _int_or_none(self.calibration_batches, "calibration_batches")
-        if not (isinstance(self.da_momentum, numbers.Real) and 0 <= self.da_momentum < 1):
-            raise ValueError(f"ConvertConfig: da_momentum must be in [0, 1); got {self.da_momentum!r}")
-        for name in ("s1_epochs", "s2_epochs"):
-            check_positive_int(getattr(self, name), name, where="ConvertConfig")
-        for name in ("s1_steps", "s2_steps", "s2_patience"):
-            _int_or_none(getattr(self, name), name)
-        for name in ("s1_lr", "s2_lr", "s2_width"):
-            _pos(getattr(self, name), name)
-        for name in ("s1_lr_min", "s2_lr_min", "s1_warmup", "s2_warmup"):
-            _pos(getattr(self, name), name, zero=True)
-        if self.s1_lr_min > self.s1_lr or self.s2_lr_min > self.s2_lr:
-            raise ValueError("ConvertConfig: s1_lr_min / s2_lr_min must not exceed s1_lr / s2_lr")
-        if self.s1_theta_lr is not None:
-            _pos(self.s1_theta_lr, "s1_theta_lr")
-        if self.s2_clip_grad is not None:
-            _pos(self.s2_clip_grad, "s2_clip_grad")
-        h = self.s2_holdout
-        if h is not None and not (
-            isinstance(h, numbers.Real)
-            and not isinstance(h, bool)
-            and (0 < h < 1 or (h >= 1 and float(h).is_integer()))
-        ):
-            raise ValueError(
-                f"ConvertConfig: s2_holdout must be None, a fraction in (0, 1) or a number of batches; got {h!r}"
-            )
-        for name, allowed in (
-            ("s1_bn_mode", BN_MODES),
-            ("s2_parameterization", PARAMETERIZATIONS),
-            ("s2_mode", STAGE2_MODES),
-            ("output_mode", OUTPUT_MODES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"ConvertConfig: {name} must be one of {allowed}; got {getattr(self, name)!r}")
-        if not isinstance(self.s1_train_theta, bool) or not isinstance(self.s1_restat_after, bool):
-            raise ValueError("ConvertConfig: s1_train_theta and s1_restat_after must be True or False")
+        _check_percentile(self)
+        positive_int(self, "calibration_batches", optional=True)
+        _check_momentum(self)
+        one_of(self, "output_mode", OUTPUT_MODES)
+        instance_of(self, "stage1", Stage1Config)
+        instance_of(self, "stage2", Stage2Config)
 
     @classmethod
     def recipe(cls, name: str = "fxsnn") -> ConvertConfig:
-        """``"fxsnn"``: the defaults. ``"paper"``: the recipe as the paper writes it (Sec. 4.2-4.3, Alg. 2-3,
-        Appendix C, CIFAR): running-max θ, BN in train mode while its affine terms are tuned, no θ training,
-        one epoch per stage, Stage 1 at 1e-3 → 1e-4, Stage 2 at 2e-3 on Δb itself."""
+        """The named recipe (:data:`RECIPES`): ``"fxsnn"`` (:data:`FXSNN`) or ``"paper"`` (:data:`PAPER`)."""
         if name not in RECIPES:
             raise ValueError(f"ConvertConfig.recipe: unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
-        if name == "paper":
-            return cls(
-                theta_percentile=None,
-                s1_epochs=1,
-                s1_lr=1e-3,
-                s1_lr_min=1e-4,
-                s1_bn_mode="train",
-                s1_train_theta=False,
-                s2_epochs=1,
-                s2_lr=2e-3,
-                s2_parameterization="absolute",
-            )
-        return cls()
+        return RECIPES[name]
 
-    def replace(self, **changes) -> ConvertConfig:
-        """A copy with ``changes``; an unknown name raises a TypeError listing the valid ones."""
-        valid = [f.name for f in dataclasses.fields(self)]
-        unknown = sorted(set(changes) - set(valid))
-        if unknown:
-            raise TypeError(f"unknown convert option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
-        return dataclasses.replace(self, **changes)
+
+#: fxsnn's recipe: the defaults.
+FXSNN = ConvertConfig()
+
+#: The recipe as the paper writes it (Sec. 4.2-4.3, Alg. 2-3, Appendix C, CIFAR): running-max θ, BN in train
+#: mode while its affine terms are tuned, no θ training, one epoch per stage, Stage 1 at 1e-3 → 1e-4, Stage 2 at
+#: 2e-3 on Δb itself.
+PAPER = ConvertConfig(
+    theta_percentile=None,
+    stage1=Stage1Config(
+        train=TrainSpec(epochs=1, lr=1e-3, lr_min=1e-4, warmup=0.1), bn_mode="train", train_theta=False
+    ),
+    stage2=Stage2Config(
+        train=TrainSpec(epochs=1, lr=2e-3, lr_min=0.0, warmup=0.1, clip_grad=1.0, holdout=0.1, patience=3),
+        parameterization="absolute",
+    ),
+)
+
+#: The recipes by name (``ConvertConfig.recipe(name)``, the CLI's ``--recipe``).
+RECIPES = {"fxsnn": FXSNN, "paper": PAPER}
 
 
 def auto_percentile(T: int) -> float:

@@ -53,10 +53,7 @@ def tiny_data(n: int = 96, batch: int = 16, seed: int = 1, dtype=torch.float32, 
 
 def da_network(model: nn.Module, data, *, T: int = 4) -> torch.fx.GraphModule:
     """Recorders → calibrate → DA-QCFS(levels=T) → DA error calibration (Algorithm 1, stages I-II)."""
-    gm = fxsnn.passes.insert_recorders(fxsnn.trace(model))
-    fxsnn.calibrate(gm, data, progress=False)
-    gm = fxsnn.passes.to_da_qcfs(gm, levels=T)
-    return fxsnn.calibrate_da(gm, data, progress=False)
+    return fxsnn.front_end(model, data, levels=T, progress=False)
 
 
 @functools.cache

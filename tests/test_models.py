@@ -9,9 +9,9 @@ import fxsnn
 
 def _chain(model, x, T=2):
     gm = fxsnn.passes.insert_recorders(fxsnn.trace(model.eval()), percentile=99.9)
-    fxsnn.calibrate(gm, [x], progress=False)
+    gm = fxsnn.calibrate(gm, [x], progress=False)
     q = fxsnn.passes.to_da_qcfs(gm, levels=T)
-    fxsnn.calibrate_da(q, [x], progress=False)
+    q = fxsnn.calibrate_da(q, [x], progress=False)
     snn = fxsnn.passes.lower_to_paraif(q, T=T, mode="rate")
     with torch.no_grad():
         rate = snn(x)

@@ -22,7 +22,8 @@ def test_full_beats_fspc_clearly_at_T4(cifar):
     cal, test = cifar
     model = fxsnn.models.cifar_resnet(20, weights=RESNET20).eval()
     base = fxsnn.convert(model, cal, T=4, method="fspc", progress=False)
-    full = fxsnn.convert(model, cal, T=4, method="full", s1_epochs=2, calibration_batches=10, progress=False)
+    config = fxsnn.ConvertConfig().override("stage1.epochs=2", "calibration_batches=10")
+    full = fxsnn.convert(model, cal, T=4, method="full", config=config, progress=False)
     acc = {
         name: fxsnn.evaluate(fxsnn.set_mode(net, "rate"), test, progress=False).top1
         for name, net in (("fspc", base), ("full", full))

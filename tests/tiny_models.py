@@ -62,11 +62,5 @@ def batches(n: int = 3, batch: int = 8, seed: int = 1, classes: int = 3):
 
 def convert(model: nn.Module, data, *, T: int = 4, da: bool = True, mode: str = "spike"):
     """The data-free front end + lowering (no Stage 1/2): recorders → (DA-)QCFS → ParallelIF."""
-    gm = fxsnn.passes.insert_recorders(fxsnn.trace(model))
-    fxsnn.calibrate(gm, data, progress=False)
-    if da:
-        gm = fxsnn.passes.to_da_qcfs(gm, levels=T)
-        fxsnn.calibrate_da(gm, data, progress=False)
-    else:
-        gm = fxsnn.passes.to_qcfs(gm, levels=T)
+    gm = fxsnn.front_end(model, data, levels=T, da=da, progress=False)
     return fxsnn.passes.lower_to_paraif(gm, T=T, mode=mode)

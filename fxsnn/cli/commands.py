@@ -204,7 +204,7 @@ def _clean(text: str) -> str:
 # -- commands ---------------------------------------------------------------------------
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ..config import METHODS, ConvertConfig
-    from ..convert import convert
+    from ..conversion import convert
     from ..io.loaders import parse_kwargs
     from ..io.saving import save
     from ..report.evaluation import evaluate
@@ -213,7 +213,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.method not in METHODS:
         raise _InputProblem(f"--method {args.method!r}: choose one of {', '.join(METHODS)}")
     try:
-        cfg = ConvertConfig.recipe(args.recipe).replace(**parse_kwargs(args.set))
+        cfg = ConvertConfig.recipe(args.recipe).override(*args.set)
     except (TypeError, ValueError) as exc:
         raise _InputProblem(str(exc)) from None
     if args.T < 1:

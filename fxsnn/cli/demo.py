@@ -102,7 +102,7 @@ def run(
     out: Callable[[str], object] = print,
 ) -> dict:
     """Train, convert with each method at each T, print the comparison; return ``{(method, T): top-1}``."""
-    from ..convert import convert
+    from ..conversion import convert
     from ..report.evaluation import evaluate
     from ..report.summarize import summary
 

@@ -101,8 +101,10 @@ def _add_convert(sub: _Subparsers) -> None:
         "--set",
         action="append",
         default=[],
-        metavar="OPTION=VALUE",
-        help="override a conversion option (fxsnn.ConvertConfig field), e.g. --set s1_epochs=1",
+        metavar="KEY=VALUE",
+        help="override a field of the recipe by its dotted key (repeatable), e.g. --set stage1.epochs=1 "
+        "--set stage2.train.lr=0.01 --set theta_percentile=None; values are Python literals, strings may be bare; "
+        "an unknown key lists the valid ones",
     )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")

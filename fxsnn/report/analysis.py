@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..calibrate.batches import batches, check_batch
-from ..calibrate.state import preserved_state
+from ..calibration.batches import batches, check_batch
+from ..calibration.state import preserved_state
 from ..errors import ConversionError
 from ..graph.edit import require_graph_module
 from ..graph.sites import find_sites

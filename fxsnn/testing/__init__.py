@@ -12,7 +12,7 @@ Example — property-test a model of your own in a few lines::
     def test_my_model_converts(T, seed):
         x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
         gm = ft.check_input_untouched(fxsnn.passes.insert_recorders, fxsnn.trace(MyNet().eval()))
-        fxsnn.calibrate(gm, [x])
+        gm = fxsnn.calibrate(gm, [x])
         qcfs = fxsnn.passes.to_qcfs(gm, levels=T)
         snn = fxsnn.passes.lower_to_paraif(qcfs, T=T, mode="rate")
         assert torch.equal(snn(x), qcfs(x))      # Eq. 9, network level

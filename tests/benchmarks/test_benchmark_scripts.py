@@ -28,14 +28,14 @@ def test_help(script):
 def test_validation_variants_parse_and_bad_ones_are_named():
     parse = _load("validate_defaults").parse_variant
     assert parse("") == {}
-    assert parse("s1_train_theta=False s2_lr=0.01 s1_bn_mode=train") == {
-        "s1_train_theta": False,
-        "s2_lr": 0.01,
-        "s1_bn_mode": "train",
+    assert parse("stage1.train_theta=False stage2.lr=0.01 stage1.bn_mode=train") == {
+        "stage1.train_theta": False,
+        "stage2.lr": 0.01,
+        "stage1.bn_mode": "train",
     }
     with pytest.raises(SystemExit, match="not name=value"):
-        parse("s1_train_theta")
-    with pytest.raises(TypeError, match="s1_epochs"):  # the valid names are listed
-        parse("s1_epoch=3")
-    with pytest.raises(ValueError, match="s1_bn_mode"):
-        parse("s1_bn_mode=sideways")
+        parse("stage1.train_theta")
+    with pytest.raises(TypeError, match="stage1.train.epochs"):  # the valid names are listed
+        parse("stage1.epoch=3")
+    with pytest.raises(ValueError, match="stage1.bn_mode"):
+        parse("stage1.bn_mode=sideways")

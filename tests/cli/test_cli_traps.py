@@ -91,7 +91,7 @@ def test_bad_choices_are_reported_before_torch_is_imported(capsys):
     from fxsnn.config import METHODS as CONFIG_METHODS
     from fxsnn.config import RECIPES as CONFIG_RECIPES
 
-    assert METHODS == CONFIG_METHODS and RECIPES == CONFIG_RECIPES
+    assert METHODS == CONFIG_METHODS and RECIPES == tuple(CONFIG_RECIPES)
 
 
 def test_a_closed_pipe_is_not_an_error(files, capsys, monkeypatch):

@@ -76,7 +76,7 @@ def test_records_are_copied_through_every_stage_to_the_lowered_network():
     rec = fxsnn.passes.insert_recorders(fxsnn.trace(model))
     first = _records(rec)
     assert len(first) == 3 and all(isinstance(r, SiteRecord) for r in first.values())
-    fxsnn.calibrate(rec, [X], progress=False)
+    rec = fxsnn.calibrate(rec, [X], progress=False)
     q = fxsnn.passes.to_qcfs(rec, levels=4)
     da = fxsnn.calibrate_da(fxsnn.passes.to_da_qcfs(rec, levels=4), [X], progress=False)
     for gm in (q, da, fxsnn.passes.lower_to_paraif(q, T=4), fxsnn.passes.lower_to_paraif(da, T=4, mode="rate")):

@@ -28,14 +28,14 @@ def ann():
 def _stages(model, data):
     rec0 = P.insert_recorders(fxsnn.trace(model))
     rec = P.insert_recorders(fxsnn.trace(model))
-    fxsnn.calibrate(rec, data, progress=False)
+    rec = fxsnn.calibrate(rec, data, progress=False)
     pct = P.insert_recorders(fxsnn.trace(model), percentile=99.0, bins=64)
-    fxsnn.calibrate(pct, data, progress=False)
+    pct = fxsnn.calibrate(pct, data, progress=False)
     q = P.to_qcfs(rec, levels=3)
     da = P.to_da_qcfs(rec, levels=4)
-    fxsnn.calibrate_da(da, data, progress=False)
+    da = fxsnn.calibrate_da(da, data, progress=False)
     da_from_q = P.to_da_qcfs(q, levels=5)
-    fxsnn.calibrate_da(da_from_q, data, progress=False)
+    da_from_q = fxsnn.calibrate_da(da_from_q, data, progress=False)
     spike = P.lower_to_paraif(da, T=4)
     rate = P.lower_to_paraif(q, T=3, mode="rate")
     tuned = fxsnn.tune_delta_b(P.lower_to_paraif(da, T=4), data, T=4, steps=3, lr=0.5, progress=False)
@@ -101,7 +101,7 @@ def test_every_stage_is_bit_identical(stages, ann, stage, tmp_path):
 
 def test_rebuild_from_dtype_and_recording_state(ann, tmp_path):
     rec = P.insert_recorders(fxsnn.trace(ann.double()))
-    fxsnn.calibrate(rec, [(x.double(), y) for x, y in batches()], progress=False)
+    rec = fxsnn.calibrate(rec, [(x.double(), y) for x, y in batches()], progress=False)
     rec.get_submodule("relu").recording = True
     back = fxsnn.load(fxsnn.save(rec, tmp_path / "d.fxsnn"), model=tiny_resnet().double())
     assert back.get_submodule("relu").recording and back.get_submodule("relu").max_val.dtype == torch.float64

@@ -63,9 +63,9 @@ def test_every_stage_round_trips(tmp_path):
     model, data = tiny_resnet(), batches()
     x = data[0][0]
     rec = fxsnn.passes.insert_recorders(fxsnn.trace(model))
-    fxsnn.calibrate(rec, data, progress=False)
+    rec = fxsnn.calibrate(rec, data, progress=False)
     da = fxsnn.passes.to_da_qcfs(rec, levels=3)
-    fxsnn.calibrate_da(da, data, progress=False)
+    da = fxsnn.calibrate_da(da, data, progress=False)
     for gm in (rec, da, model):
         back = fxsnn.load(fxsnn.save(gm, tmp_path / "g.fxsnn"), model=model)
         with torch.no_grad():

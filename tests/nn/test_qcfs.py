@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import fxsnn
+from fxsnn.calibration import calibrate_da_
 from fxsnn.nn import DAQCFS, QCFS
 
 
@@ -61,7 +62,7 @@ def test_calibrate_da_applies_the_momentum_update_of_algorithm_1():
     q = fxsnn.passes.to_da_qcfs(gm, levels=2)
     first, second = q.get_submodule("1"), q.get_submodule("3")
     pre = model[0](x)
-    fxsnn.calibrate_da(q, [x], momentum=0.9, progress=False)
+    calibrate_da_(q, [x], momentum=0.9, progress=False)  # in place: first, second are its modules
     # site 1 sees the same pre-activation in both networks: e_pre = 0
     assert torch.equal(first.psi_da, torch.zeros(5))
     clip = torch.minimum(torch.relu(pre), first.theta.detach())

@@ -72,7 +72,7 @@ def test_each_pass_copies_its_input_once_and_finishes_once(monkeypatch):
     gm = fxsnn.trace(MODEL)
     rec = fxsnn.passes.insert_recorders(gm)  # normalises and converts, on one copy
     assert calls == {"copy": 1, "finish": 1}
-    fxsnn.calibrate(rec, [X], progress=False)
+    rec = fxsnn.calibrate(rec, [X], progress=False)
     for step in (
         lambda: fxsnn.passes.normalize(gm),
         lambda: fxsnn.passes.to_qcfs(rec, levels=2),

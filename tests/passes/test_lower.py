@@ -126,7 +126,7 @@ def test_every_stage_prints_what_happened():
     model = Small().eval()
     gm = fxsnn.passes.insert_recorders(fxsnn.trace(model))
     assert "ActivationRecorder(channels=4, theta=max, no data)" in str(gm)
-    fxsnn.calibrate(gm, [X], progress=False)
+    gm = fxsnn.calibrate(gm, [X], progress=False)
     assert "batches=1" in str(gm)
     q = fxsnn.passes.to_da_qcfs(gm, levels=4)
     assert "DAQCFS(channels=4, levels=4" in str(q) and "original=clip-ReLU" in str(q)

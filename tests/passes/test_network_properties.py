@@ -53,7 +53,7 @@ def test_qcfs_network_and_its_parallel_lowering_give_the_same_logits(model, T, d
     rec = _calibrated(model, x)
     if da:
         q = ft.check_input_untouched(fxsnn.passes.to_da_qcfs, rec, levels=T)
-        fxsnn.calibrate_da(q, [x], progress=False)
+        q = fxsnn.calibrate_da(q, [x], progress=False)
     else:
         q = ft.check_input_untouched(fxsnn.passes.to_qcfs, rec, levels=T)
     snn = ft.check_input_untouched(fxsnn.passes.lower_to_paraif, q, T=T, mode="rate")

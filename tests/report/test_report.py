@@ -29,7 +29,7 @@ def test_summary_at_every_stage(tiny):
     assert raw.stage == "ReLU" and len(raw) == 2 and all(r.theta is None for r in raw)
     rec = fxsnn.passes.insert_recorders(fxsnn.trace(model))
     assert fxsnn.summary(rec).stage == "recorder" and all(r.theta is None for r in fxsnn.summary(rec))
-    fxsnn.calibrate(rec, data, progress=False)
+    rec = fxsnn.calibrate(rec, data, progress=False)
     s_rec = fxsnn.summary(rec)
     for row, m in zip(s_rec, [rec.relu, rec.get_submodule(fxsnn.find_sites(rec)[1].name)]):
         th = m.theta()
@@ -55,7 +55,7 @@ def test_summary_of_a_recorder_whose_channels_never_fired():
     with torch.no_grad():
         rec.get_submodule("0").weight.fill_(-1.0)
         rec.get_submodule("0").bias.fill_(-1.0)
-    fxsnn.calibrate(rec, [torch.rand(2, 1, 3, 3)], progress=False)
+    rec = fxsnn.calibrate(rec, [torch.rand(2, 1, 3, 3)], progress=False)
     with pytest.warns(UserWarning, match="no channel ever activated"):
         row = fxsnn.summary(rec)[0]
     assert row.kind == "recorder" and row.theta == (1.0, 1.0)
@@ -88,7 +88,7 @@ def test_summary_counts_resnet34_delta_b_like_the_paper():
 
     torch.manual_seed(0)
     gm = fxsnn.passes.insert_recorders(fxsnn.trace(torchvision.models.resnet34().eval()))
-    fxsnn.calibrate(gm, [torch.randn(2, 3, 32, 32)], progress=False)
+    gm = fxsnn.calibrate(gm, [torch.randn(2, 3, 32, 32)], progress=False)
     s = fxsnn.summary(fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=2), T=2))
     assert len(s) == 33  # the stem plus two per basic block: 1 + 2·(3 + 4 + 6 + 3)
     assert s.delta_b_params == 64 + 2 * (3 * 64 + 4 * 128 + 6 * 256 + 3 * 512) == 7616

@@ -9,12 +9,12 @@ import torch
 from torch import fx
 
 from ..errors import ConversionError
-from ..graph.edit import require_graph_module
+from ..graph.edit import copy_graph_module, require_graph_module
 from ..nn import DAQCFS, ActivationRecorder
 from .batches import batches
 from .state import preserved_state
 
-__all__ = ["calibrate", "calibrate_da", "recording"]
+__all__ = ["calibrate", "calibrate_", "calibrate_da", "calibrate_da_", "recording"]
 
 
 def _channel_mean(t: torch.Tensor) -> torch.Tensor:
@@ -37,13 +37,23 @@ def recording(gm: torch.nn.Module):
 
 
 def calibrate(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> fx.GraphModule:
-    """Run ``data`` through ``gm`` so its recorders learn θ per channel (in place; returns ``gm``).
+    """Run ``data`` through a copy of ``gm`` so its recorders learn θ per channel; returns the copy.
 
     ``data``: any iterable of batches — input tensors or ``(input, target, ...)``
     tuples (targets unused). Runs in eval mode under ``torch.no_grad()``;
-    repeated calls accumulate. Raises :class:`fxsnn.DataError` on empty data
-    and :class:`fxsnn.ConversionError` when ``gm`` has no recorder.
+    calibrating the result again accumulates. ``gm`` is untouched (:func:`calibrate_` works in place).
+    Raises :class:`fxsnn.DataError` on empty data and :class:`fxsnn.ConversionError` when ``gm`` has no
+    recorder.
+
+    Example::
+
+        >>> gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), loader)
     """
+    return calibrate_(copy_graph_module(require_graph_module(gm, where="fxsnn.calibrate")), data, progress=progress)
+
+
+def calibrate_(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> fx.GraphModule:
+    """:func:`calibrate` in place: ``gm``'s recorders learn θ; returns ``gm``."""
     gm = require_graph_module(gm, where="fxsnn.calibrate")
     if not any(isinstance(m, ActivationRecorder) for m in gm.modules()):
         raise ConversionError("fxsnn.calibrate: the model has no recorder; run fxsnn.passes.insert_recorders(gm) first")
@@ -66,6 +76,17 @@ class _MeanProbe:
 
 
 def calibrate_da(
+    gm: fx.GraphModule, data: Iterable, *, momentum: float = 0.99, progress: bool = True
+) -> fx.GraphModule:
+    """Layer-wise DA error calibration (Algorithm 1, stage II) of a copy of ``gm``; returns the copy.
+
+    ``gm`` is untouched; :func:`calibrate_da_` works in place. The update is that of :func:`calibrate_da_`.
+    """
+    gm = copy_graph_module(require_graph_module(gm, where="fxsnn.calibrate_da"))
+    return calibrate_da_(gm, data, momentum=momentum, progress=progress)
+
+
+def calibrate_da_(
     gm: fx.GraphModule, data: Iterable, *, momentum: float = 0.99, progress: bool = True
 ) -> fx.GraphModule:
     """Layer-wise DA error calibration (Algorithm 1, stage II), in place; returns ``gm``.

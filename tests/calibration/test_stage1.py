@@ -6,9 +6,12 @@ import torch.nn.functional as F
 from _tiny import changed_keys, da_network, state, tiny_da, tiny_data, tiny_model
 
 import fxsnn
-from fxsnn.calibrate.finetune import NonFiniteLossError
+from fxsnn.calibration import Stage1Config
+from fxsnn.calibration.finetune import NonFiniteLossError
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+#: what recalibrate_bn() did bare before it took a Stage1Config (whose defaults are convert's: 3 epochs, θ trained)
+BARE = dict(epochs=1, train_theta=False)
 
 
 def is_bn(key):
@@ -35,7 +38,7 @@ def test_stage1_changes_only_bn_and_theta_and_leaves_inputs_untouched():
 def test_stage1_without_theta_training_keeps_every_theta():
     data = tiny_data()
     da = tiny_da()
-    out = fxsnn.recalibrate_bn(da, data, train_theta=False, lr=1e-2, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, epochs=1, train_theta=False, lr=1e-2, progress=False)
     changed = changed_keys(state(da), state(out))
     assert changed and all(is_bn(k) for k in changed), changed
 
@@ -44,12 +47,10 @@ def test_bn_stats_are_the_cumulative_eq10_moments_whatever_the_batching():
     model = tiny_model(dtype=torch.float64)
     x = torch.cat([b[0] for b in tiny_data(dtype=torch.float64)])
     da = da_network(model, tiny_data(dtype=torch.float64))
-    a = fxsnn.reestimate_bn_stats(
-        fxsnn.passes.normalize(da), [(x[i : i + 8],) for i in range(0, 96, 8)], progress=False
-    )
-    b = fxsnn.reestimate_bn_stats(
-        fxsnn.passes.normalize(da), [(x[i : i + 48],) for i in range(0, 96, 48)], progress=False
-    )
+    da_before = state(da)
+    a = fxsnn.reestimate_bn_stats(da, [(x[i : i + 8],) for i in range(0, 96, 8)], progress=False)
+    b = fxsnn.reestimate_bn_stats(da, [(x[i : i + 48],) for i in range(0, 96, 48)], progress=False)
+    assert a is not da and not changed_keys(da_before, state(da)), "reestimate_bn_stats modified its input"
     # Eq. 10 for bn1: the exact mean / variance of conv1's output over the whole set.
     phi = F.conv2d(x, model.conv1.weight, padding=1).transpose(0, 1).reshape(model.conv1.out_channels, -1)
     torch.testing.assert_close(a.bn1.running_mean, phi.mean(dim=1))
@@ -63,9 +64,9 @@ def test_bn_stats_are_the_cumulative_eq10_moments_whatever_the_batching():
 def test_eval_bn_mode_keeps_the_eq10_statistics_and_train_mode_moves_them():
     data = tiny_data()
     da = tiny_da()
-    ref = fxsnn.reestimate_bn_stats(fxsnn.passes.normalize(da), data, progress=False)
-    ev = fxsnn.recalibrate_bn(da, data, bn_mode="eval", lr=1e-2, progress=False)
-    tr = fxsnn.recalibrate_bn(da, data, bn_mode="train", lr=1e-2, progress=False)
+    ref = fxsnn.reestimate_bn_stats(da, data, progress=False)
+    ev = fxsnn.recalibrate_bn(da, data, bn_mode="eval", lr=1e-2, progress=False, **BARE)
+    tr = fxsnn.recalibrate_bn(da, data, bn_mode="train", lr=1e-2, progress=False, **BARE)
     torch.testing.assert_close(ev.bn1.running_mean, ref.bn1.running_mean)
     torch.testing.assert_close(ev.bn2.running_var, ref.bn2.running_var)
     assert not torch.allclose(tr.bn1.running_mean, ref.bn1.running_mean)
@@ -75,26 +76,24 @@ def test_eval_bn_mode_keeps_the_eq10_statistics_and_train_mode_moves_them():
 def test_stage1_lowers_the_training_loss():
     data = tiny_data(n=192)
     da = tiny_da()
-    out = fxsnn.recalibrate_bn(da, data, epochs=4, lr=2e-2, lr_min=2e-3, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, epochs=4, lr=2e-2, lr_min=2e-3, train_theta=False, progress=False)
     report = out.meta["fxsnn.stage1"]
     assert report.steps == 4 * len(data) == report.planned_steps
-    before = fxsnn.evaluate(
-        fxsnn.reestimate_bn_stats(fxsnn.passes.normalize(da), data, progress=False), data, progress=False
-    )
+    before = fxsnn.evaluate(fxsnn.reestimate_bn_stats(da, data, progress=False), data, progress=False)
     after = fxsnn.evaluate(out, data, progress=False)
     assert after.loss < before.loss - 0.05
 
 
 def test_steps_budget_overrides_epochs():
     data = tiny_data()
-    out = fxsnn.recalibrate_bn(tiny_da(), data, epochs=1, steps=15, progress=False)
+    out = fxsnn.recalibrate_bn(tiny_da(), data, epochs=1, steps=15, train_theta=False, progress=False)
     assert out.meta["fxsnn.stage1"].steps == 15  # the data (6 batches) is cycled
 
 
 def test_works_on_the_plain_ann_as_the_adapted_reference():
     data = tiny_data()
     gm = fxsnn.trace(tiny_model())
-    out = fxsnn.recalibrate_bn(gm, data, lr=1e-2, progress=False)
+    out = fxsnn.recalibrate_bn(gm, data, lr=1e-2, progress=False, **BARE)
     changed = changed_keys(state(gm), state(out))
     assert changed and all(is_bn(k) for k in changed)
 
@@ -131,6 +130,18 @@ def test_bad_options_name_the_accepted_range(kw):
     data = tiny_data()
     with pytest.raises(ValueError, match=next(iter(kw))):
         fxsnn.recalibrate_bn(tiny_da(), data, progress=False, **kw)
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        fxsnn.recalibrate_bn(tiny_da(), data, Stage1Config().replace(**kw), progress=False)
+
+
+def test_a_config_and_overrides_are_one_way():
+    data = tiny_data()
+    cfg = Stage1Config().override("train.epochs=1", "train_theta=False", "train.steps=2")
+    a = fxsnn.recalibrate_bn(tiny_da(), data, cfg, progress=False)
+    b = fxsnn.recalibrate_bn(tiny_da(), data, epochs=1, train_theta=False, steps=2, progress=False)
+    assert a.meta["fxsnn.stage1"].steps == 2 and not changed_keys(state(a), state(b))
+    with pytest.raises(TypeError, match="unknown option 'epoch'.*valid options: train.epochs"):
+        fxsnn.recalibrate_bn(tiny_da(), data, epoch=1, progress=False)
 
 
 class PoisonedSecondPass:
@@ -154,7 +165,7 @@ class PoisonedSecondPass:
 def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state():
     data = tiny_data()
     da = tiny_da()
-    kw = dict(lr=1e-2, lr_min=1e-2, warmup=0, progress=False)  # a constant rate: replays are exact
+    kw = dict(lr=1e-2, lr_min=1e-2, warmup=0, progress=False, **BARE)  # a constant rate: replays are exact
     with pytest.raises(NonFiniteLossError, match="step 4") as info:
         fxsnn.recalibrate_bn(da, PoisonedSecondPass(data, bad=3), **kw)
     err = info.value
@@ -168,7 +179,7 @@ def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state():
 def test_train_da_also_tunes_the_da_shifts_and_nothing_else():
     data = tiny_data()
     da = tiny_da()
-    out = fxsnn.recalibrate_bn(da, data, lr=1e-2, train_da=True, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, lr=1e-2, train_da=True, progress=False, **BARE)
     changed = changed_keys(state(da), state(out))
     assert any(k.endswith("psi_da") for k in changed) and any(k.endswith("phi_da") for k in changed)
     assert all(is_bn(k) or k.endswith(("psi_da", "phi_da")) for k in changed), changed

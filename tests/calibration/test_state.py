@@ -5,7 +5,8 @@ import torch
 from _tiny import tiny_da, tiny_data, tiny_model
 
 import fxsnn
-from fxsnn.calibrate.state import preserved_state
+from fxsnn.calibration import calibrate_, calibrate_da_, reestimate_bn_stats_
+from fxsnn.calibration.state import preserved_state
 
 
 def _frozen_bn(model: torch.nn.Module) -> torch.nn.Module:
@@ -38,7 +39,8 @@ def test_frozen_bn_survives_evaluate_and_convert_on_the_users_model():
     before = _flags(model)
     fxsnn.evaluate(model, tiny_data(), progress=False)
     assert _flags(model) == before
-    fxsnn.convert(model, tiny_data(), T=2, method="full", progress=False, s1_epochs=1)
+    config = fxsnn.ConvertConfig().override("stage1.epochs=1")
+    fxsnn.convert(model, tiny_data(), T=2, method="full", config=config, progress=False)
     assert _flags(model) == before
 
 
@@ -47,11 +49,19 @@ def test_frozen_bn_survives_calibrate_calibrate_da_and_analyze_on_a_graph():
     gm = fxsnn.passes.insert_recorders(fxsnn.trace(tiny_model()))
     _frozen_bn(gm)
     before = _flags(gm)
-    fxsnn.calibrate(gm, data, progress=False)
+    out = fxsnn.calibrate(gm, data, progress=False)
+    assert _flags(gm) == before and _flags(out) == before
+    calibrate_(gm, data, progress=False)
     assert _flags(gm) == before
     da = _frozen_bn(fxsnn.passes.to_da_qcfs(gm, levels=2))
     before = _flags(da)
-    fxsnn.calibrate_da(da, data, progress=False)
+    out = fxsnn.calibrate_da(da, data, progress=False)
+    assert _flags(da) == before and _flags(out) == before
+    calibrate_da_(da, data, progress=False)
+    assert _flags(da) == before
+    out = fxsnn.reestimate_bn_stats(da, data, progress=False)
+    assert _flags(da) == before and _flags(out) == before
+    reestimate_bn_stats_(da, data, progress=False)
     assert _flags(da) == before
     ann = _frozen_bn(tiny_model())
     snn = fxsnn.passes.lower_to_paraif(tiny_da(T=2), T=2, mode="rate")

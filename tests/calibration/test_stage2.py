@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from _tiny import changed_keys, state, tiny_da, tiny_data
 
 import fxsnn
-from fxsnn.calibrate.finetune import NonFiniteLossError
-from fxsnn.calibrate.stage2 import training_mode
+from fxsnn.calibration.finetune import NonFiniteLossError
+from fxsnn.calibration.stage2 import training_mode
 
 
 def lowered(T=4, dtype=torch.float32, **kw):

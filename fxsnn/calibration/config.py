@@ -1,0 +1,148 @@
+"""One frozen config per stage: :class:`TrainSpec` (the fine-tuning loop), :class:`Stage1Config`, :class:`Stage2Config`.
+
+Each knob is declared once, here; :func:`fxsnn.recalibrate_bn`, :func:`fxsnn.tune_delta_b` and
+:class:`fxsnn.ConvertConfig` (``stage1=``, ``stage2=``) take these objects. The defaults are fxsnn's validated
+recipe, the ones :func:`fxsnn.convert` uses. Override nested fields with dotted keys
+(``Stage1Config().replace(**{"train.lr": 0.01})``, or ``"epochs"`` for ``"train.epochs"``; see
+:class:`fxsnn.validation.Config`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+from ..validation import (
+    Config,
+    ConfigError,
+    a_bool,
+    fraction_or_count,
+    instance_of,
+    one_of,
+    positive_float,
+    positive_int,
+)
+
+__all__ = ["TrainSpec", "Stage1Config", "Stage2Config", "BN_MODES", "SURROGATES", "PARAMETERIZATIONS", "STAGE2_MODES"]
+
+BN_MODES = ("eval", "train")
+SURROGATES = ("triangle",)
+PARAMETERIZATIONS = ("relative", "absolute")
+STAGE2_MODES = ("auto", "rate", "spike")
+
+
+def _check_holdout(cfg) -> None:
+    h = cfg.holdout
+    if h is None or (not isinstance(h, (bool, numbers.Real, str, bytes)) and hasattr(h, "__iter__")):
+        return  # None, or an iterable of batches
+    try:
+        fraction_or_count(cfg, "holdout", what="a number of batches >= 1")
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.owner,
+            "holdout",
+            "must be None, a fraction in (0, 1), a number of batches >= 1, or an iterable of (input, target) batches",
+            h,
+        ) from None
+
+
+@dataclass(frozen=True)
+class TrainSpec(Config):
+    """Hyper-parameters of one fine-tuning run (:func:`fxsnn.calibration.finetune.fine_tune`; math there).
+
+    ``epochs`` passes over the data, or exactly ``steps`` optimizer steps when given (the data is cycled);
+    ``lr`` = η_max, ``lr_min`` = η_min; ``warmup``: a fraction of the steps in [0, 1) or a number of steps;
+    ``clip_grad``: max gradient 2-norm or ``None``; ``holdout``: ``None``, a number of batches or a fraction
+    of the batches in (0, 1) set aside from the start of every pass over the data, or an iterable of
+    ``(input, target)`` batches; ``patience``: evaluations without improvement before stopping (``None``:
+    never stop early, still restore the best); ``eval_every``: steps between held-out evaluations
+    (``None``: four per epoch).
+    """
+
+    epochs: int = 1
+    steps: int | None = None
+    lr: float = 1e-3
+    lr_min: float = 0.0
+    warmup: float = 0.1
+    clip_grad: float | None = None
+    holdout: object = None
+    patience: int | None = None
+    eval_every: int | None = None
+
+    def __post_init__(self):
+        positive_int(self, "epochs")
+        positive_int(self, "steps", optional=True)
+        positive_float(self, "lr")
+        positive_float(self, "lr_min", zero=True, at_most=self.lr if isinstance(self.lr, (int, float)) else None)
+        fraction_or_count(self, "warmup", zero=True, what="a whole number of steps")
+        positive_float(self, "clip_grad", optional=True)
+        _check_holdout(self)
+        positive_int(self, "patience", optional=True)
+        positive_int(self, "eval_every", optional=True)
+
+
+def _stage1_train() -> TrainSpec:
+    return TrainSpec(epochs=3, lr=2e-2, lr_min=1e-3, warmup=0.1)
+
+
+@dataclass(frozen=True)
+class Stage1Config(Config):
+    """Stage 1, :func:`fxsnn.recalibrate_bn` (Algorithm 2). Defaults: fxsnn's recipe (``docs/results.md``).
+
+    - ``train``: the fine-tuning run of the BN affine terms (three epochs, AdamW ``2e-2 → 1e-3``, 10 % warm-up;
+      no clipping, no hold-out);
+    - ``bn_mode``: ``"eval"`` keeps BN on the Eq. 10 statistics while tuning (the network tuned is the network
+      deployed), ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated);
+    - ``train_theta``: also tune each site's θ (relative to its start, kept ≥ 1 % of it);
+      ``theta_lr``: θ's learning rate (``None``: ``train.lr``);
+    - ``train_da``: also tune each DA-QCFS site's ψ_DA, φ_DA (Eq. 4), in units of θ;
+    - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning.
+    """
+
+    _shorthand = "train"
+
+    train: TrainSpec = field(default_factory=_stage1_train)
+    bn_mode: str = "eval"
+    train_theta: bool = True
+    theta_lr: float | None = None
+    train_da: bool = False
+    restat_after: bool = False
+
+    def __post_init__(self):
+        instance_of(self, "train", TrainSpec)
+        one_of(self, "bn_mode", BN_MODES)
+        a_bool(self, "train_theta")
+        positive_float(self, "theta_lr", optional=True)
+        a_bool(self, "train_da")
+        a_bool(self, "restat_after")
+
+
+def _stage2_train() -> TrainSpec:
+    return TrainSpec(epochs=1, lr=3e-2, lr_min=0.0, warmup=0.1, clip_grad=1.0, holdout=0.1, patience=3)
+
+
+@dataclass(frozen=True)
+class Stage2Config(Config):
+    """Stage 2, :func:`fxsnn.tune_delta_b` (Algorithm 3). Defaults: fxsnn's recipe (``docs/results.md``).
+
+    - ``train``: the fine-tuning run of Δb (one epoch, AdamW ``3e-2 → 0``, 10 % warm-up, gradient norm clipped
+      at 1, early stopping on 10 % of the batches held out with patience 3);
+    - ``width``: the surrogate's half-width as a fraction of θ_pre (Appendix C); ``surrogate``: ``"triangle"``;
+    - ``parameterization``: ``"relative"`` trains ``Δb = θ_pre ⊙ z``, ``"absolute"`` Δb itself (the paper);
+    - ``mode``: the execution mode trained in: ``"auto"`` (rate where exact), ``"rate"`` or ``"spike"``.
+    """
+
+    _shorthand = "train"
+
+    train: TrainSpec = field(default_factory=_stage2_train)
+    width: float = 0.5
+    surrogate: str = "triangle"
+    parameterization: str = "relative"
+    mode: str = "auto"
+
+    def __post_init__(self):
+        instance_of(self, "train", TrainSpec)
+        positive_float(self, "width")
+        one_of(self, "surrogate", SURROGATES)
+        one_of(self, "parameterization", PARAMETERIZATIONS)
+        one_of(self, "mode", STAGE2_MODES)

@@ -1,0 +1,347 @@
+"""The fine-tuning loop shared by Stage 1 and Stage 2 (Algorithms 2-3): AdamW, warm-up + cosine, clipping, early stop.
+
+One loop, used by :func:`fxsnn.recalibrate_bn` and :func:`fxsnn.tune_delta_b`:
+
+- cross-entropy on the model's logits (a lowered network returns time-averaged logits, Alg. 3 l. 8-9);
+- AdamW without weight decay (Appendix C), learning rate ``η(s)`` at optimizer step ``s = 0..S-1``::
+
+      η(s) = η_max·(s + 1)/W                                     for s < W   (linear warm-up)
+      η(s) = η_min + (η_max − η_min)·(1 + cos(π·(s − W)/(S − W)))/2   after    (cosine decay)
+
+- optional gradient-norm clipping;
+- optional early stopping on held-out batches (Alg. 3 l. 12): the held-out loss is measured before the first
+  step and every ``eval_every`` steps; after ``patience`` evaluations without improvement training stops, and the
+  best evaluated state is restored at the end;
+- a non-finite loss or gradient stops training at once with :class:`NonFiniteLossError`, which names the step
+  and carries the model restored to its state before that step.
+
+**Scaled variables.** A tensor ``p`` may be trained *relative to a scale* ``c`` (same shape): the optimizer holds
+``z = p / c`` and the model sees ``p = c ⊙ z``, so Adam's step — about ``η`` per element whatever the gradient's
+size — moves ``p`` by about ``η·c``. The stages set that up before calling :func:`fine_tune`, which trains
+whatever tensors it is given: Stage 2 uses ``c = θ_pre`` for ``Δb`` (``Δb = 0`` stays exactly 0) through
+:mod:`torch.nn.utils.parametrize`, Stage 1 uses ``c = θ`` for the thresholds (``z = 1`` gives ``θ`` back
+exactly; see :mod:`fxsnn.calibration.stage1`).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from ..errors import CalibrationError, DataError
+from .batches import batches
+from .config import TrainSpec
+from .measure import measure
+from .state import preserved_state
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainReport",
+    "TrainSpec",
+    "WarmupCosine",
+    "fine_tune",
+    "lr_at",
+    "count_batches",
+    "check_reiterable",
+]
+
+
+class NonFiniteLossError(CalibrationError):
+    """The loss (or a gradient) became NaN/Inf during fine-tuning.
+
+    Attributes: ``step`` (1-based optimizer step that failed), ``epoch``, ``batch`` (index within the pass),
+    and ``model``: the model being tuned, restored to its state before that step.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, batch: int, model: nn.Module):
+        super().__init__(message)
+        self.step, self.epoch, self.batch, self.model = step, epoch, batch, model
+
+
+@dataclass
+class TrainReport:
+    """What a fine-tuning run did: ``steps`` taken of ``planned_steps``, per-step training ``losses``,
+    ``holdout`` as ``(step, loss)`` pairs, the ``best_step`` restored (``None`` without holdout), ``stopped_early``;
+    for Stage 2, the execution ``mode`` it trained in and ``mode_reason`` (see
+    :func:`fxsnn.calibration.stage2.training_mode`; ``None`` for Stage 1)."""
+
+    steps: int = 0
+    planned_steps: int = 0
+    losses: list = field(default_factory=list)
+    holdout: list = field(default_factory=list)
+    best_step: int | None = None
+    stopped_early: bool = False
+    mode: str | None = None
+    mode_reason: str | None = None
+
+    def __str__(self) -> str:
+        s = f"{self.steps}/{self.planned_steps} steps"
+        if self.losses:
+            s += f", train loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}"
+        if self.holdout:
+            best = min(h for _, h in self.holdout)
+            s += f", held-out loss {self.holdout[0][1]:.4f} -> best {best:.4f} (step {self.best_step})"
+        if self.stopped_early:
+            s += ", stopped early"
+        return s
+
+
+def lr_at(step: int, total: int, *, lr: float, lr_min: float, warmup_steps: int) -> float:
+    """η(step) of the linear warm-up + cosine schedule (module docstring), ``0 <= step < total``."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    span = max(total - warmup_steps, 1)
+    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / span))
+
+
+class WarmupCosine(LRScheduler):
+    """The warm-up + cosine schedule as a torch scheduler: at optimizer step ``s`` every group's rate is
+    exactly :func:`lr_at` ``(s, total, ...)`` (the module docstring's η(s); ``LambdaLR`` would multiply a base
+    rate by a factor, which can round differently). Call :meth:`step` after each ``optimizer.step()``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, total: int, lr: float, lr_min: float, warmup_steps: int):
+        self.total, self.peak, self.floor, self.warmup_steps = total, lr, lr_min, warmup_steps
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        rate = lr_at(self.last_epoch, self.total, lr=self.peak, lr_min=self.floor, warmup_steps=self.warmup_steps)
+        return [rate for _ in self.optimizer.param_groups]
+
+
+def check_reiterable(data: Iterable, *, where: str) -> None:
+    """Raise :class:`fxsnn.DataError` for a one-shot iterator (a generator): stages pass over the data several times.
+
+    Does not call ``iter(data)`` (a DataLoader draws a seed from torch's generator when iterated).
+    """
+    if isinstance(data, collections.abc.Iterator):
+        raise DataError(
+            f"{where} passes over the data more than once, but it is a one-shot iterator (e.g. a generator); "
+            "pass a list of (input, target) batches or a torch.utils.data.DataLoader"
+        )
+    if isinstance(data, Tensor) or not isinstance(data, collections.abc.Iterable):
+        what = "a single tensor" if isinstance(data, Tensor) else type(data).__name__
+        raise DataError(
+            f"{where}: data must be an iterable of batches (a list of (x, y) tuples or a DataLoader); got {what}"
+        )
+
+
+def count_batches(data: Iterable, *, where: str) -> int:
+    """Number of batches per pass: ``len(data)``, or one dry pass (no model run) when it has no length."""
+    check_reiterable(data, where=where)
+    try:
+        n = len(data)
+    except TypeError:
+        n = sum(1 for _ in data)
+    if n == 0:
+        raise DataError(f"{where}: the data yielded no batches; pass at least one (input, target) batch")
+    return n
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a run uses the data: ``k_hold`` leading batches of each pass held out (or an ``explicit`` held-out
+    iterable), ``total`` optimizer steps, ``warm`` of them warm-up, a held-out evaluation every ``eval_every``."""
+
+    n_batches: int
+    k_hold: int
+    explicit: Iterable | None
+    total: int
+    warm: int
+    eval_every: int
+
+    @property
+    def has_holdout(self) -> bool:
+        return self.k_hold > 0 or self.explicit is not None
+
+
+def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
+    n_batches = count_batches(data, where=where)
+    explicit, k_hold = None, 0
+    if spec.holdout is not None and not isinstance(spec.holdout, numbers.Real):
+        explicit = spec.holdout
+        check_reiterable(explicit, where=where + " (holdout)")
+    elif spec.holdout is not None:
+        h = spec.holdout
+        k_hold = int(h) if h >= 1 else max(1, round(h * n_batches))
+        if k_hold >= n_batches:
+            raise DataError(f"{where}: holdout={h!r} leaves no training batch out of {n_batches}; lower holdout")
+    per_epoch = n_batches - k_hold
+    total = spec.steps if spec.steps is not None else spec.epochs * per_epoch
+    warm = int(spec.warmup) if spec.warmup >= 1 else int(round(spec.warmup * total))
+    eval_every = spec.eval_every or max(1, per_epoch // 4)
+    return _Plan(n_batches, k_hold, explicit, total, min(warm, total), eval_every)
+
+
+class _Checkpoints:
+    """Snapshots of the tuned tensors (``state()``) and the held-out early stop: best state kept, patience."""
+
+    def __init__(self, model: nn.Module, state: Callable[[], dict], spec: TrainSpec, *, where: str):
+        self.model, self.state, self.patience, self.where = model, state, spec.patience, where
+        self.best = (math.inf, None, None)  # (loss, step, snapshot)
+        self.bad_evals = 0
+
+    def snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.state().items()}
+
+    def restore(self, snap: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.state().items():
+                v.copy_(snap[k])
+
+    def evaluate(self, held: list, step: int, report: TrainReport) -> bool:
+        """Record the held-out loss at ``step`` (in eval mode); True when patience is exhausted."""
+        with preserved_state(self.model):
+            self.model.eval()
+            loss = measure(self.model, held, where=self.where + " (holdout)", progress=False).loss
+        report.holdout.append((step, loss))
+        if loss < self.best[0]:
+            self.best, self.bad_evals = (loss, step, self.snapshot()), 0
+        else:
+            self.bad_evals += 1
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def restore_best(self, report: TrainReport) -> None:
+        if self.best[2] is not None:
+            self.restore(self.best[2])
+            report.best_step = self.best[1]
+
+
+def _gradient_problem(params: list[Tensor], clip_grad: float | None) -> str | None:
+    """Clip the gradients of ``params`` to ``clip_grad`` (2-norm) if given; a message if their norm is not finite."""
+    grads = [v.grad for v in params if v.grad is not None]
+    if clip_grad is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads else torch.zeros(())
+    return None if torch.isfinite(norm) else f"the gradient norm is {float(norm)}"
+
+
+class _Loop:
+    """One fine-tuning run over ``data`` (see :func:`fine_tune`)."""
+
+    def __init__(self, model, params, data, spec, *, where, state, after_backward, after_step, progress):
+        self.model, self.params, self.data, self.spec, self.where = model, params, data, spec, where
+        self.after_backward, self.after_step, self.progress = after_backward, after_step, progress
+        self.plan = _plan(spec, data, where=where)
+        self.optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+        self.schedule = WarmupCosine(
+            self.optimizer, total=self.plan.total, lr=spec.lr, lr_min=spec.lr_min, warmup_steps=self.plan.warm
+        )
+        self.checkpoints = _Checkpoints(model, state or (lambda: dict(enumerate(params))), spec, where=where)
+        self.report = TrainReport(planned_steps=self.plan.total)
+        self.held: list = list(self.plan.explicit) if self.plan.explicit is not None else []
+        self.step = 0
+
+    def run(self) -> TrainReport:
+        plan, epoch, stop = self.plan, 0, False
+        if plan.explicit is not None:
+            stop = self.checkpoints.evaluate(self.held, 0, self.report)
+        while self.step < plan.total and not stop:
+            epoch += 1
+            stop = self._epoch(epoch)
+        self.report.steps = self.step
+        if plan.has_holdout:
+            self.checkpoints.restore_best(self.report)
+        return self.report
+
+    def _epoch(self, epoch: int) -> bool:
+        """One pass over the data; True when early stopping ends the run."""
+        plan, stop = self.plan, False
+        bar = batches(
+            self.data,
+            where=self.where,
+            need_targets=True,
+            model=self.model,
+            progress=self.progress,
+            total=plan.n_batches,
+        )
+        for i, (x, y) in enumerate(bar):
+            if i < plan.k_hold:
+                if epoch == 1:
+                    self.held.append((x.detach().clone(), y.detach().clone()))
+                    stop = self.checkpoints.evaluate(self.held, 0, self.report) if i == plan.k_hold - 1 else stop
+                continue
+            if stop or self.step >= plan.total:
+                break
+            self.report.losses.append(self._train_step(x, y, epoch, i))
+            self.step += 1
+            if plan.has_holdout and (self.step % plan.eval_every == 0 or self.step == plan.total):
+                stop = self.checkpoints.evaluate(self.held, self.step, self.report)
+                self.report.stopped_early = stop and self.step < plan.total
+        return stop
+
+    def _train_step(self, x: Tensor, y: Tensor, epoch: int, i: int) -> float:
+        """One optimizer step on ``(x, y)``; the training loss. Raises :class:`NonFiniteLossError`."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        before = self.checkpoints.snapshot()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y.to(logits.device))
+        bad = None if torch.isfinite(loss) else f"the loss is {float(loss.detach())}"
+        if bad is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.after_backward is not None:
+                self.after_backward()
+            bad = _gradient_problem(self.params, self.spec.clip_grad)
+        if bad is not None:
+            self.checkpoints.restore(before)
+            raise NonFiniteLossError(
+                f"{self.where}: {bad} at step {self.step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training "
+                "stopped and the tuned tensors were restored to their state before that step (the error's .model). "
+                "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
+                step=self.step + 1,
+                epoch=epoch,
+                batch=i,
+                model=self.model,
+            )
+        self.optimizer.step()
+        self.schedule.step()
+        if self.after_step is not None:
+            self.after_step()
+        return float(loss.detach())
+
+
+def fine_tune(
+    model: nn.Module,
+    params: Sequence[Tensor],
+    data: Iterable,
+    spec: TrainSpec,
+    *,
+    where: str,
+    state: Callable[[], dict] | None = None,
+    after_backward: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    progress: bool = True,
+) -> TrainReport:
+    """Minimise the cross-entropy of ``model`` over ``data`` w.r.t. the leaf tensors ``params`` (in place).
+
+    Returns a :class:`TrainReport`. The caller sets train/eval modes and ``requires_grad`` (and any
+    reparameterisation: ``params`` are the tensors the optimizer holds). ``state()`` returns the tensors to
+    snapshot for restoring (default: ``params``); ``after_backward()`` runs after each backward pass, before
+    clipping (e.g. to map gradients onto the optimizer's variables); ``after_step()`` after each optimizer step
+    (e.g. to write them back and clamp θ > 0).
+    """
+    params = list(params)
+    if not params:
+        raise ValueError(f"{where}: nothing to train")
+    loop = _Loop(
+        model,
+        params,
+        data,
+        spec,
+        where=where,
+        state=state,
+        after_backward=after_backward,
+        after_step=after_step,
+        progress=progress,
+    )
+    return loop.run()

@@ -1,0 +1,84 @@
+"""The front end (Algorithm 1, stages I-II): trace → recorders → θ → (DA-)QCFS → DA error calibration."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from torch import fx, nn
+
+from .. import passes
+from ..graph.tracing import trace
+from ..validation import check_positive_int
+from .ranges import calibrate_, calibrate_da_
+
+__all__ = ["front_end", "Head"]
+
+
+class Head:
+    """The first ``n`` batches of a re-iterable ``data`` (all of them for ``n=None``), itself re-iterable."""
+
+    def __init__(self, data: Iterable, n: int | None):
+        self.data, self.n = data, n
+
+    def __iter__(self):
+        for i, batch in enumerate(self.data):
+            if self.n is not None and i >= self.n:
+                return
+            yield batch
+
+    def __len__(self):
+        n = len(self.data)  # TypeError when unknown: the bar then has no total
+        return n if self.n is None else min(n, self.n)
+
+
+def front_end(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    levels: int,
+    percentile: float | None = None,
+    da: bool = True,
+    momentum: float = 0.99,
+    calibration_batches: int | None = None,
+    progress: bool = True,
+) -> fx.GraphModule:
+    """The data-dependent front end of every method: a new (DA-)QCFS GraphModule, ready to lower.
+
+    1. :func:`fxsnn.trace` ``model``, :func:`fxsnn.passes.insert_recorders` (θ per channel: the running max of
+       each ReLU site's input, or its ``percentile``-th percentile), :func:`fxsnn.calibrate` on ``data``;
+    2. ``da=True``: :func:`fxsnn.passes.to_da_qcfs` with ``levels`` and the DA error calibration
+       :func:`fxsnn.calibrate_da` (Algorithm 1, stage II, α = ``momentum``); ``da=False``:
+       :func:`fxsnn.passes.to_qcfs` (FS-PC).
+
+    ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
+    never modified. The seconds of each step are in ``result.meta["fxsnn.front_end"]["seconds"]``.
+
+    Example::
+
+        >>> da = fxsnn.front_end(model, loader, levels=4, percentile=99.0)
+        >>> snn = fxsnn.passes.lower_to_paraif(da, T=4)
+    """
+    where = "fxsnn.front_end"
+    levels = check_positive_int(levels, "levels", where=where)
+    if calibration_batches is not None:
+        check_positive_int(calibration_batches, "calibration_batches", where=where)
+    calib = Head(data, calibration_batches)
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[name] = time.perf_counter() - t0
+        return out
+
+    gm = timed("trace", trace, model)
+    gm = passes.insert_recorders(gm, percentile=percentile)
+    timed("calibrate", calibrate_, gm, calib, progress=progress)
+    if da:
+        gm = passes.to_da_qcfs(gm, levels=levels)
+        timed("calibrate_da", calibrate_da_, gm, calib, momentum=momentum, progress=progress)
+    else:
+        gm = passes.to_qcfs(gm, levels=levels)
+    gm.meta["fxsnn.front_end"] = {"levels": levels, "percentile": percentile, "da": da, "seconds": seconds}
+    return gm

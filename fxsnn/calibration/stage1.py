@@ -1,0 +1,252 @@
+"""Stage 1, spatial recalibration (Section 4.2, Eq. 10, Algorithm 2): BatchNorm re-fitted under the DA-QCFS forward."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, fx, nn
+
+from ..errors import ConversionError
+from ..graph.edit import copy_graph_module, require_graph_module
+from ..nn import DAQCFS, QCFS, ParallelIF
+from .batches import batches
+from .config import BN_MODES, Stage1Config
+from .finetune import check_reiterable, fine_tune
+from .state import preserved_state
+
+__all__ = ["recalibrate_bn", "reestimate_bn_stats", "reestimate_bn_stats_", "BN_MODES"]
+
+#: θ trained in Stage 1 is kept at or above this fraction of its starting value (θ must stay > 0).
+THETA_FLOOR = 1e-2
+
+
+def _batchnorms(gm: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in gm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class _MomentProbe:
+    """Forward pre-hook summing x and x² per channel (dim 1) in float64 over every other dim."""
+
+    def __init__(self):
+        self.n = 0
+        self.s1 = self.s2 = None
+
+    def __call__(self, module, args):
+        x = args[0].detach()
+        rows = x.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64)
+        s1, s2 = rows.sum(dim=1), (rows * rows).sum(dim=1)
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        self.n += rows.shape[1]
+
+
+def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True) -> nn.Module:
+    """A copy of ``gm`` whose BatchNorm running statistics are Eq. 10's (:func:`reestimate_bn_stats_`).
+
+    ``gm`` is untouched. Example::
+
+        >>> adapted = fxsnn.reestimate_bn_stats(da, loader)
+    """
+    return reestimate_bn_stats_(copy.deepcopy(gm), data, progress=progress)
+
+
+@torch.no_grad()
+def reestimate_bn_stats_(
+    gm: nn.Module, data: Iterable, *, progress: bool = True, where: str = "fxsnn.reestimate_bn_stats"
+) -> nn.Module:
+    """Overwrite every BatchNorm's running statistics with Eq. 10, **in place** (returns ``gm``).
+
+    One pass over ``data`` (targets unused) with the BN layers in train mode (they normalise with batch
+    statistics, as in Algorithm 2) and everything else in eval mode. For the input ``Φ^l(x)`` of BN ``l``,
+    ``[B, C, ...]``, per channel over all samples and positions of the calibration set::
+
+        μ̂^l = mean Φ^l(x),    (σ̂^l)² = mean (Φ^l(x) − μ̂^l)²        (Eq. 10, accumulated in float64)
+
+    — a cumulative average over the whole set, not an exponential one. ``running_var`` stores the unbiased
+    ``(σ̂^l)²·n/(n−1)`` as PyTorch does. BN layers without running statistics are left alone.
+    """
+    bns = [b for b in _batchnorms(gm) if b.track_running_stats]
+    if not bns:
+        raise ConversionError(f"{where}: the model has no BatchNorm layer with running statistics to re-estimate")
+    probes = [_MomentProbe() for _ in bns]
+    handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
+    try:
+        with preserved_state(gm):
+            gm.eval()
+            for b in bns:
+                b.train()
+            for x, _ in batches(data, where=where, model=gm, progress=progress):
+                gm(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for b, p in zip(bns, probes):
+        if p.n < 2:
+            raise ConversionError(f"{where}: a BatchNorm saw {p.n} value per channel; Eq. 10 needs at least 2")
+        mean = p.s1 / p.n
+        var = (p.s2 / p.n - mean * mean).clamp(min=0.0)
+        b.running_mean.copy_(mean.to(b.running_mean.dtype))
+        b.running_var.copy_((var * p.n / (p.n - 1)).to(b.running_var.dtype))
+        if b.num_batches_tracked is not None:
+            b.num_batches_tracked.zero_()
+    return gm
+
+
+class _RelativeTensors:
+    """Tensors ``p`` trained *relative to a scale* ``c``: the optimizer holds ``z = p / c`` (fine-tuning module
+    docstring), the model keeps ``p`` and is written ``p = c ⊙ z`` after every step.
+
+    Not :mod:`torch.nn.utils.parametrize` (which Stage 2 uses for Δb): when θ is trained it is clamped to
+    ``≥ THETA_FLOOR·θ₀`` after each step and ``z`` re-derived as ``p / c``; a parametrization would feed the
+    network ``c ⊙ (p / c)`` instead of ``p``, which rounds differently in about one element in eight, and
+    fxsnn's converted networks are pinned bit for bit by ``benchmarks/regression.py``.
+    """
+
+    def __init__(self, tensors: list[Tensor], scales: list[Tensor], *, floors: list[Tensor | None]):
+        self.tensors, self.scales, self.floors = tensors, scales, floors
+        self.clamps = any(f is not None for f in floors)
+        self.z = [(p.detach() / c).clone().requires_grad_(True) for p, c in zip(tensors, scales)]
+
+    def state(self) -> dict:
+        return {("z", i): z for i, z in enumerate(self.z)}
+
+    def after_backward(self) -> None:
+        """``∂L/∂z = c ⊙ ∂L/∂p``."""
+        for z, p, c in zip(self.z, self.tensors, self.scales):
+            z.grad = None if p.grad is None else p.grad * c
+            p.grad = None
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """``p ← c ⊙ z``; with floors, ``p ← max(p, floor)`` and ``z ← p / c``."""
+        for z, p, c in zip(self.z, self.tensors, self.scales):
+            p.copy_(z * c)
+        if not self.clamps:
+            return
+        for p, floor in zip(self.tensors, self.floors):
+            if floor is not None:
+                p.clamp_(min=floor)
+        for z, p, c in zip(self.z, self.tensors, self.scales):
+            z.copy_(p / c)
+
+
+def _tuned(gm: fx.GraphModule, bns: list, config: Stage1Config) -> tuple[list[Tensor], _RelativeTensors]:
+    """Step 2's tensors: the BN affine terms (trained as they are), and θ / ψ_DA, φ_DA (trained relative)."""
+    affine = [t for b in bns if b.affine for t in (b.weight, b.bias)]
+    sites = [m for m in gm.modules() if isinstance(m, QCFS)] if config.train_theta else []
+    theta0 = [s.theta.detach().clone() for s in sites]
+    lr = config.train.lr
+    # Same schedule; θ's variables get their own rate through the scale (Adam steps ≈ lr per unit).
+    theta_scales = [t * (config.theta_lr / lr) for t in theta0] if config.theta_lr is not None else theta0
+    da_sites = [m for m in gm.modules() if isinstance(m, DAQCFS)] if config.train_da else []
+    tensors = [s.theta for s in sites] + [t for m in da_sites for t in (m.psi_da, m.phi_da)]
+    scales = theta_scales + [m.theta.detach().clone() for m in da_sites for _ in range(2)]
+    floors = [t0 * THETA_FLOOR for t0 in theta0] + [None] * (2 * len(da_sites))
+    for t in affine + tensors:
+        t.requires_grad_(True)
+    return affine, _RelativeTensors(tensors, scales, floors=floors)
+
+
+def _fine_tune_affine(gm: fx.GraphModule, data: Iterable, config: Stage1Config, *, where: str, progress: bool):
+    """Step 2 of :func:`recalibrate_bn`; the run's report, or ``None`` when there is nothing to tune."""
+    bns = _batchnorms(gm)
+    affine, relative = _tuned(gm, bns, config)
+    if not affine and not relative.tensors:
+        return None
+    gm.eval()
+    if config.bn_mode == "train":
+        for b in bns:
+            b.train()
+    buffers = [t for b in bns if config.bn_mode == "train" for t in (b.running_mean, b.running_var) if t is not None]
+    tracked = dict(enumerate(affine + relative.tensors + buffers))
+    return fine_tune(
+        gm,
+        affine + relative.z,
+        data,
+        config.train,
+        where=where,
+        state=lambda: tracked | relative.state(),
+        after_backward=relative.after_backward if relative.tensors else None,
+        after_step=relative.after_step if relative.tensors else None,
+        progress=progress,
+    )
+
+
+def _check_stage1_input(gm, *, where: str) -> fx.GraphModule:
+    gm = copy_graph_module(require_graph_module(gm, where=where))
+    if any(isinstance(m, ParallelIF) for m in gm.modules()):
+        raise ConversionError(
+            f"{where}: this network is already lowered to ParallelIF neurons; Stage 1 runs on the DA-QCFS network "
+            "before fxsnn.passes.lower_to_paraif (Algorithm 1, line 16). Use fxsnn.tune_delta_b on a lowered network"
+        )
+    if not _batchnorms(gm):
+        raise ConversionError(f"{where}: the model has no BatchNorm layer; Stage 1 has nothing to recalibrate")
+    return gm
+
+
+def recalibrate_bn(
+    gm: nn.Module,
+    data: Iterable,
+    config: Stage1Config | None = None,
+    *,
+    progress: bool = True,
+    **overrides,
+) -> fx.GraphModule:
+    """Stage 1 (Algorithm 2): re-fit every BatchNorm of a DA-QCFS network; returns a **new** GraphModule.
+
+    ``gm`` is the DA-QCFS (or QCFS) network before lowering — bit-identical to the rate of the parallel SNN
+    with ``T = levels`` — or a plain ANN (then this gives the "adapted ANN" reference). ``gm`` is copied;
+    the caller's model is never touched. ``data``: a re-iterable of ``(input, target)`` batches (a list or a
+    DataLoader; shuffle it yourself); both steps need targets only for step 2. ``config``: a
+    :class:`~fxsnn.calibration.config.Stage1Config` (default: fxsnn's recipe, the one :func:`fxsnn.convert`
+    uses); ``overrides`` replace its fields by key, as :meth:`Stage1Config.replace` does
+    (``recalibrate_bn(da, loader, epochs=1, train_theta=False)``; ``epochs`` is ``train.epochs``).
+
+    1. **Statistics** (Eq. 10): :func:`reestimate_bn_stats_` — cumulative mean/variance of each BN input over
+       ``data`` under the DA-QCFS forward.
+    2. **Affine fine-tune**: all non-BN parameters frozen; the BN affine terms ``γ, β`` ``[C]`` (and, with
+       ``train_theta``, each site's θ ``[C]``, trained relative to its start — see
+       :mod:`fxsnn.calibration.finetune` — and kept ≥ ``THETA_FLOOR``·θ₀) minimise the cross-entropy with AdamW
+       (no weight decay), linear warm-up (``train.warmup``: fraction or steps) and cosine decay
+       ``train.lr → train.lr_min`` over ``train.epochs`` (or exactly ``train.steps``); the QCFS floor is
+       straight-through. ``bn_mode="eval"`` keeps BN on the statistics of step 1 (the network tuned is the
+       network deployed); ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated
+       with the BN's momentum while tuning).
+       With ``train_da``, each DA-QCFS site's ``ψ_DA`` and ``φ_DA`` ``[C]`` (Eq. 4) are tuned too, in units
+       of θ.
+    3. With ``restat_after``, step 1 again on the tuned network.
+
+    ``theta_lr`` (default ``train.lr``) is θ's learning rate; ``train.clip_grad``, ``train.holdout`` and
+    ``train.patience`` as in :class:`~fxsnn.calibration.config.TrainSpec`. Modules get back their train/eval
+    flags and parameters their ``requires_grad``. The run's :class:`~fxsnn.calibration.finetune.TrainReport` is
+    in ``result.meta["fxsnn.stage1"]``. Raises :class:`fxsnn.ConversionError` for a lowered network or one
+    without BatchNorm, :class:`fxsnn.DataError` for empty or target-less data,
+    :class:`~fxsnn.calibration.finetune.NonFiniteLossError` when the loss becomes NaN/Inf.
+
+    Example::
+
+        >>> da = fxsnn.front_end(model, loader, levels=4)
+        >>> da = fxsnn.recalibrate_bn(da, loader, epochs=1)
+    """
+    where = "fxsnn.recalibrate_bn"
+    config = (config if config is not None else Stage1Config()).replace(**overrides)
+    gm = _check_stage1_input(gm, where=where)
+    check_reiterable(data, where=where)
+    with preserved_state(gm):
+        try:
+            for p in gm.parameters():
+                p.requires_grad_(False)
+            reestimate_bn_stats_(gm, data, progress=progress, where=where)
+            report = _fine_tune_affine(gm, data, config, where=where, progress=progress)
+            if report is not None:
+                gm.meta["fxsnn.stage1"] = report
+            if config.restat_after:
+                reestimate_bn_stats_(gm, data, progress=progress, where=where)
+        finally:
+            for m in gm.modules():
+                if isinstance(m, DAQCFS):
+                    m.psi_da.requires_grad_(False)
+                    m.phi_da.requires_grad_(False)
+    return gm

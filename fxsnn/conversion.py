@@ -1,0 +1,118 @@
+"""``fxsnn.convert``: the one-call path from a trained ReLU network to a parallel SNN (Algorithm 1 with Stages 1-2)."""
+
+from __future__ import annotations
+
+import numbers
+import time
+from collections.abc import Iterable
+
+import torch
+from torch import fx, nn
+
+from .calibration.finetune import check_reiterable
+from .calibration.front import front_end
+from .calibration.stage1 import recalibrate_bn
+from .calibration.stage2 import tune_delta_b
+from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
+from .graph.rate import rate_mode_blockers
+from .modes import set_mode
+from .passes.lower import lower_to_paraif
+from .validation import check_positive_int
+
+__all__ = ["convert"]
+
+
+def _check_arguments(model, T, method: str, seed, config) -> ConvertConfig:
+    where = "fxsnn.convert"
+    if method not in METHODS:
+        raise ValueError(f"{where}: unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    check_positive_int(T, "T", where=where)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{where}: seed must be an integer; got {seed!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{where} expects a torch.nn.Module; got {type(model).__name__}")
+    if config is not None and not isinstance(config, ConvertConfig):
+        raise TypeError(
+            f"{where}: config must be a ConvertConfig (e.g. ConvertConfig.recipe('paper')); got {type(config).__name__}"
+        )
+    return config if config is not None else FXSNN
+
+
+def _timed(timings: dict, name: str, fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    timings[name] = time.perf_counter() - t0
+    return out
+
+
+def _run(model, data, T: int, method: str, cfg: ConvertConfig, timings: dict, progress: bool) -> fx.GraphModule:
+    """The method's pipeline: front end, Stage 1, lowering, Stage 2."""
+    baseline = method in ("fspc", "fspc_da")
+    pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
+    gm = front_end(
+        model,
+        data,
+        levels=T,
+        percentile=None if baseline else pct,
+        da=method != "fspc",
+        momentum=cfg.da_momentum,
+        calibration_batches=cfg.calibration_batches,
+        progress=progress,
+    )
+    timings.update(gm.meta["fxsnn.front_end"]["seconds"])
+    if method in ("spatial", "full"):
+        gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress)
+    snn = lower_to_paraif(gm, T=T, mode="spike")
+    if method in ("temporal", "full"):
+        snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress)
+    return snn
+
+
+def convert(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    T: int,
+    method: str = "full",
+    config: ConvertConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> fx.GraphModule:
+    """Convert a trained ReLU network into a parallel SNN with ``T`` time steps; returns the lowered GraphModule.
+
+    ``method`` is a row of the paper's ablation (Table 3):
+
+    - ``"fspc"``: FS-PC — recorders (running max) → QCFS (``L = T``) → ParallelIF. No targets needed.
+    - ``"fspc_da"``: FS-PC† — DA-QCFS with its error calibration (Algorithm 1, stage II). No targets needed.
+    - ``"spatial"``: fxsnn's front end (:func:`fxsnn.front_end`: θ at ``theta_percentile``, DA-QCFS, error
+      calibration) + Stage 1 (:func:`fxsnn.recalibrate_bn`). Needs targets.
+    - ``"temporal"``: the same front end + Stage 2 (:func:`fxsnn.tune_delta_b`). Needs targets.
+    - ``"full"``: front end + Stage 1 + Stage 2. Needs targets.
+
+    ``data``: a re-iterable of ``(input, target)`` batches — a list, or a DataLoader (``shuffle=True`` for the
+    stages); it is passed over several times. ``seed`` seeds torch's generator for the whole conversion (a
+    shuffling DataLoader draws from it), inside :func:`torch.random.fork_rng`, so the caller's random state
+    is untouched and the same seed gives a bit-identical network. ``config``: every knob, a
+    :class:`ConvertConfig` (default: fxsnn's recipe, :data:`fxsnn.config.FXSNN`); override fields by dotted
+    key, e.g. ``config=ConvertConfig.recipe("paper").override("stage1.epochs=2")``. ``model`` is never
+    modified.
+
+    The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
+    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds).
+
+    Example::
+
+        >>> snn = fxsnn.convert(model, train_loader, T=4, method="full")
+        >>> fxsnn.evaluate(fxsnn.set_mode(snn, "rate"), test_loader).top1
+    """
+    cfg = _check_arguments(model, T, method, seed, config)
+    T = int(T)
+    check_reiterable(data, where="fxsnn.convert")
+    timings: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        snn = _run(model, data, T, method, cfg, timings, progress)
+    out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
+    set_mode(snn, out_mode)
+    snn.meta["fxsnn.convert"] = {"method": method, "T": T, "seed": int(seed), "config": cfg, "seconds": timings}
+    return snn
