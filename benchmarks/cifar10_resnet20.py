@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
 
     def evaluate(net) -> float:
-        if fxsnn.neurons(net):
+        if fxsnn.modes.neurons(net):
             fxsnn.set_mode(net, "rate")
         return fxsnn.evaluate(net, test_dl, progress=False).top1
 

@@ -6,7 +6,7 @@
 For ResNet-20 (CIFAR, batch 256) and torchvision ResNet-18 (224x224, batch 32,
 random init: dense CPU timing does not depend on the weights) and each T, it
 times one batch of: the ANN, the converted network in rate mode, in spike mode,
-the serial step-by-step IF reference (``fxsnn.to_serial``) and, as the floor of
+the serial step-by-step IF reference (``fxsnn.passes.to_serial``) and, as the floor of
 spike mode, the ANN on a T-times larger batch. All variants of one T are run in
 interleaved rounds; a ratio is the median over rounds of
 ``time(variant) / time(ANN in the same round)``. Peak memory is the peak of the
@@ -167,7 +167,7 @@ def bench_model(name: str, Ts, repeats: int | None, quick: bool, log) -> tuple[s
             t0 = time.perf_counter()
             nets["rate_fused"](x)  # compiles (or loads inductor's on-disk cache) for these shapes
             compile_s = time.perf_counter() - t0
-        serial = fxsnn.to_serial(nets["spike"]).eval()
+        serial = fxsnn.passes.to_serial(nets["spike"]).eval()
         xTB = x.repeat((T,) + (1,) * (x.dim() - 1))
         chunks = x.split(max(1, x.shape[0] // T))  # spike mode on B/T images per call: [T·B/T, ...] tensors
         fns = {
@@ -370,7 +370,7 @@ def report(args, info, load_before, load_after, results, stages, neuron, elapsed
         "  compiles (the time is in the table's last column, excluded from the timing).",
         "- **spike, B/T per call**: the same spike-mode network fed the batch in T calls of B/T images, so that",
         "  its `[T·B/T, ...]` tensors have the ANN's size (same images, same work; only the batching differs).",
-        "- **serial IF**: `fxsnn.to_serial(snn)`, the classic simulation: T forward passes with stateful IF neurons",
+        "- **serial IF**: `fxsnn.passes.to_serial(snn)`, the classic simulation: T forward passes with stateful IF neurons",
         "  (batch B), state updated in place.",
         "- **ANN on T·B**: the ANN on the batch repeated T times: the work spike mode cannot avoid (every layer",
         "  sees T·B samples), so its ratio is the floor of spike mode's.",

@@ -39,7 +39,7 @@ def main():
         print("rate mode == DA-QCFS network:", torch.equal(snn(x), q(x)))
         fxsnn.set_mode(snn, "spike")
         print("spike mode logits close:", torch.allclose(snn(x), q(x), atol=1e-3))
-        print("serial reference runs:", tuple(fxsnn.to_serial(snn)(x).shape))
+        print("serial reference runs:", tuple(fxsnn.passes.to_serial(snn)(x).shape))
     snn.print_readable()
 
 

@@ -38,9 +38,9 @@ def test_each_method_runs_its_stages():
     model, data = tiny_model(), tiny_data()
     nets = {m: fxsnn.convert(model, data, T=2, method=m, **FAST) for m in METHODS}
     for m, net in nets.items():
-        assert fxsnn.time_steps(net) == 2 and fxsnn.get_mode(net) == "spike"
+        assert fxsnn.modes.time_steps(net) == 2 and fxsnn.modes.get_mode(net) == "spike"
         assert net.meta["fxsnn.convert"]["method"] == m
-        cells = fxsnn.neurons(net).values()
+        cells = fxsnn.modes.neurons(net).values()
         assert all(n.has_da for n in cells) == (m != "fspc")
         tuned = any(bool(n.delta_b.ne(0).any()) for n in cells)
         assert tuned == (m in ("temporal", "full")), m
@@ -114,7 +114,7 @@ def test_output_mode_rate():
     net = fxsnn.convert(
         tiny_model(), tiny_data(), T=2, method="fspc", config=ConvertConfig(output_mode="rate"), progress=False
     )
-    assert fxsnn.get_mode(net) == "rate"
+    assert fxsnn.modes.get_mode(net) == "rate"
 
 
 # -- bad input ----------------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def update() -> None:
             if out.strip():
                 pieces.append(f"\n```text\n{out.rstrip()}\n```\n")
             last = m.end()
-            if m.group("code").strip().startswith("print(fxsnn.plot_distributions"):
+            if m.group("code").strip().startswith("print(fxsnn.report.plot_distributions"):
                 import shutil
 
                 (DOCS / "img").mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ def test_cifar_resnets_convert_end_to_end(depth, sites):
     torch.manual_seed(depth)
     model = fxsnn.models.cifar_resnet(depth)
     gm, snn = _chain(model, torch.randn(4, 3, 16, 16))
-    assert len(fxsnn.find_sites(gm)) == sites == len(fxsnn.neurons(snn))
+    assert len(fxsnn.find_sites(gm)) == sites == len(fxsnn.modes.neurons(snn))
     assert all(s.channels in (16, 32, 64) for s in fxsnn.find_sites(snn))
 
 
@@ -47,8 +47,8 @@ def test_torchvision_models_convert_end_to_end(name, size):
     model = getattr(tv.models, name)(num_classes=10)
     gm, snn = _chain(model, torch.randn(2, 3, size, size))
     expected = {"resnet18": 17, "resnet50": 49, "vgg16_bn": 15}[name]
-    assert len(fxsnn.neurons(snn)) == expected
-    assert fxsnn.rate_mode_blockers(snn) == []  # MaxPools read neurons directly: rate mode stays exact
+    assert len(fxsnn.modes.neurons(snn)) == expected
+    assert fxsnn.graph.rate_mode_blockers(snn) == []  # MaxPools read neurons directly: rate mode stays exact
 
 
 @needs_shared_data

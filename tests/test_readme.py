@@ -43,11 +43,11 @@ def test_readme_short_example_runs_and_converts(capsys):
     torch.manual_seed(0)
     exec(compile(one_call, "README.md (short example)", "exec"), ns)  # noqa: S102 - the README's own example
     assert "top-1" in capsys.readouterr().out
-    assert fxsnn.neurons(ns["snn"]) and fxsnn.get_mode(ns["snn"]) in ("rate", "spike")
+    assert fxsnn.modes.neurons(ns["snn"]) and fxsnn.modes.get_mode(ns["snn"]) in ("rate", "spike")
     assert not any(isinstance(m, fxsnn.nn.ParallelIF) for m in ns["model"].modules())  # the model is untouched
     exec(compile(pass_by_pass, "README.md (pass by pass)", "exec"), ns)  # noqa: S102
     assert "ParallelIF" in capsys.readouterr().out
-    assert fxsnn.get_mode(ns["snn"]) == "spike"
+    assert fxsnn.modes.get_mode(ns["snn"]) == "spike"
     x = ns["data"][0][0]
     fxsnn.set_mode(ns["snn"], "rate")
     assert torch.equal(ns["snn"](x), ns["q"](x))  # the README's claim: rate mode is bit-identical to DA-QCFS

@@ -47,14 +47,14 @@ def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True)
 
     ``gm`` is untouched. Example::
 
-        >>> adapted = fxsnn.reestimate_bn_stats(da, loader)
+        >>> adapted = fxsnn.calibration.reestimate_bn_stats(da, loader)
     """
     return reestimate_bn_stats_(copy.deepcopy(gm), data, progress=progress)
 
 
 @torch.no_grad()
 def reestimate_bn_stats_(
-    gm: nn.Module, data: Iterable, *, progress: bool = True, where: str = "fxsnn.reestimate_bn_stats"
+    gm: nn.Module, data: Iterable, *, progress: bool = True, where: str = "fxsnn.calibration.reestimate_bn_stats"
 ) -> nn.Module:
     """Overwrite every BatchNorm's running statistics with Eq. 10, **in place** (returns ``gm``).
 

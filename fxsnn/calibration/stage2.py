@@ -39,7 +39,7 @@ def training_mode(gm: fx.GraphModule, mode: str = "auto") -> tuple[str, str]:
     Rate mode gives the spike-mode gradient at 1/T of the cost when every op between neurons is affine: each
     neuron's upstream gradient is then the same in every time slot (the time-mean's), so the per-slot
     surrogate sum of :class:`fxsnn.nn.functional._ParallelFire` collapses to the rate form. Two cases break
-    that: an op that does not commute with the time-mean (:func:`fxsnn.rate_mode_blockers`), and a MaxPool
+    that: an op that does not commute with the time-mean (:func:`fxsnn.graph.rate_mode_blockers`), and a MaxPool
     reading a neuron — its forward commutes, but per slot it routes the gradient to the first of the tied
     spiking inputs, in rate mode to the input with the largest count. ``mode="auto"`` picks rate where
     allowed, else spike; ``"rate"`` raises :class:`fxsnn.ModeError` naming the node where not allowed.

@@ -85,7 +85,7 @@ class AnalogOp:
     Attributes:
         kind: ``"GELU"``, ``"Sigmoid"``, ``"ReLU6"``, ``"Softmax"``, ``"MaxPool"``, ...;
             ``"MaxPool (after a neuron)"`` for a max pooling of neuron outputs, which
-            rate mode runs exactly (:func:`fxsnn.rate_mode_blockers`);
+            rate mode runs exactly (:func:`fxsnn.graph.rate_mode_blockers`);
             ``"opaque module"`` for a leaf module of a user class.
         node: the graph node's name.
         path: the module path (``call_module`` target, or the module whose ``forward`` made the call).

@@ -176,7 +176,7 @@ def load(
 
 
 def header_summary(header: dict):
-    """The :class:`fxsnn.NetworkSummary` recorded in a header (for ``fxsnn inspect``), or ``None``; checked, not rebuilt."""
+    """The :class:`fxsnn.report.NetworkSummary` recorded in a header (for ``fxsnn inspect``), or ``None``; checked, not rebuilt."""
     from ..report.summarize import NetworkSummary, SiteSummary
 
     rows = header.get("summary")
@@ -186,7 +186,7 @@ def header_summary(header: dict):
     out = []
     for row in rows:
         if not isinstance(row, dict) or set(row) != set(fields):
-            raise SaveFileError("the header's summary rows do not have the fields of fxsnn.SiteSummary")
+            raise SaveFileError("the header's summary rows do not have the fields of fxsnn.report.SiteSummary")
         out.append(SiteSummary(**{k: _cell(k, row[k]) for k in fields}))
     return NetworkSummary(out, network_params=_cell("trainable", header.get("parameters", 0)))
 

@@ -97,7 +97,7 @@ class SerialSimulator(nn.Module):
 
     Example::
 
-        >>> ref = fxsnn.to_serial(snn)
+        >>> ref = fxsnn.passes.to_serial(snn)
         >>> ref(images).shape == snn(images).shape
         True
     """

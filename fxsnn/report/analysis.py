@@ -362,7 +362,7 @@ def _check_arguments(
         raise ValueError(f"{where}: max_batches must be an integer >= 1 or None; got {max_batches!r}")
     energy = EnergyModel() if energy is None else energy
     if not isinstance(energy, EnergyModel):
-        raise TypeError(f"{where}: energy must be an fxsnn.EnergyModel; got {type(energy).__name__}")
+        raise TypeError(f"{where}: energy must be an fxsnn.report.EnergyModel; got {type(energy).__name__}")
     return energy
 
 
@@ -551,7 +551,7 @@ def analyze(
         layers: sites to compare — ``None`` (all), names, or integer indices
             into :func:`fxsnn.find_sites` of the SNN. Spike rates of every
             site are still measured for the energy table.
-        energy: :class:`fxsnn.EnergyModel` (default 4.6 pJ/MAC, 0.9 pJ/AC).
+        energy: :class:`fxsnn.report.EnergyModel` (default 4.6 pJ/MAC, 0.9 pJ/AC).
         mode: run the SNN in ``"rate"`` or ``"spike"`` mode for this call
             (restored after); ``None`` keeps its mode. Spike counts are the same.
         max_batches: stop after this many batches.

@@ -64,7 +64,7 @@ class EnergyModel:
 
     Example::
 
-        >>> fxsnn.analyze(ann, snn, data, energy=fxsnn.EnergyModel(e_mac=3.1, e_ac=0.1))
+        >>> fxsnn.analyze(ann, snn, data, energy=fxsnn.report.EnergyModel(e_mac=3.1, e_ac=0.1))
     """
 
     e_mac: float = 4.6

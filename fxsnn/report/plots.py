@@ -70,7 +70,7 @@ def plot_distributions(
 
     Returns the path written. Example::
 
-        >>> fxsnn.plot_distributions(rep, ["layer1.0.relu", "layer3.2.relu_1"], "dist.png")
+        >>> fxsnn.report.plot_distributions(rep, ["layer1.0.relu", "layer3.2.relu_1"], "dist.png")
     """
     names = _distribution_sites(report, layers, path, bins)
     cols = min(len(names), 3)
@@ -93,11 +93,11 @@ def _distribution_sites(
     _check(report, path)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"plot_distributions: bins must be an integer >= 2; got {bins!r}")
-    names = resolve_layers(layers, [r.site for r in report.sites], where="fxsnn.plot_distributions")
+    names = resolve_layers(layers, [r.site for r in report.sites], where="fxsnn.report.plot_distributions")
     empty = [n for n in names if report.values[n][0].size == 0]
     if empty:
         raise ValueError(
-            f"fxsnn.plot_distributions: no samples were kept for {empty[0]!r}; run fxsnn.analyze with max_samples > 0"
+            f"fxsnn.report.plot_distributions: no samples were kept for {empty[0]!r}; run fxsnn.analyze with max_samples > 0"
         )
     return names
 

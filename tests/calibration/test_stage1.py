@@ -48,8 +48,8 @@ def test_bn_stats_are_the_cumulative_eq10_moments_whatever_the_batching():
     x = torch.cat([b[0] for b in tiny_data(dtype=torch.float64)])
     da = da_network(model, tiny_data(dtype=torch.float64))
     da_before = state(da)
-    a = fxsnn.reestimate_bn_stats(da, [(x[i : i + 8],) for i in range(0, 96, 8)], progress=False)
-    b = fxsnn.reestimate_bn_stats(da, [(x[i : i + 48],) for i in range(0, 96, 48)], progress=False)
+    a = fxsnn.calibration.reestimate_bn_stats(da, [(x[i : i + 8],) for i in range(0, 96, 8)], progress=False)
+    b = fxsnn.calibration.reestimate_bn_stats(da, [(x[i : i + 48],) for i in range(0, 96, 48)], progress=False)
     assert a is not da and not changed_keys(da_before, state(da)), "reestimate_bn_stats modified its input"
     # Eq. 10 for bn1: the exact mean / variance of conv1's output over the whole set.
     phi = F.conv2d(x, model.conv1.weight, padding=1).transpose(0, 1).reshape(model.conv1.out_channels, -1)
@@ -64,7 +64,7 @@ def test_bn_stats_are_the_cumulative_eq10_moments_whatever_the_batching():
 def test_eval_bn_mode_keeps_the_eq10_statistics_and_train_mode_moves_them():
     data = tiny_data()
     da = tiny_da()
-    ref = fxsnn.reestimate_bn_stats(da, data, progress=False)
+    ref = fxsnn.calibration.reestimate_bn_stats(da, data, progress=False)
     ev = fxsnn.recalibrate_bn(da, data, bn_mode="eval", lr=1e-2, progress=False, **BARE)
     tr = fxsnn.recalibrate_bn(da, data, bn_mode="train", lr=1e-2, progress=False, **BARE)
     torch.testing.assert_close(ev.bn1.running_mean, ref.bn1.running_mean)
@@ -79,7 +79,7 @@ def test_stage1_lowers_the_training_loss():
     out = fxsnn.recalibrate_bn(da, data, epochs=4, lr=2e-2, lr_min=2e-3, train_theta=False, progress=False)
     report = out.meta["fxsnn.stage1"]
     assert report.steps == 4 * len(data) == report.planned_steps
-    before = fxsnn.evaluate(fxsnn.reestimate_bn_stats(da, data, progress=False), data, progress=False)
+    before = fxsnn.evaluate(fxsnn.calibration.reestimate_bn_stats(da, data, progress=False), data, progress=False)
     after = fxsnn.evaluate(out, data, progress=False)
     assert after.loss < before.loss - 0.05
 

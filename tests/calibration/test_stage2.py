@@ -16,18 +16,18 @@ def lowered(T=4, dtype=torch.float32, **kw):
 
 def delta_b_grads(snn, data, mode):
     fxsnn.set_mode(snn, mode)
-    for n in fxsnn.neurons(snn).values():
+    for n in fxsnn.modes.neurons(snn).values():
         n.delta_b.grad = None
     loss = sum(F.cross_entropy(snn(x), y, reduction="sum") for x, y in data)
     loss.backward()
-    return loss.detach(), [n.delta_b.grad.clone() for n in fxsnn.neurons(snn).values()]
+    return loss.detach(), [n.delta_b.grad.clone() for n in fxsnn.modes.neurons(snn).values()]
 
 
 def test_rate_mode_gives_the_spike_mode_gradient_float64():
     snn, data = lowered(T=4, dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # a non-trivial Δb, inside the range Stage 2 explores
-        for n in fxsnn.neurons(snn).values():
+        for n in fxsnn.modes.neurons(snn).values():
             n.delta_b.copy_(0.1 * n.theta_pre * torch.randn(n.channels, generator=g, dtype=torch.float64))
     loss_r, grads_r = delta_b_grads(snn, data, "rate")
     loss_s, grads_s = delta_b_grads(snn, data, "spike")
@@ -43,7 +43,7 @@ def test_training_in_rate_or_spike_mode_gives_the_same_delta_b_float64():
     rate = fxsnn.tune_delta_b(snn, data, mode="rate", **kw)
     spike = fxsnn.tune_delta_b(snn, data, mode="spike", **kw)
     assert rate.meta["fxsnn.stage2"].mode == "rate" and spike.meta["fxsnn.stage2"].mode == "spike"
-    for a, b in zip(fxsnn.neurons(rate).values(), fxsnn.neurons(spike).values()):
+    for a, b in zip(fxsnn.modes.neurons(rate).values(), fxsnn.modes.neurons(spike).values()):
         assert a.delta_b.abs().max() > 0
         torch.testing.assert_close(a.delta_b, b.delta_b, rtol=1e-9, atol=1e-12)
 
@@ -65,7 +65,9 @@ def test_stage2_changes_only_delta_b_and_leaves_inputs_untouched():
     changed = changed_keys(before, state(out))
     assert changed and all(k.endswith("delta_b") for k in changed), changed
     assert not changed_keys(before, state(snn)), "the input network was modified"
-    assert fxsnn.get_mode(out) == fxsnn.get_mode(snn) == "spike"  # trained in rate mode, handed back as given
+    assert (
+        fxsnn.modes.get_mode(out) == fxsnn.modes.get_mode(snn) == "spike"
+    )  # trained in rate mode, handed back as given
 
 
 @pytest.mark.parametrize("param", ["relative", "absolute"])
@@ -85,7 +87,7 @@ def test_first_adam_step_moves_delta_b_by_lr_times_its_scale(param):
         progress=False,
     )
     grads = delta_b_grads(snn, data[:1], "rate")[1]
-    for n, g in zip(fxsnn.neurons(out).values(), grads):
+    for n, g in zip(fxsnn.modes.neurons(out).values(), grads):
         live = g.abs() > 1e-3  # Adam's first step is lr·g/(|g| + 1e-8): ±lr where |g| is not tiny
         scale = n.theta_pre if param == "relative" else torch.ones_like(n.theta_pre)
         torch.testing.assert_close(n.delta_b[live].abs(), lr * scale[live], rtol=1e-4, atol=0)

@@ -59,7 +59,7 @@ def test_frozen_bn_survives_calibrate_calibrate_da_and_analyze_on_a_graph():
     assert _flags(da) == before and _flags(out) == before
     calibrate_da_(da, data, progress=False)
     assert _flags(da) == before
-    out = fxsnn.reestimate_bn_stats(da, data, progress=False)
+    out = fxsnn.calibration.reestimate_bn_stats(da, data, progress=False)
     assert _flags(da) == before and _flags(out) == before
     reestimate_bn_stats_(da, data, progress=False)
     assert _flags(da) == before

@@ -78,8 +78,8 @@ def test_console_script_is_installed():
 
 def test_convert_writes_a_loadable_snn(files):
     snn = fxsnn.load(files / "snn.fxsnn", model_spec=SPEC)  # the spec convert recorded, confirmed
-    assert fxsnn.time_steps(snn) == 2 and fxsnn.summary(snn).stage == "ParallelIF"
-    assert fxsnn.read_header(files / "snn.fxsnn")["delta_b_params"] == 8
+    assert fxsnn.modes.time_steps(snn) == 2 and fxsnn.summary(snn).stage == "ParallelIF"
+    assert fxsnn.io.read_header(files / "snn.fxsnn")["delta_b_params"] == 8
 
 
 def test_inspect(files, capsys, tmp_path):
@@ -193,7 +193,7 @@ def test_model_spec_from_the_current_directory(files, capsys, tmp_path, monkeypa
     )
     assert code == 0, err
     assert "no --weights given" in err and "saved u.fxsnn" in out
-    assert fxsnn.read_header("u.fxsnn")["ann"] == {
+    assert fxsnn.io.read_header("u.fxsnn")["ann"] == {
         "class": "GraphModule",
         "spec": "cli_user_nets:small",
         "args": {"width": 2},
@@ -231,7 +231,7 @@ def test_convert_full_runs_both_stages(files, capsys, tmp_path):
     )
     assert code == 0, err
     snn = fxsnn.load(tmp_path / "full.fxsnn", model=tiny_resnet())
-    assert any(float(n.delta_b.abs().max()) > 0 for n in fxsnn.neurons(snn).values())  # Stage 2 trained Δb
+    assert any(float(n.delta_b.abs().max()) > 0 for n in fxsnn.modes.neurons(snn).values())  # Stage 2 trained Δb
     assert snn.meta["fxsnn.convert"]["method"] == "full"
 
 

@@ -138,7 +138,7 @@ def test_analyze_json_leaves_no_file_when_the_write_fails(files, capsys, monkeyp
     assert cli.main(argv) == 2
     assert "--json" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    monkeypatch.setattr(fxsnn.Report, "to_dict", lambda self: {"x": object()})
+    monkeypatch.setattr(fxsnn.report.Report, "to_dict", lambda self: {"x": object()})
     assert cli.main(argv) == 1 and list(tmp_path.iterdir()) == []  # serialised before anything is written
 
 

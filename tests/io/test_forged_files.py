@@ -40,7 +40,7 @@ def _stages(model, data):
     rate = P.lower_to_paraif(q, T=3, mode="rate")
     tuned = fxsnn.tune_delta_b(P.lower_to_paraif(da, T=4), data, T=4, steps=3, lr=0.5, progress=False)
     with torch.no_grad():  # what Stage 2 leaves, whether or not three steps moved it
-        for i, n in enumerate(fxsnn.neurons(tuned).values()):
+        for i, n in enumerate(fxsnn.modes.neurons(tuned).values()):
             n.delta_b.add_(torch.linspace(-0.2, 0.3, n.channels) * (i + 1))
     return {
         "traced": fxsnn.trace(model),
@@ -83,7 +83,7 @@ def stages(ann):
 def test_every_stage_is_bit_identical(stages, ann, stage, tmp_path):
     gm = stages[stage]
     if stage == "stage 2":
-        assert any(float(n.delta_b.detach().abs().max()) > 0 for n in fxsnn.neurons(gm).values())
+        assert any(float(n.delta_b.detach().abs().max()) > 0 for n in fxsnn.modes.neurons(gm).values())
     back = fxsnn.load(fxsnn.save(gm, tmp_path / "s.fxsnn"), model=ann)
     a, b = gm.state_dict(), back.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
@@ -105,7 +105,7 @@ def test_rebuild_from_dtype_and_recording_state(ann, tmp_path):
     rec.get_submodule("relu").recording = True
     back = fxsnn.load(fxsnn.save(rec, tmp_path / "d.fxsnn"), model=tiny_resnet().double())
     assert back.get_submodule("relu").recording and back.get_submodule("relu").max_val.dtype == torch.float64
-    with pytest.raises(fxsnn.SaveFileError, match=r"float64 .* needs torch.float32.*model.double\(\)"):
+    with pytest.raises(fxsnn.io.SaveFileError, match=r"float64 .* needs torch.float32.*model.double\(\)"):
         fxsnn.load(tmp_path / "d.fxsnn", model=tiny_resnet())
     ann.float()
 
@@ -128,7 +128,10 @@ def test_meta_round_trips_as_json_data(stages, ann, tmp_path):
     back = fxsnn.load(path, model=ann)
     assert back.meta["cfg"] == {"inner": {"a": 1, "b": [1.5, "x"]}, "name": "n"} and back.meta["plain"] == {"k": [1, 2]}
     assert "fn" not in back.meta and "tensor" not in back.meta
-    assert fxsnn.read_header(path)["meta_dropped"] == ["meta.fn (builtin_function_or_method)", "meta.tensor (Tensor)"]
+    assert fxsnn.io.read_header(path)["meta_dropped"] == [
+        "meta.fn (builtin_function_or_method)",
+        "meta.tensor (Tensor)",
+    ]
 
 
 def test_save_replaces_atomically_and_never_follows_a_planted_symlink(stages, ann, tmp_path):
@@ -219,7 +222,7 @@ FORGED_HEADERS = [
 @pytest.mark.parametrize("edit, message", FORGED_HEADERS)
 def test_forged_header_is_refused(good, ann, tmp_path, edit, message):
     path = _forge(good, tmp_path / "f.fxsnn", header=edit)
-    with pytest.raises(fxsnn.SaveFileError, match=message):
+    with pytest.raises(fxsnn.io.SaveFileError, match=message):
         fxsnn.load(path, model=ann)
 
 
@@ -241,7 +244,7 @@ FORGED_TENSORS = [
 @pytest.mark.parametrize("edit, message", FORGED_TENSORS)
 def test_forged_tensors_are_refused(good, ann, tmp_path, edit, message):
     path = _forge(good, tmp_path / "t.fxsnn", tensors=edit)
-    with pytest.raises(fxsnn.SaveFileError, match=message):
+    with pytest.raises(fxsnn.io.SaveFileError, match=message):
         fxsnn.load(path, model=ann)
 
 
@@ -249,7 +252,7 @@ def test_wrong_model_names_the_first_mismatch(good, tmp_path):
     from tiny_models import fanout_net
 
     with pytest.raises(
-        fxsnn.SaveFileError,
+        fxsnn.io.SaveFileError,
         match="cannot be rebuilt from the model you passed: .*site '1' that the file does not record",
     ):
         fxsnn.load(good, model=fanout_net())
@@ -311,10 +314,10 @@ def test_pickle_gadgets_are_never_executed(good, ann, tmp_path):
     }
     for name, (members, message) in cases.items():
         path = _zip(tmp_path / f"{name}.fxsnn", members)
-        with pytest.raises(fxsnn.SaveFileError, match=message):
+        with pytest.raises(fxsnn.io.SaveFileError, match=message):
             fxsnn.load(path, model=ann)
-        with pytest.raises(fxsnn.SaveFileError):
-            fxsnn.read_header(path) if name != "blob" else fxsnn.load(path, model=ann)
+        with pytest.raises(fxsnn.io.SaveFileError):
+            fxsnn.io.read_header(path) if name != "blob" else fxsnn.load(path, model=ann)
     assert RAN == [] and not (tmp_path.parent / "evil.py").exists()
 
 
@@ -335,7 +338,7 @@ def test_malformed_archives(good, ann, tmp_path):
     ]
     for i, (members, compress, message) in enumerate(cases):
         path = _zip(tmp_path / f"m{i}.fxsnn", members, compress=compress)
-        with pytest.raises(fxsnn.SaveFileError, match=message):
+        with pytest.raises(fxsnn.io.SaveFileError, match=message):
             fxsnn.load(path, model=ann)
 
 
@@ -345,12 +348,12 @@ def test_a_recorded_spec_is_never_imported_unless_named(tmp_path, monkeypatch, a
     path = fxsnn.save(
         P.normalize(fxsnn.trace(ann)), tmp_path / "p.fxsnn", model_spec="planted_mod:net", model_args={"depth": 20}
     )
-    h = fxsnn.read_header(path)
+    h = fxsnn.io.read_header(path)
     assert h["ann"] == {"class": "GraphModule", "spec": "planted_mod:net", "args": {"depth": 20}}
     for kwargs in ({}, {"model": ann}, {"model_spec": "tiny_models:tiny_resnet"}):
         try:
             fxsnn.load(path, **kwargs)
-        except fxsnn.SaveFileError:
+        except fxsnn.io.SaveFileError:
             pass
     assert "planted_ran" not in sys.modules and "planted_mod" not in sys.modules
     with pytest.raises(TypeError, match="model_args must be JSON data"):
@@ -389,7 +392,7 @@ def test_random_header_mutations_never_crash_or_run_code(good, ann, tmp_path):
         f = _forge(good, tmp_path / f"z{i}.fxsnn", header=_set(list(path), junk))
         try:
             back = fxsnn.load(f, model=ann)
-        except fxsnn.SaveFileError:
+        except fxsnn.io.SaveFileError:
             outcomes["refused"] += 1
             continue
         outcomes["loaded"] += 1

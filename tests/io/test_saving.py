@@ -25,7 +25,7 @@ def snn(ann):
     model, data = ann, batches()
     net = convert(model, data, T=4)
     with torch.no_grad():  # a "trained" Δb, so the round trip carries a non-default parameter
-        for i, n in enumerate(fxsnn.neurons(net).values()):
+        for i, n in enumerate(fxsnn.modes.neurons(net).values()):
             n.delta_b.copy_(torch.linspace(-0.2, 0.3, n.channels) * (i + 1))
     net.meta["note"] = {"method": "test"}
     return net
@@ -43,10 +43,10 @@ def test_round_trip_is_bit_identical(snn, ann, tmp_path):
     fxsnn.set_mode(snn, "spike")
     back = fxsnn.load(path, model=ann)
     assert isinstance(back, torch.fx.GraphModule) and back is not snn
-    assert fxsnn.get_mode(back) == "rate" and fxsnn.time_steps(back) == 4  # the mode as saved
+    assert fxsnn.modes.get_mode(back) == "rate" and fxsnn.modes.time_steps(back) == 4  # the mode as saved
     a, b = snn.state_dict(), back.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for n, m in zip(fxsnn.neurons(snn).values(), fxsnn.neurons(back).values()):
+    for n, m in zip(fxsnn.modes.neurons(snn).values(), fxsnn.modes.neurons(back).values()):
         assert m.T == n.T and m.has_da == n.has_da and m.delta_b.requires_grad
     assert back.meta["note"] == {"method": "test"} and back.training == snn.training
     snn.train()
@@ -70,14 +70,14 @@ def test_every_stage_round_trips(tmp_path):
         back = fxsnn.load(fxsnn.save(gm, tmp_path / "g.fxsnn"), model=model)
         with torch.no_grad():
             assert torch.equal(back(x), gm(x))
-    assert fxsnn.read_header(tmp_path / "g.fxsnn")["class"] == "TinyResNet"
+    assert fxsnn.io.read_header(tmp_path / "g.fxsnn")["class"] == "TinyResNet"
     fxsnn.save(da, tmp_path / "da.fxsnn")
     assert fxsnn.summary(fxsnn.load(tmp_path / "da.fxsnn", model=model))[0].psi_da == fxsnn.summary(da)[0].psi_da
 
 
 def test_header_is_readable_without_unpickling(snn, tmp_path):
     path = fxsnn.save(snn, tmp_path / "h.fxsnn")
-    h = fxsnn.read_header(path)
+    h = fxsnn.io.read_header(path)
     assert h["format_version"] == FORMAT_VERSION and h["fxsnn_version"] == fxsnn.__version__
     assert h["stage"] == "ParallelIF" and h["T"] == 4 and h["delta_b_params"] == 8 and h["sites"] == 2
     assert h["torch_version"] == torch.__version__ and len(h["sha256"]) == 64
@@ -99,26 +99,26 @@ def test_corrupt_and_foreign_files(snn, ann, tmp_path):
     good = fxsnn.save(snn, tmp_path / "good.fxsnn")
     data = open(good, "rb").read()
     (tmp_path / "trunc.fxsnn").write_bytes(data[: len(data) // 2])
-    with pytest.raises(fxsnn.SaveFileError, match="truncated or corrupt"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="truncated or corrupt"):
         fxsnn.load(tmp_path / "trunc.fxsnn", model=ann)
     (tmp_path / "noise.fxsnn").write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(fxsnn.SaveFileError, match="not an fxsnn network file"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="not an fxsnn network file"):
         fxsnn.load(tmp_path / "noise.fxsnn", model=ann)
     flipped = _rewrite(good, tmp_path / "flip.fxsnn", payload=lambda p: p[:-100] + bytes([p[-100] ^ 1]) + p[-99:])
-    with pytest.raises(fxsnn.SaveFileError, match="does not match its checksum"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="does not match its checksum"):
         fxsnn.load(flipped, model=ann)
     torch.save(snn.state_dict(), tmp_path / "plain.pt")
-    with pytest.raises(fxsnn.SaveFileError, match="use torch.load"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="use torch.load"):
         fxsnn.load(tmp_path / "plain.pt", model=ann)
     with pytest.raises(FileNotFoundError, match="no such file"):
         fxsnn.load(tmp_path / "absent.fxsnn", model=ann)
-    with pytest.raises(fxsnn.SaveFileError, match="is a directory"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="is a directory"):
         fxsnn.load(tmp_path, model=ann)
     bad_header = tmp_path / "badheader.fxsnn"
     with zipfile.ZipFile(bad_header, "w") as zf:
         zf.writestr("fxsnn.json", "{not json")
         zf.writestr("tensors.safetensors", b"")
-    with pytest.raises(fxsnn.SaveFileError, match="header is unreadable"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="header is unreadable"):
         fxsnn.load(bad_header, model=ann)
 
 
@@ -147,13 +147,13 @@ def test_newer_format_is_refused_before_unpickling(snn, ann, tmp_path):
         payload=lambda p: buf.getvalue(),
     )
     with pytest.raises(
-        fxsnn.SaveFileError, match=rf"written by fxsnn 9\.0\.0 in file format {FORMAT_VERSION + 1}.*Upgrade fxsnn"
+        fxsnn.io.SaveFileError, match=rf"written by fxsnn 9\.0\.0 in file format {FORMAT_VERSION + 1}.*Upgrade fxsnn"
     ):
         fxsnn.load(newer, model=ann)
-    with pytest.raises(fxsnn.SaveFileError, match="Upgrade fxsnn"):
-        fxsnn.read_header(newer)
+    with pytest.raises(fxsnn.io.SaveFileError, match="Upgrade fxsnn"):
+        fxsnn.io.read_header(newer)
     other = _rewrite(tmp_path / "n.fxsnn", tmp_path / "other.fxsnn", header=lambda h: {**h, "format": "something.else"})
-    with pytest.raises(fxsnn.SaveFileError, match="does not describe an fxsnn network"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="does not describe an fxsnn network"):
         fxsnn.load(other, model=ann)
     assert UNPICKLED == []
 
@@ -176,18 +176,18 @@ def test_load_needs_the_ann_and_never_imports_what_the_file_names(tmp_path, monk
     ann = ephemeral_net_mod.net()
     gm = fxsnn.trace(ann, leaf_modules=[ephemeral_net_mod.Leaf])
     path = fxsnn.save(gm, tmp_path / "e.fxsnn", model_spec="ephemeral_net_mod:net")
-    with pytest.raises(fxsnn.SaveFileError, match=r"needs the ANN.*model_spec='ephemeral_net_mod:net'.*model=ann"):
+    with pytest.raises(fxsnn.io.SaveFileError, match=r"needs the ANN.*model_spec='ephemeral_net_mod:net'.*model=ann"):
         fxsnn.load(path)
     back = fxsnn.load(path, model=fxsnn.trace(ann, leaf_modules=[ephemeral_net_mod.Leaf]))
     x = torch.randn(2, 1, 6, 6)
     with torch.no_grad():
         assert torch.equal(back(x), gm(x))
-    with pytest.raises(fxsnn.SaveFileError, match="records the model spec 'ephemeral_net_mod:net', not 'os:system'"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="records the model spec 'ephemeral_net_mod:net', not 'os:system'"):
         fxsnn.load(path, model_spec="os:system")
     assert torch.equal(fxsnn.load(path, model_spec="ephemeral_net_mod:net")(x), gm(x))
     monkeypatch.delitem(sys.modules, "ephemeral_net_mod")
     src.unlink()
-    with pytest.raises(fxsnn.SaveFileError, match="cannot be rebuilt from the model you passed"):
+    with pytest.raises(fxsnn.io.SaveFileError, match="cannot be rebuilt from the model you passed"):
         fxsnn.load(path, model=torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()))
     assert "ephemeral_net_mod" not in sys.modules  # loading with a model never imports the recorded module
 

@@ -55,7 +55,7 @@ def test_set_fused_on_a_network_keeps_the_logits():
     with torch.inference_mode():
         eager = snn(x)
         assert fxsnn.modes.set_fused(snn) is snn
-        assert all(n.fused for n in fxsnn.neurons(snn).values())
+        assert all(n.fused for n in fxsnn.modes.neurons(snn).values())
         assert torch.equal(snn(x), eager)
 
 

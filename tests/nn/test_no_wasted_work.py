@@ -68,7 +68,7 @@ def test_rate_mode_allocates_no_time_axis(seed):
 
 def test_neurons_build_their_time_tensors_once(monkeypatch):
     _, snn, x = _lowered(0, 4)
-    neurons = list(fxsnn.neurons(snn).values())
+    neurons = list(fxsnn.modes.neurons(snn).values())
     before = [(n.ladder.data_ptr(), n.lambda_pc.data_ptr(), n.bias.data_ptr()) for n in neurons]
 
     def boom(*a, **k):

@@ -43,7 +43,7 @@ def test_lowered_network_keeps_the_ann_signature_in_both_modes():
     for mode in ("spike", "rate"):
         snn = fxsnn.passes.lower_to_paraif(q, T=4, mode=mode)
         assert snn(X).shape == (6, 3)
-        assert fxsnn.get_mode(snn) == mode and fxsnn.time_steps(snn) == 4
+        assert fxsnn.modes.get_mode(snn) == mode and fxsnn.modes.time_steps(snn) == 4
     mods = [type(m) for m in snn.modules()]
     assert mods.count(ParallelIF) == 2 and mods.count(TimeExpand) == 1 and mods.count(TimeMean) == 1
 
@@ -88,7 +88,7 @@ def test_nonlinear_op_between_neurons_blocks_rate_mode():
     x = torch.randn(5, 4)
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(Gate())), [x], progress=False)
     snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=2), T=2)
-    blockers = fxsnn.rate_mode_blockers(snn)
+    blockers = fxsnn.graph.rate_mode_blockers(snn)
     assert [n.name for n, _ in blockers] == ["sigmoid", "mul"]
 
 
@@ -110,7 +110,7 @@ def test_serial_reference_matches_parallel_where_neuron_inputs_are_constant():
     model = model.double()
     gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model)), [x], progress=False)
     snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=6), T=6, mode="rate")
-    serial = fxsnn.to_serial(snn)
+    serial = fxsnn.passes.to_serial(snn)
     assert torch.allclose(serial(x), snn(x), atol=1e-9)
     counts = serial.spike_counts()["1"]
     assert torch.equal(counts, fxsnn.report.probes.spike_counts(snn, x)["1"])
@@ -118,7 +118,7 @@ def test_serial_reference_matches_parallel_where_neuron_inputs_are_constant():
 
 def test_serial_reference_runs_a_deep_network_step_by_step():
     snn = fxsnn.passes.lower_to_paraif(_qcfs(Small(pool="after_neuron"), 4, X), T=4)
-    out = fxsnn.to_serial(snn)(X)
+    out = fxsnn.passes.to_serial(snn)(X)
     assert out.shape == (6, 3) and torch.isfinite(out).all()
 
 

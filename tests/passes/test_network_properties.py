@@ -39,7 +39,7 @@ def test_insert_recorders_keeps_outputs_identical(model, pct):
     x = ft.inputs_for(model)
     gm = fxsnn.trace(model)
     rec = ft.check_input_untouched(fxsnn.passes.insert_recorders, gm, percentile=pct)
-    with fxsnn.recording(rec):
+    with fxsnn.calibration.recording(rec):
         ft.check_rewrite_preserves_output(lambda g: rec, gm, x)
     assert all(s.kind == "recorder" for s in fxsnn.find_sites(rec))
     assert all(r.has_data for r in rec.modules() if isinstance(r, fxsnn.nn.ActivationRecorder))

@@ -24,8 +24,8 @@ def _colour_fraction(img, rgb, tol=0.12):
 
 def test_distributions_png_has_blue_and_red_histograms(report, tmp_path):
     names = [r.site for r in report.sites]
-    one = fxsnn.plot_distributions(report, names[:1], tmp_path / "one.png")
-    both = fxsnn.plot_distributions(report, None, tmp_path / "both.png")
+    one = fxsnn.report.plot_distributions(report, names[:1], tmp_path / "one.png")
+    both = fxsnn.report.plot_distributions(report, None, tmp_path / "both.png")
     assert one == str(tmp_path / "one.png")
     a, b = imread(one), imread(both)
     assert b.shape[1] > a.shape[1]  # one panel per layer
@@ -38,24 +38,24 @@ def test_distributions_png_has_blue_and_red_histograms(report, tmp_path):
 
 
 def test_layers_bar_chart(report, tmp_path):
-    path = fxsnn.plot_layers(report, tmp_path / "layers.png")
+    path = fxsnn.report.plot_layers(report, tmp_path / "layers.png")
     img = imread(path)
     assert img.std() > 0.05 and img.shape[0] > 500
 
 
 def test_bad_plot_arguments(report, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
-        fxsnn.plot_distributions(report, None, tmp_path / "no" / "such" / "dir.png")
+        fxsnn.report.plot_distributions(report, None, tmp_path / "no" / "such" / "dir.png")
     with pytest.raises(FileNotFoundError, match="mkdir -p"):
-        fxsnn.plot_layers(report, tmp_path / "nodir" / "layers.png")
+        fxsnn.report.plot_layers(report, tmp_path / "nodir" / "layers.png")
     with pytest.raises(ValueError, match="no activation site named 'layer42'"):
-        fxsnn.plot_distributions(report, ["layer42"], tmp_path / "x.png")
+        fxsnn.report.plot_distributions(report, ["layer42"], tmp_path / "x.png")
     with pytest.raises(ValueError, match="ending in .png"):
-        fxsnn.plot_distributions(report, None, tmp_path / "x.pdf")
+        fxsnn.report.plot_distributions(report, None, tmp_path / "x.pdf")
     with pytest.raises(ValueError, match="bins"):
-        fxsnn.plot_distributions(report, None, tmp_path / "x.png", bins=1)
+        fxsnn.report.plot_distributions(report, None, tmp_path / "x.png", bins=1)
     with pytest.raises(TypeError, match="Report returned by fxsnn.analyze"):
-        fxsnn.plot_layers({"not": "a report"}, tmp_path / "x.png")
+        fxsnn.report.plot_layers({"not": "a report"}, tmp_path / "x.png")
     assert not list(tmp_path.glob("x.*"))
 
 
@@ -65,4 +65,4 @@ def test_missing_matplotlib_names_the_extra(report, tmp_path, monkeypatch):
             monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install 'fxsnn\[plot\]'"):
-        fxsnn.plot_distributions(report, None, tmp_path / "x.png")
+        fxsnn.report.plot_distributions(report, None, tmp_path / "x.png")

@@ -39,7 +39,7 @@ def test_summary_at_every_stage(tiny):
     s = fxsnn.summary(snn)
     assert s.stage == "ParallelIF" and [r.T for r in s] == [4, 4]
     assert [r.site for r in s] == [site.name for site in fxsnn.find_sites(snn)]
-    assert s.delta_b_params == sum(m.delta_b.numel() for m in fxsnn.neurons(snn).values()) == 8
+    assert s.delta_b_params == sum(m.delta_b.numel() for m in fxsnn.modes.neurons(snn).values()) == 8
     assert s.network_params == sum(p.numel() for p in snn.parameters())
     n = snn.relu
     assert s[0].psi_da == (float(n.psi_da.min()), float(n.psi_da.max()))
@@ -148,7 +148,7 @@ def test_analyze_rate_and_spike_modes_agree(tiny):
     model, data, snn = tiny
     spike = fxsnn.analyze(model, snn, data, progress=False, mode="spike")
     rate = fxsnn.analyze(model, snn, data, progress=False, mode="rate")
-    assert fxsnn.get_mode(snn) == "spike"  # restored
+    assert fxsnn.modes.get_mode(snn) == "spike"  # restored
     assert rate.mode == "rate"
     for s, r in zip(spike.sites, rate.sites):
         assert s.spike_rate == pytest.approx(r.spike_rate) and s.mae == pytest.approx(r.mae, rel=1e-6)
@@ -175,7 +175,7 @@ def test_analyze_leaves_everything_as_it_was(tiny):
     snn_before = {k: v.clone() for k, v in snn.state_dict().items()}
     model.train()
     fxsnn.analyze(model, snn, data, progress=False, mode="rate")
-    assert model.training and not snn.training and fxsnn.get_mode(snn) == "spike"
+    assert model.training and not snn.training and fxsnn.modes.get_mode(snn) == "spike"
     model.eval()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(snn_before[k], v) for k, v in snn.state_dict().items())
