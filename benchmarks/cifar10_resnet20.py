@@ -180,6 +180,15 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
         "| Arch. | ANN Acc. (%) | T | " + " | ".join(head[c] for c in cols) + " |",
         "|---|---|---|" + "---|" * len(cols),
     ]
+    out += _result_tables(ann, rows, args, cols, head)
+    out += _fspc_reference(rows)
+    out += _target_checks(rows, args)
+    return "\n".join(out) + "\n"
+
+
+def _result_tables(ann, rows, args, cols, head) -> list[str]:
+    """Top-1 per T and method, then the conversion wall times."""
+    out = []
     for T in args.T:
         base = rows.get(("fspc", T), (None,))[0]
         cells = [
@@ -195,18 +204,27 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
     ]
     for T in args.T:
         out.append(f"| {T} | " + " | ".join(f"{rows[(c, T)][1]:.1f}" if (c, T) in rows else "–" for c in cols) + " |")
-    out += _speed_line(rows)
+    return out + _speed_line(rows)
+
+
+def _fspc_reference(rows) -> list[str]:
+    """FS-PC and FS-PC† against the public FS-PC code's numbers on this model and data."""
     ref = [
         f"T = {T}: fspc {rows[('fspc', T)][0] * 100:.1f} vs {a:.1f}, fspc_da "
         f"{rows[('fspc_da', T)][0] * 100:.1f} vs {b:.1f}"
         for T, (a, b) in FSPC_REF.items()
         if ("fspc", T) in rows and ("fspc_da", T) in rows
     ]
-    if ref:
-        out += [
-            "",
-            "Against the public FS-PC code on this model and data (5,000 calibration images): " + "; ".join(ref) + ".",
-        ]
+    if not ref:
+        return []
+    return [
+        "",
+        "Against the public FS-PC code on this model and data (5,000 calibration images): " + "; ".join(ref) + ".",
+    ]
+
+
+def _target_checks(rows, args) -> list[str]:
+    """The accuracy targets and the ordering of the methods, met or not."""
     checks = []
     for T, goal in TARGETS.items():
         if ("full", T) in rows:
@@ -227,9 +245,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
                 f"T = {T}: ordering full ≥ spatial, full ≥ temporal, every calibrated method > fspc — "
                 + ("holds" if ok else "does not hold")
             )
-    if checks:
-        out += ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks]
-    return "\n".join(out) + "\n"
+    return ["", "Targets (issue 3):", ""] + [f"- {c}" for c in checks] if checks else []
 
 
 if __name__ == "__main__":
