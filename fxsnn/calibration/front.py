@@ -7,8 +7,9 @@ from collections.abc import Iterable
 
 from torch import fx, nn
 
-from .. import passes
 from ..graph.tracing import trace
+from ..passes.qcfs import to_da_qcfs, to_qcfs
+from ..passes.recorders import insert_recorders
 from ..validation import check_positive_int
 from .ranges import calibrate_, calibrate_da_
 
@@ -73,12 +74,12 @@ def front_end(
         return out
 
     gm = timed("trace", trace, model)
-    gm = passes.insert_recorders(gm, percentile=percentile)
+    gm = insert_recorders(gm, percentile=percentile)
     timed("calibrate", calibrate_, gm, calib, progress=progress)
     if da:
-        gm = passes.to_da_qcfs(gm, levels=levels)
+        gm = to_da_qcfs(gm, levels=levels)
         timed("calibrate_da", calibrate_da_, gm, calib, momentum=momentum, progress=progress)
     else:
-        gm = passes.to_qcfs(gm, levels=levels)
+        gm = to_qcfs(gm, levels=levels)
     gm.meta["fxsnn.front_end"] = {"levels": levels, "percentile": percentile, "da": da, "seconds": seconds}
     return gm
