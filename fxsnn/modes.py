@@ -1,4 +1,4 @@
-"""Execution modes of a lowered network: ``spike`` (the reference) and ``rate`` (time-collapsed)."""
+"""Execution modes of a lowered network: ``spike`` (real spike trains) and ``rate`` (time-collapsed)."""
 
 from __future__ import annotations
 
@@ -45,9 +45,13 @@ def set_mode(gm: nn.Module, mode: str) -> nn.Module:
     A mode is a runtime switch on the network's modules, not a rewrite, so
     this one helper mutates its argument (and says so).
 
-    Both modes compute the same spike counts from the same expression; rate
-    mode skips the time axis (DESIGN convention 7). Raises
-    :class:`fxsnn.ModeError` naming the node when rate mode cannot be exact.
+    Both modes derive every neuron's spikes from one count expression; rate mode skips the time axis
+    (DESIGN convention 7). The inputs of that expression are mathematically equal but rounded differently:
+    spike mode computes ``mean_t(layer(s_t))``, rate mode ``layer(mean_t(s_t))``, and ``floor`` turns one ulp
+    into one spike, so in float32 a small fraction of counts differs (measured in docs/correctness.md) and the
+    flips can cascade in deep networks; in float64 the two modes agreed at every neuron of fxsnn's property
+    tests (:func:`fxsnn.testing.check_rate_equals_spike_float64`). Raises :class:`fxsnn.ModeError` naming the
+    node when rate mode cannot be the same network (an op between neurons that is not affine).
     """
     if not isinstance(gm, nn.Module):
         raise TypeError(f"fxsnn.set_mode expects the lowered GraphModule; got {type(gm).__name__}")

@@ -1,4 +1,4 @@
-"""Run a lowered network step by step with serial IF neurons: the classic T-step reference."""
+"""Run a lowered network step by step with serial IF neurons (the same weights and thresholds, Eq. 1)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ __all__ = ["to_serial"]
 
 
 def to_serial(gm: fx.GraphModule) -> SerialSimulator:
-    """The serial step-by-step reference of a lowered network (a copy; ``gm`` is untouched)."""
+    """The serial IF network of a lowered network: same weights, θ, ψ_DA and Δb, T steps (a copy; ``gm`` untouched).
+
+    Not an equivalent network: a serial neuron driven by a time-varying input can fire early and then fall
+    back, while the parallel neuron sees only the total (Eq. 15); they agree where every input is constant.
+    """
     T = time_steps(gm)
     net = copy_graph_module(gm)
     for name, neuron in neurons(net).items():

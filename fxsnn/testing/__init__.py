@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .properties import (
     RateSpikeComparison,
     check_input_untouched,
+    check_rate_equals_spike_float64,
     check_rate_matches_spike,
     check_rewrite_preserves_output,
     check_serial_matches_parallel,
@@ -65,5 +66,6 @@ __all__ = [
     "check_rewrite_preserves_output",
     "check_input_untouched",
     "check_rate_matches_spike",
+    "check_rate_equals_spike_float64",
     "RateSpikeComparison",
 ]

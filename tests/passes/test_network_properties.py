@@ -60,6 +60,7 @@ def test_qcfs_network_and_its_parallel_lowering_give_the_same_logits(model, T, d
     with torch.no_grad():
         assert torch.equal(snn(x), q(x))
     ft.check_rate_matches_spike(snn, x, max_mismatch_rate=0.02)
+    ft.check_rate_equals_spike_float64(snn, x)
 
 
 @NET
@@ -68,6 +69,7 @@ def test_max_pool_on_a_neuron_output_commutes_with_the_time_mean(model, T):
     x = ft.inputs_for(model)
     snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(_calibrated(model, x), levels=T), T=T, mode="rate")
     ft.check_rate_matches_spike(snn, x, max_mismatch_rate=0.02)
+    ft.check_rate_equals_spike_float64(snn, x)
 
 
 def test_rate_vs_spike_mismatch_is_rare_on_many_networks():
@@ -79,6 +81,7 @@ def test_rate_vs_spike_mismatch_is_rare_on_many_networks():
         T = 1 + seed % 8
         snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(_calibrated(model, x), levels=T), T=T, mode="rate")
         r = ft.check_rate_matches_spike(snn, x, max_mismatch_rate=0.05)
+        assert ft.check_rate_equals_spike_float64(snn, x).mismatched == 0
         mism += r.mismatched
         total += r.total
     assert total > 10_000
