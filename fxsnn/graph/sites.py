@@ -28,7 +28,7 @@ from torch import fx, nn
 from ..nn import SITE_MODULES
 from ..report.table import Rows
 from .edit import node_scope, require_graph_module
-from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view
+from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view, relu_clip
 from .rate import is_channel_cat
 
 __all__ = [
@@ -65,6 +65,8 @@ class SiteRecord:
         channel_axis: the dim of the site's input that holds ``C``: ``1`` for a
             ``[B, C, ...]`` conv / BN output, ``-1`` for a Linear producer
             (``[B, C]`` or ``[B, N, C]``).
+        clip: ``a`` of a clipped ReLU ``min(max(x, 0), a)`` (``nn.ReLU6``: 6, ``nn.Hardtanh(0, a)``,
+            ``torch.clamp(x, 0, a)``); ``None`` for a plain ReLU. Its θ never exceeds ``a``.
     """
 
     pattern: str
@@ -72,10 +74,12 @@ class SiteRecord:
     producers: tuple[str, ...]
     channels: int | None
     channel_axis: int
+    clip: float | None = None
 
     def __str__(self) -> str:
         c = "?" if self.channels is None else self.channels
-        return f"site {self.pattern} C={c} axis={self.channel_axis}"
+        clip = "" if self.clip is None else f" clip={self.clip:g}"
+        return f"site {self.pattern} C={c} axis={self.channel_axis}{clip}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class Site:
             known without running data.
         channel_axis: the dim that holds the channels (``1``; ``-1`` after a Linear).
         producer_nodes: node names of the chain's producers.
+        clip: ``a`` of a clipped ReLU (ReLU6: 6), else ``None`` (:class:`SiteRecord`).
     """
 
     name: str
@@ -125,6 +130,7 @@ class Site:
     channels: int | None
     channel_axis: int = 1
     producer_nodes: tuple[str, ...] = ()
+    clip: float | None = None
 
 
 class SiteTable(Rows):
@@ -181,7 +187,7 @@ def _channel_info(node: object, modules: dict[str, nn.Module], depth: int = 0) -
         if found is not None:
             return found
         if isinstance(m, SITE_MODULES) and getattr(m, "channels", None):
-            return int(m.channels), 1
+            return int(m.channels), getattr(m, "channel_axis", 1)
     if is_add(node) or is_relu(node, modules) or (node.op == "call_module" and not is_view(node, modules)):
         for a in node.all_input_nodes:
             c, axis = _channel_info(a, modules, depth + 1)
@@ -215,7 +221,10 @@ def _chain(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, tuple[fx.
 def _site_record(node: fx.Node, modules: dict[str, nn.Module]) -> SiteRecord:
     pattern, chain = _chain(node, modules)
     channels, axis = _channel_info(node, modules)
-    return SiteRecord(pattern, tuple(n.name for n in chain), tuple(n.target for n in chain), channels, axis)
+    clip = relu_clip(node, modules)
+    if clip is None and node.op == "call_module":  # a recorder keeps the clip of the ReLU it replaced
+        clip = getattr(modules.get(node.target), "clip", None)
+    return SiteRecord(pattern, tuple(n.name for n in chain), tuple(n.target for n in chain), channels, axis, clip)
 
 
 def _on_spikes(node: fx.Node, modules: dict[str, nn.Module], on_spikes: set[fx.Node]) -> bool:
@@ -295,7 +304,17 @@ def find_sites(gm: nn.Module) -> SiteTable:
         if channels is None and node.op == "call_module":  # a recorder learns C from its first batch
             channels = getattr(modules[node.target], "channels", None)
         out.append(
-            Site(name, node.name, kind, rec.pattern, rec.producers, channels, rec.channel_axis, rec.producer_nodes)
+            Site(
+                name,
+                node.name,
+                kind,
+                rec.pattern,
+                rec.producers,
+                channels,
+                rec.channel_axis,
+                rec.producer_nodes,
+                rec.clip,
+            )
         )
     return SiteTable(out)
 
