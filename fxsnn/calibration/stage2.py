@@ -178,7 +178,8 @@ def tune_delta_b(
     spike otherwise), ``"rate"`` or ``"spike"``. The result keeps the input's execution mode. ``T``, when
     given, must equal the network's. ``loss_fn(logits, target)`` and ``output`` (picks the logits from the
     network's output) replace the cross-entropy of the logits (:func:`fxsnn.calibration.measure.measure`;
-    defaults cover ``{"out": ...}`` dicts, tuples and dense ``[B, classes, H, W]`` logits). ``data``: a re-iterable of ``(input, target)`` batches (targets needed).
+    defaults cover ``{"out": ...}`` dicts, tuples and dense ``[B, classes, H, W]`` logits). ``data``: a
+    re-iterable of ``(input, target)`` batches (targets needed).
     The :class:`~fxsnn.calibration.finetune.TrainReport` is in ``result.meta["fxsnn.stage2"]``.
 
     Example::

@@ -30,6 +30,9 @@ _METADATA_METHODS = {
 }
 _METADATA_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "layout", "is_cuda", "is_sparse", "is_quantized"}
 _METADATA_FUNCTIONS = {len, torch.numel, torch.is_tensor, torch.is_floating_point, isinstance}
+# value types that only describe layouts (a float could be x.sum().item(), and a tuple a torch.split of tensors)
+_METADATA_TYPES = (bool, int, type(None), torch.Size, torch.dtype, torch.device, torch.layout)
+_DATA_METHODS = {"item", "tolist"}  # numbers read out of a tensor's values
 
 
 def returns_metadata(node: fx.Node) -> bool:
@@ -41,7 +44,7 @@ def returns_metadata(node: fx.Node) -> bool:
     ``node.meta["type"]``) has run, else statically from the op.
     """
     seen = node.meta.get("type")
-    if isinstance(seen, type) and not issubclass(seen, torch.Tensor):
+    if isinstance(seen, type) and issubclass(seen, _METADATA_TYPES) and node.target not in _DATA_METHODS:
         return True
     if node.op == "call_method":
         return node.target in _METADATA_METHODS

@@ -7,7 +7,8 @@ one small frozen record per node:
   recorder, QCFS / DA-QCFS, ParallelIF): producer pattern, producer nodes and
   module paths, channels and the channel axis;
 - ``node.meta["fxsnn.analog"]`` — an :class:`AnalogOp` on every other nonlinear
-  op (GELU, Sigmoid, ReLU6, MaxPool, Softmax, ...): what stays analog.
+  op (GELU, Sigmoid, Hardswish, MaxPool, Softmax, ...; clipped ReLUs such as
+  ReLU6 are sites): what stays analog.
 
 Passes keep the records on the nodes they keep and copy them to the nodes
 they put in a site's place (``normalize`` copies ``node.meta`` whole); :func:`find_sites`,
@@ -87,7 +88,8 @@ class AnalogOp:
     """A nonlinear op that does not become spiking neurons: ``node.meta["fxsnn.analog"]``.
 
     Attributes:
-        kind: ``"GELU"``, ``"Sigmoid"``, ``"ReLU6"``, ``"Softmax"``, ``"MaxPool"``, ...;
+        kind: ``"GELU"``, ``"Sigmoid"``, ``"Hardtanh"`` (other than ``Hardtanh(0, a)``, a clipped-ReLU
+            site), ``"Softmax"``, ``"MaxPool"``, ...;
             ``"MaxPool (after a neuron)"`` for a max pooling of neuron outputs, which
             rate mode runs exactly (:func:`fxsnn.graph.rate_mode_blockers`);
             ``"opaque module"`` for a leaf module of a user class.
@@ -323,7 +325,7 @@ def find_analog_ops(gm: nn.Module) -> AnalogTable:
     """Every nonlinear op of a graph that is not a ReLU site — what stays analog — in graph order.
 
     Read from ``node.meta["fxsnn.analog"]`` (annotated first where missing).
-    fxsnn converts ReLUs only; a network with GELU, Sigmoid, ReLU6, ... comes
+    fxsnn converts ReLUs (plain and clipped) only; a network with GELU, Sigmoid, Hardswish, ... comes
     back as a hybrid in which these ops still compute on analog values.
 
     Example::

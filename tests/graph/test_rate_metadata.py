@@ -74,6 +74,15 @@ def test_metadata_is_decided_by_value_type_where_shape_prop_ran():
     typed = {n.name for n in gm.graph.nodes if returns_metadata(n)}
     assert static <= typed and {"floordiv", "eq", "_assert"} <= typed  # ints, bools and None are not tensors
 
+    class Split(nn.Module):
+        def forward(self, x):
+            a, b = torch.chunk(x, 2, dim=1)  # a tuple of tensors, not metadata
+            return a * x.sum().item() + b
+
+    split = fxsnn.trace(Split())
+    ShapeProp(split).propagate(torch.randn(2, 4))
+    assert not any(returns_metadata(n) for n in split.graph.nodes)  # chunk (tuple) and item (float) are data
+
 
 def test_a_genuinely_non_affine_op_still_blocks_rate_mode_naming_the_node():
     class Square(nn.Module):
