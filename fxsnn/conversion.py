@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numbers
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -45,8 +47,16 @@ def _timed(timings: dict, name: str, fn, *args, **kwargs):
     return out
 
 
-def _run(model, data, T: int, method: str, cfg: ConvertConfig, timings: dict, progress: bool) -> fx.GraphModule:
-    """The method's pipeline: front end, Stage 1, lowering, Stage 2."""
+NO_BATCHNORM = "the model has no BatchNorm layer"
+
+
+def _has_batchnorm(gm: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
+
+
+def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:
+    """The method's pipeline: front end, Stage 1 (skipped without BatchNorm), lowering, Stage 2."""
+    timings, skipped, trace_args, head = run["seconds"], run["skipped"], run["trace"], run["head"]
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     gm = front_end(
@@ -58,13 +68,21 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, timings: dict, pr
         momentum=cfg.da_momentum,
         calibration_batches=cfg.calibration_batches,
         progress=progress,
+        **trace_args,
     )
     timings.update(gm.meta["fxsnn.front_end"]["seconds"])
-    if method in ("spatial", "full"):
-        gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress)
+    if method in ("spatial", "full") and not _has_batchnorm(gm):
+        skipped["stage1"] = NO_BATCHNORM
+        warnings.warn(
+            f"fxsnn.convert: Stage 1 (BatchNorm recalibration) skipped: {NO_BATCHNORM}; the other steps of "
+            f"method={method!r} ran",
+            stacklevel=3,
+        )
+    elif method in ("spatial", "full"):
+        gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, **head)
     snn = lower_to_paraif(gm, T=T, mode="spike")
     if method in ("temporal", "full"):
-        snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress)
+        snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, **head)
     return snn
 
 
@@ -77,6 +95,10 @@ def convert(
     config: ConvertConfig | None = None,
     seed: int = 0,
     progress: bool = True,
+    leaf_modules: Iterable[type | str] = (),
+    concrete_args: dict[str, Any] | None = None,
+    loss_fn: Callable | None = None,
+    output: Callable | None = None,
 ) -> fx.GraphModule:
     """Convert a trained ReLU network into a parallel SNN with ``T`` time steps; returns the lowered GraphModule.
 
@@ -97,8 +119,17 @@ def convert(
     key, e.g. ``config=ConvertConfig.recipe("paper").override("stage1.epochs=2")``. ``model`` is never
     modified.
 
+    ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (module types or qualified names kept
+    opaque; non-tensor arguments specialised); a ``GraphModule`` you traced yourself is copied, not traced
+    again. ``loss_fn(output, target)`` / ``output(model_output)``: the stages' loss and output adaptor
+    (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked from a tensor,
+    a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense ``[B, classes, H, W]`` logits).
+
+    A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
+    ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
+
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
-    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds).
+    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps).
 
     Example::
 
@@ -108,11 +139,23 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
-    timings: dict[str, float] = {}
+    run = {
+        "seconds": {},
+        "skipped": {},
+        "trace": {"leaf_modules": tuple(leaf_modules), "concrete_args": concrete_args},
+        "head": {"loss_fn": loss_fn, "output": output},
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        snn = _run(model, data, T, method, cfg, timings, progress)
+        snn = _run(model, data, T, method, cfg, run, progress)
     out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
     set_mode(snn, out_mode)
-    snn.meta["fxsnn.convert"] = {"method": method, "T": T, "seed": int(seed), "config": cfg, "seconds": timings}
+    snn.meta["fxsnn.convert"] = {
+        "method": method,
+        "T": T,
+        "seed": int(seed),
+        "config": cfg,
+        "seconds": run["seconds"],
+        "skipped": run["skipped"],
+    }
     return snn

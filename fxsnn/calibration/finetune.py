@@ -32,14 +32,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import CalibrationError, DataError
 from .batches import batches
 from .config import TrainSpec
-from .measure import measure
+from .measure import head, measure
 from .state import preserved_state
 
 __all__ = [
@@ -184,8 +183,8 @@ def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
 class _Checkpoints:
     """Snapshots of the tuned tensors (``state()``) and the held-out early stop: best state kept, patience."""
 
-    def __init__(self, model: nn.Module, state: Callable[[], dict], spec: TrainSpec, *, where: str):
-        self.model, self.state, self.patience, self.where = model, state, spec.patience, where
+    def __init__(self, model: nn.Module, state: Callable[[], dict], spec: TrainSpec, *, where: str, heads: dict):
+        self.model, self.state, self.patience, self.where, self.heads = model, state, spec.patience, where, heads
         self.best = (math.inf, None, None)  # (loss, step, snapshot)
         self.bad_evals = 0
 
@@ -201,7 +200,7 @@ class _Checkpoints:
         """Record the held-out loss at ``step`` (in eval mode); True when patience is exhausted."""
         with preserved_state(self.model):
             self.model.eval()
-            loss = measure(self.model, held, where=self.where + " (holdout)", progress=False).loss
+            loss = measure(self.model, held, where=self.where + " (holdout)", progress=False, **self.heads).loss
         report.holdout.append((step, loss))
         if loss < self.best[0]:
             self.best, self.bad_evals = (loss, step, self.snapshot()), 0
@@ -228,15 +227,18 @@ def _gradient_problem(params: list[Tensor], clip_grad: float | None) -> str | No
 class _Loop:
     """One fine-tuning run over ``data`` (see :func:`fine_tune`)."""
 
-    def __init__(self, model, params, data, spec, *, where, state, after_backward, after_step, progress):
+    def __init__(self, model, params, data, spec, *, where, state, after_backward, after_step, progress, heads):
         self.model, self.params, self.data, self.spec, self.where = model, params, data, spec, where
+        self.pick, self.loss_of = head(heads["output"], heads["loss_fn"])
         self.after_backward, self.after_step, self.progress = after_backward, after_step, progress
         self.plan = _plan(spec, data, where=where)
         self.optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
         self.schedule = WarmupCosine(
             self.optimizer, total=self.plan.total, lr=spec.lr, lr_min=spec.lr_min, warmup_steps=self.plan.warm
         )
-        self.checkpoints = _Checkpoints(model, state or (lambda: dict(enumerate(params))), spec, where=where)
+        self.checkpoints = _Checkpoints(
+            model, state or (lambda: dict(enumerate(params))), spec, where=where, heads=heads
+        )
         self.report = TrainReport(planned_steps=self.plan.total)
         self.held: list = list(self.plan.explicit) if self.plan.explicit is not None else []
         self.step = 0
@@ -283,8 +285,7 @@ class _Loop:
         """One optimizer step on ``(x, y)``; the training loss. Raises :class:`NonFiniteLossError`."""
         lr = self.optimizer.param_groups[0]["lr"]
         before = self.checkpoints.snapshot()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y.to(logits.device))
+        loss = self.loss_of(self.pick(self.model(x)), y)
         bad = None if torch.isfinite(loss) else f"the loss is {float(loss.detach())}"
         if bad is None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -321,8 +322,13 @@ def fine_tune(
     after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     progress: bool = True,
+    loss_fn: Callable | None = None,
+    output: Callable | None = None,
 ) -> TrainReport:
-    """Minimise the cross-entropy of ``model`` over ``data`` w.r.t. the leaf tensors ``params`` (in place).
+    """Minimise ``loss_fn`` (default: the cross-entropy) of ``model`` over ``data`` w.r.t. the leaf tensors ``params``.
+
+    ``output`` picks the logits from the model's output and ``loss_fn(logits, target)`` gives a batch's mean loss
+    (defaults and the held-out measure: :func:`fxsnn.calibration.measure.measure`). Trains in place.
 
     Returns a :class:`TrainReport`. The caller sets train/eval modes and ``requires_grad`` (and any
     reparameterisation: ``params`` are the tensors the optimizer holds). ``state()`` returns the tensors to
@@ -343,5 +349,6 @@ def fine_tune(
         after_backward=after_backward,
         after_step=after_step,
         progress=progress,
+        heads={"loss_fn": loss_fn, "output": output},
     )
     return loop.run()

@@ -43,6 +43,8 @@ def front_end(
     momentum: float = 0.99,
     calibration_batches: int | None = None,
     progress: bool = True,
+    leaf_modules: Iterable[type | str] = (),
+    concrete_args: dict | None = None,
 ) -> fx.GraphModule:
     """The data-dependent front end of every method: a new (DA-)QCFS GraphModule, ready to lower.
 
@@ -52,7 +54,8 @@ def front_end(
        :func:`fxsnn.calibrate_da` (Algorithm 1, stage II, α = ``momentum``); ``da=False``:
        :func:`fxsnn.passes.to_qcfs` (FS-PC).
 
-    ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
+    ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (a ``GraphModule`` is copied, not traced
+    again). ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
     never modified. The seconds of each step are in ``result.meta["fxsnn.front_end"]["seconds"]``.
 
     Example::
@@ -73,7 +76,7 @@ def front_end(
         seconds[name] = time.perf_counter() - t0
         return out
 
-    gm = timed("trace", trace, model)
+    gm = timed("trace", trace, model, leaf_modules=leaf_modules, concrete_args=concrete_args)
     gm = insert_recorders(gm, percentile=percentile)
     timed("calibrate", calibrate_, gm, calib, progress=progress)
     if da:

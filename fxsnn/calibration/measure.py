@@ -6,16 +6,51 @@ steps, so that the fine-tuning loop does not depend on the report package).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
+from ..errors import DataError
 from .batches import batches
 
-__all__ = ["measure", "EvalResult"]
+__all__ = ["measure", "EvalResult", "pick_output", "default_loss", "head"]
+
+
+def pick_output(out: object) -> Tensor:
+    """The default output adaptor: the logits tensor of a model's output.
+
+    A tensor is itself; a dict gives its ``"out"`` entry (torchvision segmentation: ``{"out": ..., "aux": ...}``),
+    or its only entry; a tuple or list its first element (``InceptionOutputs``, ``(logits, features)``), recursively.
+    Logits are ``[B, classes]`` or dense ``[B, classes, H, W]`` (per-pixel classes).
+    """
+    while not isinstance(out, Tensor):
+        if isinstance(out, dict) and ("out" in out or len(out) == 1):
+            out = out["out"] if "out" in out else next(iter(out.values()))
+        elif isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        else:
+            what = f"a dict with keys {sorted(map(str, out))}" if isinstance(out, dict) else type(out).__name__
+            raise DataError(
+                f"the model returned {what}, not a logits tensor; pass output=<callable picking the logits> "
+                "(e.g. output=lambda o: o['logits'])"
+            )
+    return out
+
+
+def default_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """The default ``loss_fn``: mean cross-entropy; per pixel for dense ``[B, classes, H, W]`` logits."""
+    return F.cross_entropy(logits.float(), target.to(logits.device))
+
+
+def head(output: Callable | None, loss_fn: Callable | None) -> tuple[Callable, Callable]:
+    """``(output adaptor, loss_fn)`` with the defaults filled in (:func:`pick_output`, :func:`default_loss`)."""
+    for name, f in (("output", output), ("loss_fn", loss_fn)):
+        if f is not None and not callable(f):
+            raise TypeError(f"{name} must be a callable or None; got {type(f).__name__}")
+    return output or pick_output, loss_fn or default_loss
 
 
 @dataclass(frozen=True)
@@ -30,20 +65,44 @@ class EvalResult:
         return f"top-1 {100 * self.top1:.2f} %  loss {self.loss:.4f}  ({self.samples} samples)"
 
 
-@torch.no_grad()
-def measure(model: nn.Module, data: Iterable, *, where: str = "fxsnn.evaluate", progress: bool = True) -> EvalResult:
-    """The one loss/accuracy loop: top-1 and mean cross-entropy of ``model`` as it is (no mode switch), no grad.
+def _top1(logits: Tensor, y: Tensor) -> int | None:
+    """Correct top-1 predictions (per sample, or per pixel for dense logits); ``None`` when ``y`` is no class map."""
+    if y.is_floating_point() or logits.dim() != y.dim() + 1 or logits.shape[2:] != y.shape[1:]:
+        return None
+    return int((logits.argmax(dim=1) == y).sum())
 
-    Used by :func:`evaluate` and by the fine-tuning loop's held-out evaluation. ``where`` names the caller in
-    data errors (batches without targets, on another device or dtype).
+
+@torch.no_grad()
+def measure(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    where: str = "fxsnn.evaluate",
+    progress: bool = True,
+    loss_fn: Callable | None = None,
+    output: Callable | None = None,
+) -> EvalResult:
+    """The one loss/accuracy loop: top-1 and mean loss of ``model`` as it is (no mode switch), no grad.
+
+    ``output(model(x))`` picks the logits (default :func:`pick_output`: a tensor, a dict's ``"out"``, a tuple's
+    first element); ``loss_fn(logits, target)`` is a batch's mean loss (default: cross-entropy, per pixel for
+    dense ``[B, classes, H, W]`` logits with ``[B, H, W]`` targets). The loss is averaged over targets
+    (``target.numel()`` per batch), top-1 over samples or pixels (``nan`` when the targets are not class
+    indices shaped like the logits). Used by :func:`evaluate` and by the fine-tuning loop's held-out
+    evaluation. ``where`` names the caller in data errors (batches without targets, on another device or dtype).
     """
-    correct = 0
+    pick, loss_of = head(output, loss_fn)
+    correct: int | None = 0
     total = 0
     loss_sum = 0.0
     for x, y in batches(data, where=where, need_targets=True, model=model, progress=progress):
-        logits = model(x)
+        logits = pick(model(x))
         y = y.to(logits.device)
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
+        if loss_fn is None:
+            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        else:
+            loss_sum += float(loss_of(logits, y)) * y.numel()
+        hits = _top1(logits, y)
+        correct = None if hits is None or correct is None else correct + hits
         total += y.numel()
-    return EvalResult(correct / total, loss_sum / total, total)
+    return EvalResult(float("nan") if correct is None else correct / total, loss_sum / total, total)

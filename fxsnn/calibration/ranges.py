@@ -17,8 +17,10 @@ from .state import preserved_state
 __all__ = ["calibrate", "calibrate_", "calibrate_da", "calibrate_da_", "recording"]
 
 
-def _channel_mean(t: torch.Tensor) -> torch.Tensor:
-    """μ(·) of Algorithm 1: the mean over every dim but the channel dim (1)."""
+def _channel_mean(t: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """μ(·) of Algorithm 1: the mean over every dim but the channel dim (``axis``: 1, or -1 after a Linear)."""
+    if t.dim() > 2 and axis % t.dim() != 1:
+        t = t.movedim(axis, 1)
     return t.transpose(0, 1).reshape(t.shape[1], -1).mean(dim=1)
 
 
@@ -71,8 +73,9 @@ class _MeanProbe:
         self.pre = self.post = None
 
     def __call__(self, module, args, output):
-        self.pre = _channel_mean(args[0].detach())
-        self.post = _channel_mean(output.detach())
+        axis = getattr(module, "channel_axis", 1)
+        self.pre = _channel_mean(args[0].detach(), axis)
+        self.post = _channel_mean(output.detach(), axis)
 
 
 def calibrate_da(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, fx, nn
 
 from ..errors import ConversionError
 from ..graph.edit import copy_graph_module, require_graph_module
+from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
 from .batches import batches
 from .config import BN_MODES, Stage1Config
@@ -104,9 +105,17 @@ class _RelativeTensors:
     fxsnn's converted networks are pinned bit for bit by ``benchmarks/regression.py``.
     """
 
-    def __init__(self, tensors: list[Tensor], scales: list[Tensor], *, floors: list[Tensor | None]):
+    def __init__(
+        self,
+        tensors: list[Tensor],
+        scales: list[Tensor],
+        *,
+        floors: list[Tensor | None],
+        ceilings: list[float | None] | None = None,
+    ):
         self.tensors, self.scales, self.floors = tensors, scales, floors
-        self.clamps = any(f is not None for f in floors)
+        self.ceilings = ceilings or [None] * len(tensors)
+        self.clamps = any(f is not None for f in floors) or any(c is not None for c in self.ceilings)
         self.z = [(p.detach() / c).clone().requires_grad_(True) for p, c in zip(tensors, scales)]
 
     def state(self) -> dict:
@@ -120,14 +129,16 @@ class _RelativeTensors:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """``p ← c ⊙ z``; with floors, ``p ← max(p, floor)`` and ``z ← p / c``."""
+        """``p ← c ⊙ z``; with floors (ceilings), ``p ← max(p, floor)`` (``min(p, ceiling)``) and ``z ← p / c``."""
         for z, p, c in zip(self.z, self.tensors, self.scales):
             p.copy_(z * c)
         if not self.clamps:
             return
-        for p, floor in zip(self.tensors, self.floors):
+        for p, floor, ceiling in zip(self.tensors, self.floors, self.ceilings):
             if floor is not None:
                 p.clamp_(min=floor)
+            if ceiling is not None:
+                p.clamp_(max=ceiling)
         for z, p, c in zip(self.z, self.tensors, self.scales):
             z.copy_(p / c)
 
@@ -135,7 +146,9 @@ class _RelativeTensors:
 def _tuned(gm: fx.GraphModule, bns: list, config: Stage1Config) -> tuple[list[Tensor], _RelativeTensors]:
     """Step 2's tensors: the BN affine terms (trained as they are), and θ / ψ_DA, φ_DA (trained relative)."""
     affine = [t for b in bns if b.affine for t in (b.weight, b.bias)]
-    sites = [m for m in gm.modules() if isinstance(m, QCFS)] if config.train_theta else []
+    named = [(n, m) for n, m in gm.named_modules() if isinstance(m, QCFS)] if config.train_theta else []
+    sites = [m for _, m in named]
+    clip = {s.name: s.clip for s in find_sites(gm)}  # a clipped ReLU's θ stays at most its clip
     theta0 = [s.theta.detach().clone() for s in sites]
     lr = config.train.lr
     # Same schedule; θ's variables get their own rate through the scale (Adam steps ≈ lr per unit).
@@ -146,10 +159,11 @@ def _tuned(gm: fx.GraphModule, bns: list, config: Stage1Config) -> tuple[list[Te
     floors = [t0 * THETA_FLOOR for t0 in theta0] + [None] * (2 * len(da_sites))
     for t in affine + tensors:
         t.requires_grad_(True)
-    return affine, _RelativeTensors(tensors, scales, floors=floors)
+    ceilings = [clip.get(n) for n, _ in named] + [None] * (2 * len(da_sites))
+    return affine, _RelativeTensors(tensors, scales, floors=floors, ceilings=ceilings)
 
 
-def _fine_tune_affine(gm: fx.GraphModule, data: Iterable, config: Stage1Config, *, where: str, progress: bool):
+def _fine_tune_affine(gm: fx.GraphModule, data: Iterable, config: Stage1Config, *, where: str, progress: bool, heads):
     """Step 2 of :func:`recalibrate_bn`; the run's report, or ``None`` when there is nothing to tune."""
     bns = _batchnorms(gm)
     affine, relative = _tuned(gm, bns, config)
@@ -171,6 +185,7 @@ def _fine_tune_affine(gm: fx.GraphModule, data: Iterable, config: Stage1Config, 
         after_backward=relative.after_backward if relative.tensors else None,
         after_step=relative.after_step if relative.tensors else None,
         progress=progress,
+        **heads,
     )
 
 
@@ -192,6 +207,8 @@ def recalibrate_bn(
     config: Stage1Config | None = None,
     *,
     progress: bool = True,
+    loss_fn: Callable | None = None,
+    output: Callable | None = None,
     **overrides,
 ) -> fx.GraphModule:
     """Stage 1 (Algorithm 2): re-fit every BatchNorm of a DA-QCFS network; returns a **new** GraphModule.
@@ -219,7 +236,10 @@ def recalibrate_bn(
     3. With ``restat_after``, step 1 again on the tuned network.
 
     ``theta_lr`` (default ``train.lr``) is θ's learning rate; ``train.clip_grad``, ``train.holdout`` and
-    ``train.patience`` as in :class:`~fxsnn.calibration.config.TrainSpec`. Modules get back their train/eval
+    ``train.patience`` as in :class:`~fxsnn.calibration.config.TrainSpec`. ``loss_fn(logits, target)`` and
+    ``output`` (picks the logits from the model's output) replace the cross-entropy of the logits
+    (:func:`fxsnn.calibration.measure.measure`; defaults cover ``{"out": ...}`` dicts, tuples and dense
+    ``[B, classes, H, W]`` logits). Modules get back their train/eval
     flags and parameters their ``requires_grad``. The run's :class:`~fxsnn.calibration.finetune.TrainReport` is
     in ``result.meta["fxsnn.stage1"]``. Raises :class:`fxsnn.ConversionError` for a lowered network or one
     without BatchNorm, :class:`fxsnn.DataError` for empty or target-less data,
@@ -239,7 +259,8 @@ def recalibrate_bn(
             for p in gm.parameters():
                 p.requires_grad_(False)
             reestimate_bn_stats_(gm, data, progress=progress, where=where)
-            report = _fine_tune_affine(gm, data, config, where=where, progress=progress)
+            heads = {"loss_fn": loss_fn, "output": output}
+            report = _fine_tune_affine(gm, data, config, where=where, progress=progress, heads=heads)
             if report is not None:
                 gm.meta["fxsnn.stage1"] = report
             if config.restat_after:

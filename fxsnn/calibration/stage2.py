@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, fx, nn
@@ -119,7 +119,9 @@ def _check_stage2_input(gm, T: int | None, *, where: str) -> fx.GraphModule:
     return gm
 
 
-def _train(gm: fx.GraphModule, data: Iterable, config: Stage2Config, *, where: str, progress: bool) -> TrainReport:
+def _train(
+    gm: fx.GraphModule, data: Iterable, config: Stage2Config, *, where: str, progress: bool, heads
+) -> TrainReport:
     """Δb of every neuron trained with the surrogate of half-width ``config.width``·θ_pre, everything else frozen."""
     cells = list(neurons(gm).values())
     widths = [n.surrogate_width.clone() for n in cells]
@@ -131,7 +133,7 @@ def _train(gm: fx.GraphModule, data: Iterable, config: Stage2Config, *, where: s
                 n.surrogate_width.fill_(float(config.width))
             gm.eval()
             with _trainable_delta_b(cells, config.parameterization) as params:
-                return fine_tune(gm, params, data, config.train, where=where, progress=progress)
+                return fine_tune(gm, params, data, config.train, where=where, progress=progress, **heads)
         finally:
             with torch.no_grad():
                 for n, w in zip(cells, widths):  # the width is a training choice, not part of the network
@@ -145,6 +147,8 @@ def tune_delta_b(
     *,
     T: int | None = None,
     progress: bool = True,
+    loss_fn: Callable | None = None,
+    output: Callable | None = None,
     **overrides,
 ) -> fx.GraphModule:
     """Stage 2 (Algorithm 3): train every ParallelIF's per-channel bias Δb ``[C]``; returns a **new** GraphModule.
@@ -172,7 +176,10 @@ def tune_delta_b(
 
     ``mode``: ``"auto"`` (rate where :func:`training_mode` allows — the same gradient at 1/T of the cost —
     spike otherwise), ``"rate"`` or ``"spike"``. The result keeps the input's execution mode. ``T``, when
-    given, must equal the network's. ``data``: a re-iterable of ``(input, target)`` batches (targets needed).
+    given, must equal the network's. ``loss_fn(logits, target)`` and ``output`` (picks the logits from the
+    network's output) replace the cross-entropy of the logits (:func:`fxsnn.calibration.measure.measure`;
+    defaults cover ``{"out": ...}`` dicts, tuples and dense ``[B, classes, H, W]`` logits). ``data``: a
+    re-iterable of ``(input, target)`` batches (targets needed).
     The :class:`~fxsnn.calibration.finetune.TrainReport` is in ``result.meta["fxsnn.stage2"]``.
 
     Example::
@@ -189,7 +196,7 @@ def tune_delta_b(
     run_mode, reason = training_mode(gm, config.mode)
     set_mode(gm, run_mode)
     try:
-        report = _train(gm, data, config, where=where, progress=progress)
+        report = _train(gm, data, config, where=where, progress=progress, heads={"loss_fn": loss_fn, "output": output})
     finally:
         set_mode(gm, original_mode)
     report.mode, report.mode_reason = run_mode, reason

@@ -227,7 +227,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     model = _model(args)
     data = _data(args, args.data, shuffle=True)
     eval_data = _data(args, args.eval_data) if args.eval_data else None
-    snn = convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg)
+    trace_args = {"leaf_modules": args.leaf_module, "concrete_args": parse_kwargs(args.concrete_arg) or None}
+    snn = convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg, **trace_args)
     save(snn, args.out, model_spec=args.model, model_args=model_args)
     print(summary(snn))
     if eval_data is not None:

@@ -106,6 +106,22 @@ def _add_convert(sub: _Subparsers) -> None:
         "--set stage2.train.lr=0.01 --set theta_percentile=None; values are Python literals, strings may be bare; "
         "an unknown key lists the valid ones",
     )
+    g.add_argument(
+        "--leaf-module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="qualified name of a submodule to keep opaque when tracing (repeatable), e.g. --leaf-module layer1.0; "
+        "the fix a trace error suggests (its ReLUs stay unconverted)",
+    )
+    g.add_argument(
+        "--concrete-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="specialise a non-tensor forward argument when tracing (repeatable), e.g. --concrete-arg "
+        "return_features=False; values are Python literals",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
     g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -10,6 +11,7 @@ from torch import fx, nn
 
 __all__ = [
     "relu_inplace",
+    "relu_clip",
     "is_relu",
     "BATCHNORMS",
     "CONVS",
@@ -29,8 +31,93 @@ _RELU_FUNCTIONS = {F.relu: None, torch.relu: False, torch.relu_: True, F.relu_: 
 _RELU_METHODS = {"relu": False, "relu_": True}
 
 
+# -- clipped ReLUs: min(max(x, 0), a) with a constant a > 0 (a = inf: a ReLU spelled as a clamp) ------------
+# function -> (inplace fixed or None: from the "inplace" argument, position of min, position of max, defaults)
+_CLIP_FUNCTIONS = {
+    F.relu6: (None, None, None, (0.0, 6.0)),
+    F.hardtanh: (None, 1, 2, (-1.0, 1.0)),
+    F.hardtanh_: (True, 1, 2, (-1.0, 1.0)),
+    torch.clamp: (False, 1, 2, (None, None)),
+    torch.clip: (False, 1, 2, (None, None)),
+    torch.clamp_: (True, 1, 2, (None, None)),
+    torch.clip_: (True, 1, 2, (None, None)),
+    torch.clamp_min: (False, 1, None, (None, None)),
+    torch.clamp_min_: (True, 1, None, (None, None)),
+}
+# Tensor method -> (inplace, position of min, position of max) counted after self
+_CLIP_METHODS = {
+    "clamp": (False, 0, 1),
+    "clip": (False, 0, 1),
+    "clamp_": (True, 0, 1),
+    "clip_": (True, 0, 1),
+    "clamp_min": (False, 0, None),
+    "clamp_min_": (True, 0, None),
+}
+_HARDTANH_INPLACE_AT = 3  # F.hardtanh(input, min_val, max_val, inplace)
+_RELU6_INPLACE_AT = 1
+
+
+def _arg(node: fx.Node, pos: int | None, names: tuple[str, ...], default):
+    for name in names:
+        if name in node.kwargs:
+            return node.kwargs[name]
+    if pos is not None and len(node.args) > pos:
+        return node.args[pos]
+    return default
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _clip_of(lo, hi) -> float | None:
+    """The clip ``a`` of ``clamp(x, lo, hi)`` when that is a clipped ReLU (``lo == 0 < hi``), else ``None``."""
+    if not (_number(lo) and lo == 0):
+        return None
+    if hi is None:
+        return math.inf
+    return float(hi) if _number(hi) and hi > 0 else None
+
+
+def _clipped(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, float] | None:
+    """``(inplace, a)`` for a clipped ReLU spelling (``a = inf`` for ``clamp(x, min=0)``), else ``None``."""
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        if type(m) in (nn.ReLU6, nn.Hardtanh):
+            a = _clip_of(m.min_val, m.max_val)
+            return (bool(m.inplace), a) if a is not None else None
+        return None
+    if node.op == "call_function" and node.target in _CLIP_FUNCTIONS:
+        fixed, lo_at, hi_at, (lo, hi) = _CLIP_FUNCTIONS[node.target]
+        a = _clip_of(_arg(node, lo_at, ("min_val", "min"), lo), _arg(node, hi_at, ("max_val", "max"), hi))
+        if a is None:
+            return None
+        if fixed is None:
+            at = _RELU6_INPLACE_AT if node.target is F.relu6 else _HARDTANH_INPLACE_AT
+            fixed = bool(_arg(node, at, ("inplace",), False))
+        return fixed, a
+    if node.op == "call_method" and node.target in _CLIP_METHODS:
+        inplace, lo_at, hi_at = _CLIP_METHODS[node.target]
+        lo = _arg(node, lo_at + 1, ("min",), None)
+        hi = _arg(node, None if hi_at is None else hi_at + 1, ("max",), None)
+        a = _clip_of(lo, hi)
+        return None if a is None else (inplace, a)
+    return None
+
+
+def relu_clip(node: fx.Node, modules: dict[str, nn.Module]) -> float | None:
+    """The clip ``a`` of a clipped-ReLU site (``nn.ReLU6``, ``F.relu6``, ``nn.Hardtanh(0, a)``,
+    ``F.hardtanh(x, 0, a)``, ``torch.clamp(x, 0, a)``, ``x.clamp(min=0, max=a)``); ``None`` for a plain ReLU
+    (``torch.clamp(x, min=0)`` included) or a node that is no ReLU."""
+    found = _clipped(node, modules)
+    return None if found is None or math.isinf(found[1]) else found[1]
+
+
 def relu_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
-    """``None`` if ``node`` is not a ReLU; else whether it is an in-place spelling."""
+    """``None`` if ``node`` is not a ReLU (plain or clipped, :func:`relu_clip`); else whether it is in place."""
+    clipped = _clipped(node, modules)
+    if clipped is not None:
+        return clipped[0]
     if node.op == "call_module":
         m = modules.get(node.target)
         return bool(m.inplace) if type(m) is nn.ReLU else None
@@ -149,10 +236,9 @@ def is_max_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_function" and node.target in _MAX_POOL_FUNCTIONS
 
 
-# kind -> (module types, functions, Tensor method names); looked up by exact module type along the MRO,
-# so ReLU6 is found before its base class Hardtanh
+# kind -> (module types, functions, Tensor method names); looked up by exact module type along the MRO.
+# Clipped ReLUs (ReLU6, Hardtanh(0, a), clamp(x, 0, a)) are sites and never reach this table (relu_clip).
 _ANALOG: dict[str, tuple[tuple[type, ...], tuple, tuple[str, ...]]] = {
-    "ReLU6": ((nn.ReLU6,), (F.relu6,), ()),
     "Hardtanh": ((nn.Hardtanh,), (F.hardtanh, F.hardtanh_), ()),
     "GELU": ((nn.GELU,), (F.gelu,), ()),
     "SiLU": ((nn.SiLU,), (F.silu,), ()),

@@ -11,7 +11,49 @@ from torch import fx, nn
 from ..nn import ParallelIF, TimeMean
 from .patterns import _VIEW_METHODS, is_max_pool
 
-__all__ = ["rate_mode_blockers", "rate_commutes", "is_max_pool", "is_channel_cat"]
+__all__ = ["rate_mode_blockers", "rate_commutes", "returns_metadata", "is_max_pool", "is_channel_cat"]
+
+# -- values that are not tensors: shapes, sizes, ranks, dtypes (and the integer/bool arithmetic on them) -------
+_METADATA_METHODS = {
+    "size",
+    "dim",
+    "ndimension",
+    "numel",
+    "nelement",
+    "stride",
+    "element_size",
+    "is_contiguous",
+    "is_floating_point",
+    "is_complex",
+    "get_device",
+    "storage_offset",
+}
+_METADATA_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "layout", "is_cuda", "is_sparse", "is_quantized"}
+_METADATA_FUNCTIONS = {len, torch.numel, torch.is_tensor, torch.is_floating_point, isinstance}
+# value types that only describe layouts (a float could be x.sum().item(), and a tuple a torch.split of tensors)
+_METADATA_TYPES = (bool, int, type(None), torch.Size, torch.dtype, torch.device, torch.layout)
+_DATA_METHODS = {"item", "tolist"}  # numbers read out of a tensor's values
+
+
+def returns_metadata(node: fx.Node) -> bool:
+    """True when ``node``'s value is not a tensor: a size, shape, rank, dtype, ... of its input.
+
+    Such a value describes a tensor's layout, not its contents, so it does not vary over time (integer and
+    bool arithmetic and asserts on it, ``floordiv``, ``eq``, ``torch._assert``, only read it). Decided from
+    the value's type when :class:`torch.fx.passes.shape_prop.ShapeProp` (or anything that writes
+    ``node.meta["type"]``) has run, else statically from the op.
+    """
+    seen = node.meta.get("type")
+    if isinstance(seen, type) and issubclass(seen, _METADATA_TYPES) and node.target not in _DATA_METHODS:
+        return True
+    if node.op == "call_method":
+        return node.target in _METADATA_METHODS
+    if node.op == "call_function":
+        if node.target is getattr:
+            return len(node.args) > 1 and node.args[1] in _METADATA_ATTRIBUTES
+        return node.target in _METADATA_FUNCTIONS
+    return False
+
 
 # -- rate mode: which ops commute with the time-mean --------------------------
 _AFFINE_MODULES = (
@@ -51,6 +93,7 @@ _AFFINE_MODULES = (
     nn.PixelShuffle,
     nn.PixelUnshuffle,
     nn.ChannelShuffle,
+    nn.Upsample,  # every mode is a fixed linear map of the input (rate_commutes)
 )
 # linear in every tensor argument (sums, concatenations, layouts, linear layers)
 _LINEAR_FUNCTIONS = {
@@ -92,6 +135,12 @@ _LINEAR_FUNCTIONS = {
     F.dropout,
     F.batch_norm,
     F.pixel_shuffle,
+    F.pixel_unshuffle,
+    F.channel_shuffle,
+    F.interpolate,
+    F.upsample,
+    F.upsample_nearest,
+    F.upsample_bilinear,
     getattr,
 }
 _LINEAR_METHODS = _VIEW_METHODS | {
@@ -123,10 +172,15 @@ def rate_commutes(node: fx.Node, modules: dict[str, nn.Module], temporal: set[fx
 
     ``temporal`` holds the nodes that vary over time. A product or quotient is
     affine when at most one factor varies (and, for a quotient, not the divisor).
+    Resampling (``nn.Upsample``, ``F.interpolate`` in every mode: nearest,
+    linear, bilinear, bicubic, trilinear, area, antialiased or not) computes
+    each output as a sum of inputs with weights fixed by the shapes alone, so it
+    is linear in the input per sample and commutes with the time-mean.
     """
     if node.op == "call_module":
         return isinstance(modules.get(node.target), _AFFINE_MODULES)
-    varying = [a for a in node.all_input_nodes if a in temporal]
+    varying: list[fx.Node] = []  # every time-varying argument, repeats included (x * x has two factors)
+    fx.node.map_arg((node.args, node.kwargs), lambda a: varying.append(a) if a in temporal else None)
     if node.op == "call_function":
         if node.target in _LINEAR_FUNCTIONS:
             return True
@@ -159,7 +213,9 @@ def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
     of the trains is the train of the maximum count, and pooling commutes with
     the time-mean exactly; the same holds for a channel-wise concatenation of
     neuron outputs and for MaxPool of such a pooled train. Anywhere else
-    MaxPool is a blocker.
+    MaxPool is a blocker. Shapes, sizes and ranks of time-varying tensors
+    (:func:`returns_metadata`), and whatever is computed from them alone, do
+    not vary over time (channel shuffle's ``x.size()`` and ``floordiv``).
     """
     modules = dict(gm.named_modules())
     temporal: set[fx.Node] = set()
@@ -172,6 +228,8 @@ def rate_mode_blockers(gm: fx.GraphModule) -> list[tuple[fx.Node, str]]:
             continue
         if node.op == "output" or not any(a in temporal for a in node.all_input_nodes):
             continue
+        if returns_metadata(node):
+            continue  # a size / shape / rank of a time-varying tensor is not itself time-varying
         if node.op == "call_module" and isinstance(modules.get(node.target), TimeMean):
             continue
         temporal.add(node)

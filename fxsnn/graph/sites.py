@@ -7,7 +7,8 @@ one small frozen record per node:
   recorder, QCFS / DA-QCFS, ParallelIF): producer pattern, producer nodes and
   module paths, channels and the channel axis;
 - ``node.meta["fxsnn.analog"]`` — an :class:`AnalogOp` on every other nonlinear
-  op (GELU, Sigmoid, ReLU6, MaxPool, Softmax, ...): what stays analog.
+  op (GELU, Sigmoid, Hardswish, MaxPool, Softmax, ...; clipped ReLUs such as
+  ReLU6 are sites): what stays analog.
 
 Passes keep the records on the nodes they keep and copy them to the nodes
 they put in a site's place (``normalize`` copies ``node.meta`` whole); :func:`find_sites`,
@@ -28,7 +29,7 @@ from torch import fx, nn
 from ..nn import SITE_MODULES
 from ..report.table import Rows
 from .edit import node_scope, require_graph_module
-from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view
+from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view, relu_clip
 from .rate import is_channel_cat
 
 __all__ = [
@@ -65,6 +66,8 @@ class SiteRecord:
         channel_axis: the dim of the site's input that holds ``C``: ``1`` for a
             ``[B, C, ...]`` conv / BN output, ``-1`` for a Linear producer
             (``[B, C]`` or ``[B, N, C]``).
+        clip: ``a`` of a clipped ReLU ``min(max(x, 0), a)`` (``nn.ReLU6``: 6, ``nn.Hardtanh(0, a)``,
+            ``torch.clamp(x, 0, a)``); ``None`` for a plain ReLU. Its θ never exceeds ``a``.
     """
 
     pattern: str
@@ -72,10 +75,12 @@ class SiteRecord:
     producers: tuple[str, ...]
     channels: int | None
     channel_axis: int
+    clip: float | None = None
 
     def __str__(self) -> str:
         c = "?" if self.channels is None else self.channels
-        return f"site {self.pattern} C={c} axis={self.channel_axis}"
+        clip = "" if self.clip is None else f" clip={self.clip:g}"
+        return f"site {self.pattern} C={c} axis={self.channel_axis}{clip}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,8 @@ class AnalogOp:
     """A nonlinear op that does not become spiking neurons: ``node.meta["fxsnn.analog"]``.
 
     Attributes:
-        kind: ``"GELU"``, ``"Sigmoid"``, ``"ReLU6"``, ``"Softmax"``, ``"MaxPool"``, ...;
+        kind: ``"GELU"``, ``"Sigmoid"``, ``"Hardtanh"`` (other than ``Hardtanh(0, a)``, a clipped-ReLU
+            site), ``"Softmax"``, ``"MaxPool"``, ...;
             ``"MaxPool (after a neuron)"`` for a max pooling of neuron outputs, which
             rate mode runs exactly (:func:`fxsnn.graph.rate_mode_blockers`);
             ``"opaque module"`` for a leaf module of a user class.
@@ -115,6 +121,7 @@ class Site:
             known without running data.
         channel_axis: the dim that holds the channels (``1``; ``-1`` after a Linear).
         producer_nodes: node names of the chain's producers.
+        clip: ``a`` of a clipped ReLU (ReLU6: 6), else ``None`` (:class:`SiteRecord`).
     """
 
     name: str
@@ -125,6 +132,7 @@ class Site:
     channels: int | None
     channel_axis: int = 1
     producer_nodes: tuple[str, ...] = ()
+    clip: float | None = None
 
 
 class SiteTable(Rows):
@@ -181,7 +189,7 @@ def _channel_info(node: object, modules: dict[str, nn.Module], depth: int = 0) -
         if found is not None:
             return found
         if isinstance(m, SITE_MODULES) and getattr(m, "channels", None):
-            return int(m.channels), 1
+            return int(m.channels), getattr(m, "channel_axis", 1)
     if is_add(node) or is_relu(node, modules) or (node.op == "call_module" and not is_view(node, modules)):
         for a in node.all_input_nodes:
             c, axis = _channel_info(a, modules, depth + 1)
@@ -215,7 +223,10 @@ def _chain(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, tuple[fx.
 def _site_record(node: fx.Node, modules: dict[str, nn.Module]) -> SiteRecord:
     pattern, chain = _chain(node, modules)
     channels, axis = _channel_info(node, modules)
-    return SiteRecord(pattern, tuple(n.name for n in chain), tuple(n.target for n in chain), channels, axis)
+    clip = relu_clip(node, modules)
+    if clip is None and node.op == "call_module":  # a recorder keeps the clip of the ReLU it replaced
+        clip = getattr(modules.get(node.target), "clip", None)
+    return SiteRecord(pattern, tuple(n.name for n in chain), tuple(n.target for n in chain), channels, axis, clip)
 
 
 def _on_spikes(node: fx.Node, modules: dict[str, nn.Module], on_spikes: set[fx.Node]) -> bool:
@@ -295,7 +306,17 @@ def find_sites(gm: nn.Module) -> SiteTable:
         if channels is None and node.op == "call_module":  # a recorder learns C from its first batch
             channels = getattr(modules[node.target], "channels", None)
         out.append(
-            Site(name, node.name, kind, rec.pattern, rec.producers, channels, rec.channel_axis, rec.producer_nodes)
+            Site(
+                name,
+                node.name,
+                kind,
+                rec.pattern,
+                rec.producers,
+                channels,
+                rec.channel_axis,
+                rec.producer_nodes,
+                rec.clip,
+            )
         )
     return SiteTable(out)
 
@@ -304,7 +325,7 @@ def find_analog_ops(gm: nn.Module) -> AnalogTable:
     """Every nonlinear op of a graph that is not a ReLU site — what stays analog — in graph order.
 
     Read from ``node.meta["fxsnn.analog"]`` (annotated first where missing).
-    fxsnn converts ReLUs only; a network with GELU, Sigmoid, ReLU6, ... comes
+    fxsnn converts ReLUs (plain and clipped) only; a network with GELU, Sigmoid, Hardswish, ... comes
     back as a hybrid in which these ops still compute on analog values.
 
     Example::

@@ -47,7 +47,8 @@ def trace(
     """Trace a **deep copy** of ``model`` with torch.fx and return its ``GraphModule``.
 
     The user's model is never changed by anything fxsnn does: every module of
-    the result is a copy.
+    the result is a copy. A ``GraphModule`` (a model the user already traced,
+    with their own tracer) is not traced again: the result is a deep copy of it.
 
     Args:
         model: any ``nn.Module`` whose ``forward`` torch.fx can trace.
@@ -58,6 +59,7 @@ def trace(
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``leaf_modules`` or ``concrete_args`` given with a ``GraphModule`` (already traced).
         fxsnn.TraceError: tracing failed (data-dependent control flow, say);
             the message names the module path where it failed and suggests
             ``leaf_modules=``; the original exception is ``__cause__``.
@@ -70,6 +72,14 @@ def trace(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxsnn.trace expects a torch.nn.Module; got {type(model).__name__}")
+    leaf_modules = tuple(leaf_modules)
+    if isinstance(model, fx.GraphModule):
+        if leaf_modules or concrete_args:
+            raise ValueError(
+                "fxsnn.trace: this model is a GraphModule, already traced, so it is not traced again and "
+                "leaf_modules= / concrete_args= cannot apply; pass them when tracing the original model"
+            )
+        return copy.deepcopy(model)
     leaf_types = tuple(x for x in leaf_modules if isinstance(x, type))
     leaf_names = frozenset(x for x in leaf_modules if isinstance(x, str))
     bad = [x for x in leaf_modules if not isinstance(x, (type, str))]
@@ -93,7 +103,8 @@ def trace(
             else "in the top-level forward"
         )
         hint = (
-            f"mark it as opaque with fxsnn.trace(model, leaf_modules=['{where}']) (its ReLUs then stay unconverted)"
+            f"mark it as opaque with fxsnn.trace(model, leaf_modules=['{where}']) (fxsnn.convert takes the same "
+            f"argument; the CLI --leaf-module {where}); its ReLUs then stay unconverted"
             if where
             else "pass concrete_args= for non-tensor arguments, or make the control flow independent of tensor values"
         )

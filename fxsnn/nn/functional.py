@@ -14,11 +14,14 @@ quantity (``theta``, ``psi``, ``psi_da``, ``theta_post``, ``delta_b``) is
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 __all__ = [
     "per_channel",
+    "along_channel_axis",
     "spike_count",
     "count_to_rate",
     "count_to_spikes",
@@ -47,6 +50,26 @@ def per_channel(p: Tensor, x: Tensor) -> Tensor:
             f"fxsnn activations need inputs shaped [batch, channels, ...]; got a tensor of shape {tuple(x.shape)}"
         )
     return p.view((-1,) + (1,) * (x.dim() - 2))
+
+
+def along_channel_axis(forward):
+    """Decorate a site module's ``forward(self, x)`` to run with ``x``'s channel axis moved to dim 1.
+
+    A site's channels sit on ``self.channel_axis`` (default 1; ``-1`` for a Linear producer, set from the
+    site record by :func:`fxsnn.passes.base.swap_sites_`). For a ``[B, N, C]`` input with axis ``-1`` the
+    module computes on the view ``[B, C, N]`` and returns its output moved back to ``[B, N, C]``: the same
+    elementwise arithmetic per channel. With the channels already at dim 1 (every ``[B, C, ...]`` conv output,
+    every 2-D ``[B, C]``) nothing moves.
+    """
+
+    @functools.wraps(forward)
+    def wrapped(self, x: Tensor, *args, **kwargs):
+        axis = getattr(self, "channel_axis", 1)
+        if x.dim() <= 2 or axis % x.dim() == 1:
+            return forward(self, x, *args, **kwargs)
+        return forward(self, x.movedim(axis, 1), *args, **kwargs).movedim(1, axis)
+
+    return wrapped
 
 
 def _inplace_ok(a: Tensor, b) -> bool:

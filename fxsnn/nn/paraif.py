@@ -113,6 +113,7 @@ class ParallelIF(nn.Module):
         """Binary spike train ``[T, B, C, ...]`` (Eq. 5) for a time-averaged input."""
         return Fx.count_to_spikes(self.spike_count(x_mean), self.ladder, self.theta_pre - self.delta_b.detach())
 
+    @Fx.along_channel_axis
     def forward(self, x: Tensor) -> Tensor:
         spike = self.mode == "spike"
         if not spike and getattr(self, "fused", False) and not torch.is_grad_enabled():

@@ -57,6 +57,7 @@ class QCFS(nn.Module):
         th = self.theta.detach()
         return Fx.spike_count(x, self.levels, th, th * 0.5, psi_da)
 
+    @Fx.along_channel_axis
     def forward(self, x: Tensor) -> Tensor:
         psi_da, phi_da = self.shift_terms()
         return Fx.qcfs(x, self.theta, self.levels, psi_da, phi_da)
@@ -99,10 +100,11 @@ class DAQCFS(QCFS):
             return torch.minimum(torch.relu(x), Fx.per_channel(self.theta, x))
         return Fx.qcfs(x, self.theta, self.reference_levels)
 
+    @Fx.along_channel_axis
     def forward(self, x: Tensor) -> Tensor:
         if self.reference:
             return self.original_activation(x)
-        return super().forward(x)
+        return Fx.qcfs(x, self.theta, self.levels, self.psi_da, self.phi_da)  # QCFS.forward, x already moved
 
     def extra_repr(self) -> str:
         ref = "clip-ReLU" if self.reference_levels is None else f"QCFS(L={self.reference_levels})"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CalibrationError
+from .functional import along_channel_axis
 
 __all__ = ["ActivationRecorder"]
 
@@ -47,6 +50,16 @@ class ActivationRecorder(nn.Module):
     output zeros on every calibration input) gets θ = 1 with a warning naming
     it: any positive θ keeps it silent wherever it was silent.
 
+    **Clipped ReLUs.** With ``clip=a`` the recorder stands for ``min(max(x, 0), a)``
+    (``nn.ReLU6``: ``a = 6``): it outputs that, and every θ is at most ``a``
+    (``θ ← min(θ, a)``). This is exact for conversion: the QCFS activation that
+    replaces the site saturates at θ (``QCFS_θ(x) = θ`` for every ``x ≥ θ``), so
+    with ``θ ≤ a`` it gives the same output for ``x`` as for ``min(x, a)`` — the
+    outer clip at ``a`` never acts, and the clipped ReLU converts exactly as a ReLU
+    with the same θ (whose own clip at θ the conversion already makes). A
+    percentile of ``min(relu(x), a)`` is ``min(percentile of relu(x), a)``, so
+    both θ rules are the plain ReLU's, capped.
+
     Example::
 
         >>> rec = ActivationRecorder(4); rec.recording = True
@@ -54,8 +67,18 @@ class ActivationRecorder(nn.Module):
         torch.Size([4])
     """
 
-    def __init__(self, channels: int | None = None, *, percentile: float | None = None, bins: int = 1024):
+    def __init__(
+        self,
+        channels: int | None = None,
+        *,
+        percentile: float | None = None,
+        bins: int = 1024,
+        clip: float | None = None,
+    ):
         super().__init__()
+        if clip is not None and not (float(clip) > 0 and math.isfinite(float(clip))):
+            raise ValueError(f"clip must be a finite number > 0 or None; got {clip!r}")
+        self.clip = None if clip is None else float(clip)
         if percentile is not None and not (0.0 < float(percentile) <= 100.0):
             raise ValueError(f"percentile must be in (0, 100]; got {percentile!r}")
         if bins < 2 or bins & (bins - 1):
@@ -72,10 +95,11 @@ class ActivationRecorder(nn.Module):
             self.register_buffer("hist_hi", torch.zeros(c))
 
     # -- recording -----------------------------------------------------------
+    @along_channel_axis
     def forward(self, x: Tensor) -> Tensor:
         if self.recording:
             self._record(x.detach())
-        return torch.relu(x)
+        return torch.relu(x) if self.clip is None else F.hardtanh(x, 0.0, self.clip)
 
     @torch.no_grad()
     def _record(self, x: Tensor) -> None:
@@ -139,7 +163,7 @@ class ActivationRecorder(nn.Module):
         if not self.has_data:
             raise CalibrationError("this recorder saw no data: run fxsnn.calibrate(gm, data) first")
         if self.percentile is None:
-            return self.max_val.clone()
+            return self._capped(self.max_val.clone())
         cdf = self.hist.to(torch.float64).cumsum(dim=1)
         total = cdf[:, -1:]
         rank = total * (self.percentile / 100.0)
@@ -148,7 +172,11 @@ class ActivationRecorder(nn.Module):
         edge = self.hist_hi * j.to(self.hist_hi.dtype) / self.bins
         theta = torch.where(j > 0, edge, torch.zeros_like(edge))
         theta = torch.minimum(theta, self.max_val.clamp(min=0))
-        return torch.where(theta > 0, theta, self.max_val)
+        return self._capped(torch.where(theta > 0, theta, self.max_val))
+
+    def _capped(self, theta: Tensor) -> Tensor:
+        """``min(θ, clip)`` for a clipped ReLU (see the class docstring); θ itself otherwise."""
+        return theta if self.clip is None else theta.clamp(max=self.clip)
 
     def dead_channels(self) -> Tensor:
         """Boolean ``[C]``: channels whose pre-activation never exceeded 0."""
@@ -171,7 +199,8 @@ class ActivationRecorder(nn.Module):
     def extra_repr(self) -> str:
         rule = "max" if self.percentile is None else f"p{self.percentile:g}"
         status = f"batches={int(self.num_batches)}" if self.has_data else "no data"
-        return f"channels={self.channels}, theta={rule}, {status}"
+        clip = "" if self.clip is None else f", clip={self.clip:g}"
+        return f"channels={self.channels}, theta={rule}{clip}, {status}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "max_val"

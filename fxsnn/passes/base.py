@@ -189,6 +189,8 @@ def swap_sites_(gm: fx.GraphModule, swap: Swap) -> fx.GraphModule:
     for site in find_sites(gm):
         node = nodes[site.node]
         new = swap(site, modules[node.target], node)
+        if site.channel_axis != 1:  # e.g. -1 after a Linear: the module runs on [B, C, ...] views of [B, ..., C]
+            new.channel_axis = site.channel_axis
         ref = first_tensor(gm)
         if ref is not None:  # follow the model's device and floating dtype
             new = new.to(device=ref.device, dtype=ref.dtype)

@@ -6,10 +6,17 @@ from torch import fx, nn
 
 from ..errors import ConversionError
 from ..graph.edit import describe_node, free_submodule_name, node_scope, rename_nodes
-from ..graph.patterns import is_view, relu_inplace
+from ..graph.patterns import is_view, relu_clip, relu_inplace
 from .base import STAGES, graph_pass
 
 __all__ = ["normalize"]
+
+
+def site_module(clip: float | None) -> nn.Module:
+    """The module of a site: ``nn.ReLU()``, or for a clipped ReLU ``nn.ReLU6()`` (clip 6) / ``nn.Hardtanh(0, clip)``."""
+    if clip is None:
+        return nn.ReLU()
+    return nn.ReLU6() if clip == 6 else nn.Hardtanh(0.0, clip)
 
 
 @graph_pass("fxsnn.passes.normalize", ensures=STAGES[1:], decides=True)
@@ -19,7 +26,12 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     Handles ``nn.ReLU`` (``inplace=True`` too, and one instance called from
     several places), ``F.relu`` (either ``inplace``), ``torch.relu``,
     ``torch.relu_`` / ``F.relu_``, ``x.relu()`` and ``x.relu_()`` (the
-    standardisation step of Brevitas). Each new module is placed under the
+    standardisation step of Brevitas). Clipped ReLUs ``min(max(x, 0), a)`` —
+    ``nn.ReLU6``, ``F.relu6``, ``nn.Hardtanh(0, a)``, ``F.hardtanh(x, 0, a)``,
+    ``torch.clamp(x, 0, a)``, ``x.clamp(min=0, max=a)`` (and in-place forms) —
+    become ``nn.ReLU6`` / ``nn.Hardtanh(0, a)`` sites whose record keeps the
+    clip ``a`` (:func:`fxsnn.graph.patterns.relu_clip`); ``torch.clamp(x, min=0)``
+    is a plain ReLU. Each new module is placed under the
     module whose ``forward`` made the call (``layer1.0.relu``,
     ``layer1.0.relu_1``, ...), so names are deterministic and readable.
 
@@ -55,12 +67,13 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
             kept.add(node.target)
             modules[node.target].inplace = False
             continue
+        clip = relu_clip(node, modules)
         if node.op == "call_module":
             parent, base = node.target.rpartition(".")[0], node.target.rpartition(".")[2]
         else:
-            parent, base = node_scope(node), "relu"
+            parent, base = node_scope(node), "relu" if clip is None else "relu6" if clip == 6 else "hardtanh"
         name = free_submodule_name(gm, parent, base)
-        gm.add_submodule(name, nn.ReLU())
+        gm.add_submodule(name, site_module(clip))
         modules[name] = gm.get_submodule(name)
         with graph.inserting_before(node):
             new = graph.call_module(name, (x,))

@@ -18,7 +18,8 @@ def insert_recorders(gm: fx.GraphModule, *, percentile: float | None = None, bin
     Recorders compute ``relu(x)`` (outputs unchanged) and, once
     :func:`fxsnn.calibrate` runs data through them, give θ per channel: the
     running max of the pre-activation, or its ``percentile``-th percentile
-    (``bins`` histogram bins per channel). Returns a new GraphModule (one copy
+    (``bins`` histogram bins per channel); a clipped ReLU's θ is capped at its clip
+    (``nn.ReLU6``: 6; see :class:`fxsnn.nn.ActivationRecorder`). Returns a new GraphModule (one copy
     of the input, normalised and converted in place).
 
     Example::
@@ -28,5 +29,6 @@ def insert_recorders(gm: fx.GraphModule, *, percentile: float | None = None, bin
     """
     gm = normalize.rewrite_(gm)
     return swap_sites_(
-        gm, lambda site, module, node: ActivationRecorder(site.channels, percentile=percentile, bins=bins)
+        gm,
+        lambda site, module, node: ActivationRecorder(site.channels, percentile=percentile, bins=bins, clip=site.clip),
     )

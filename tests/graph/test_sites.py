@@ -104,7 +104,7 @@ class Hybrid(nn.Module):
     def forward(self, x):
         h = self.pool(F.relu(self.conv(x)))  # MaxPool after a neuron: exact in rate mode
         h = F.relu(F.max_pool2d(self.conv2(h), 1))  # MaxPool of analog values
-        h = F.relu6(self.act(h)) * torch.sigmoid(h)
+        h = F.hardtanh(self.act(h)) * torch.sigmoid(h)  # Hardtanh(-1, 1): not a clipped ReLU, stays analog
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1).tanh())
 
 
@@ -115,7 +115,7 @@ def test_inventory_lists_every_other_nonlinear_op_with_kind_node_and_module_path
         (MAXPOOL_ON_SPIKES, "pool", "pool"),
         ("MaxPool", "max_pool2d", ""),
         ("GELU", "act", "act"),
-        ("ReLU6", "relu6", ""),
+        ("Hardtanh", "hardtanh", ""),
         ("Sigmoid", "sigmoid", ""),
         ("Tanh", "tanh", ""),
     ]
@@ -155,7 +155,7 @@ def test_print_readable_and_print_tabular_show_the_decisions():
     assert table == buf.getvalue().rstrip("\n")
     header = table.splitlines()[0].split()
     assert header == ["opcode", "name", "target", "args", "kwargs", "fxsnn"]
-    assert "site conv→relu C=4 axis=1" in table and "analog ReLU6" in table
+    assert "site conv→relu C=4 axis=1" in table and "analog Hardtanh" in table
     assert "fxsnn" not in gm.code  # the generated code itself is unchanged
 
 
