@@ -6,7 +6,6 @@ import numbers
 import time
 from collections.abc import Iterable
 
-import torch
 from torch import fx, nn
 
 from .calibration.finetune import check_reiterable
@@ -17,6 +16,7 @@ from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
 from .modes import set_mode
 from .passes.lower import lower_to_paraif
+from .preflight import seeded, validate
 from .validation import check_positive_int
 
 __all__ = ["convert"]
@@ -90,12 +90,18 @@ def convert(
     - ``"full"``: front end + Stage 1 + Stage 2. Needs targets.
 
     ``data``: a re-iterable of ``(input, target)`` batches — a list, or a DataLoader (``shuffle=True`` for the
-    stages); it is passed over several times. ``seed`` seeds torch's generator for the whole conversion (a
-    shuffling DataLoader draws from it), inside :func:`torch.random.fork_rng`, so the caller's random state
-    is untouched and the same seed gives a bit-identical network. ``config``: every knob, a
+    stages); it is passed over several times. ``seed`` seeds torch's global generator for the whole conversion
+    (inside :func:`torch.random.fork_rng`) and, when ``data`` is a DataLoader with its own ``generator=``
+    (or a sampler with one), that generator too; both are put back afterwards, so the caller's random state
+    is untouched. The same seed then gives a bit-identical network whenever all the randomness of ``data``
+    comes from those torch generators, e.g. shuffling, in the main process or in workers seeded by the
+    DataLoader: it does **not** hold for augmentations drawing from ``random`` / NumPy, for a custom sampler
+    with another random source, or for data that changes between calls. ``config``: every knob, a
     :class:`ConvertConfig` (default: fxsnn's recipe, :data:`fxsnn.config.FXSNN`); override fields by dotted
     key, e.g. ``config=ConvertConfig.recipe("paper").override("stage1.epochs=2")``. ``model`` is never
-    modified.
+    modified. Before touching ``data`` it refuses BatchNorm without running statistics
+    (:class:`fxsnn.ConversionError`), float16 models for the methods that fine-tune (:class:`fxsnn.DataError`)
+    and ``output_mode="rate"`` for a network that cannot run in rate mode (:class:`fxsnn.ModeError`).
 
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
     summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds).
@@ -108,9 +114,9 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
+    validate(model, T, method, cfg)
     timings: dict[str, float] = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    with seeded(data, int(seed)):
         snn = _run(model, data, T, method, cfg, timings, progress)
     out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
     set_mode(snn, out_mode)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import batches
+from .batches import batches, check_targets, run_batch
 
 __all__ = ["measure", "EvalResult"]
 
@@ -35,14 +35,15 @@ def measure(model: nn.Module, data: Iterable, *, where: str = "fxsnn.evaluate", 
     """The one loss/accuracy loop: top-1 and mean cross-entropy of ``model`` as it is (no mode switch), no grad.
 
     Used by :func:`evaluate` and by the fine-tuning loop's held-out evaluation. ``where`` names the caller in
-    data errors (batches without targets, on another device or dtype).
+    data errors (batches without targets, on another device or dtype, non-finite inputs, targets that
+    are not class indices in ``[0, classes)``, inputs the model cannot run).
     """
     correct = 0
     total = 0
     loss_sum = 0.0
-    for x, y in batches(data, where=where, need_targets=True, model=model, progress=progress):
-        logits = model(x)
-        y = y.to(logits.device)
+    for i, (x, y) in enumerate(batches(data, where=where, need_targets=True, model=model, progress=progress)):
+        logits = run_batch(model, x, where=where, index=i)
+        y = check_targets(logits, y, where=where, index=i)
         loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(dim=1) == y).sum())
         total += y.numel()
