@@ -8,11 +8,11 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
 from torch import fx, nn
 
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
+from .calibration.preflight import seeded, validate
 from .calibration.stage1 import recalibrate_bn
 from .calibration.stage2 import tune_delta_b
 from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
@@ -112,12 +112,18 @@ def convert(
     - ``"full"``: front end + Stage 1 + Stage 2. Needs targets.
 
     ``data``: a re-iterable of ``(input, target)`` batches — a list, or a DataLoader (``shuffle=True`` for the
-    stages); it is passed over several times. ``seed`` seeds torch's generator for the whole conversion (a
-    shuffling DataLoader draws from it), inside :func:`torch.random.fork_rng`, so the caller's random state
-    is untouched and the same seed gives a bit-identical network. ``config``: every knob, a
+    stages); it is passed over several times. ``seed`` seeds torch's global generator for the whole conversion
+    (inside :func:`torch.random.fork_rng`) and, when ``data`` is a DataLoader with its own ``generator=``
+    (or a sampler with one), that generator too; both are put back afterwards, so the caller's random state
+    is untouched. The same seed then gives a bit-identical network whenever all the randomness of ``data``
+    comes from those torch generators, e.g. shuffling, in the main process or in workers seeded by the
+    DataLoader: it does **not** hold for augmentations drawing from ``random`` / NumPy, for a custom sampler
+    with another random source, or for data that changes between calls. ``config``: every knob, a
     :class:`ConvertConfig` (default: fxsnn's recipe, :data:`fxsnn.config.FXSNN`); override fields by dotted
     key, e.g. ``config=ConvertConfig.recipe("paper").override("stage1.epochs=2")``. ``model`` is never
-    modified.
+    modified. Before touching ``data`` it refuses BatchNorm without running statistics
+    (:class:`fxsnn.ConversionError`), float16 models for the methods that fine-tune (:class:`fxsnn.DataError`)
+    and ``output_mode="rate"`` for a network that cannot run in rate mode (:class:`fxsnn.ModeError`).
 
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (module types or qualified names kept
     opaque; non-tensor arguments specialised); a ``GraphModule`` you traced yourself is copied, not traced
@@ -139,14 +145,14 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
+    validate(model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args)
     run = {
         "seconds": {},
         "skipped": {},
         "trace": {"leaf_modules": tuple(leaf_modules), "concrete_args": concrete_args},
         "head": {"loss_fn": loss_fn, "output": output},
     }
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    with seeded(data, int(seed)):
         snn = _run(model, data, T, method, cfg, run, progress)
     out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
     set_mode(snn, out_mode)

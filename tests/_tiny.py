@@ -73,3 +73,23 @@ def state(module: nn.Module) -> dict:
 def changed_keys(before: dict, after: dict) -> set:
     assert before.keys() == after.keys()
     return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def nan_loss_at(monkeypatch, call: int) -> None:
+    """Make the fine-tuning loop's ``call``-th training loss (1-based) NaN, with finite data and network.
+
+    Non-finite *inputs* are refused by every data step before the loss (``fxsnn.DataError``), so the loss-side
+    check is exercised by patching the loss the loop computes.
+    """
+    import types
+
+    from fxsnn.calibration import finetune
+
+    calls = [0]
+
+    def cross_entropy(logits, y, *args, **kwargs):
+        calls[0] += 1
+        loss = F.cross_entropy(logits, y, *args, **kwargs)
+        return loss * float("nan") if calls[0] == call else loss
+
+    monkeypatch.setattr(finetune, "F", types.SimpleNamespace(cross_entropy=cross_entropy))

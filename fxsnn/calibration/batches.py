@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from ..errors import DataError, FxsnnError
 from ..graph.edit import first_tensor
 
-__all__ = ["batches", "check_batch"]
+__all__ = ["batches", "check_batch", "check_finite", "check_targets", "run_batch"]
 
 
 def _split(batch, index: int, where: str) -> tuple[Tensor, Tensor | None]:
@@ -38,8 +39,8 @@ def batches(
 
     Raises :class:`fxsnn.DataError` for a bare tensor (it would iterate sample
     by sample), a batch of the wrong form, missing targets where
-    ``need_targets``, an input on another device or dtype than ``model``, and
-    data that yields no batch at all.
+    ``need_targets``, an input holding NaN or ±Inf, an input on another device
+    or dtype than ``model``, and data that yields no batch at all.
     """
     if isinstance(data, Tensor):
         raise DataError(
@@ -67,6 +68,7 @@ def batches(
                 f"{where} needs targets: batch {n - 1} has no target. Pass (input, target) batches, e.g. a DataLoader "
                 "over a TensorDataset(x, y)"
             )
+        check_finite(x, where=where, index=n - 1)
         if model is not None:
             check_batch(model, x, where=where, index=n - 1)
         yield x, y
@@ -84,3 +86,82 @@ def check_batch(model: nn.Module, x: Tensor, *, where: str, index: int = 0) -> N
             f"{where}: batch {index} is {x.dtype} on {x.device} but the model is {ref.dtype} on {ref.device}; "
             f"move the data (x.to({str(ref.device)!r}, {ref.dtype})) or the model (gm.to(...))"
         )
+
+
+def check_finite(x: Tensor, *, where: str, index: int, site: str = "the input") -> None:
+    """Raise :class:`fxsnn.DataError` naming batch ``index`` and ``site`` if the float tensor ``x`` holds NaN/±Inf."""
+    if not x.is_floating_point() or bool(torch.isfinite(x).all()):
+        return
+    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    raise DataError(
+        f"{where}: batch {index} has non-finite values at {site} ({nan} NaN, {inf} ±Inf of {x.numel()}); "
+        "remove or repair those samples (e.g. torch.nan_to_num, or drop them from the dataset) and run again"
+    )
+
+
+def check_targets(logits: Tensor, y: Tensor, *, where: str, index: int) -> Tensor:
+    """``y`` on the logits' device, checked as class indices for ``logits`` ``[B, C]`` (or dense ``[B, C, ...]``
+    with ``y`` ``[B, ...]``); else :class:`fxsnn.DataError`.
+
+    Refused: float (or bool) targets, a shape other than ``[B]`` (``[B, ...]`` for dense logits), the ignore
+    index −100 and any label outside ``[0, C)``.
+    """
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataError(
+            f"{where}: batch {index} has {y.dtype} targets; targets must be integer class indices [B] "
+            "(convert them with y.long(); one-hot or soft targets are not supported)"
+        )
+    if logits.dim() < 2:
+        raise DataError(
+            f"{where}: batch {index}: the model's output has shape {tuple(logits.shape)}; the loss needs logits "
+            "[B, classes] or dense [B, classes, ...] (check the input shape or the model's head)"
+        )
+    want = (logits.shape[0], *logits.shape[2:])
+    if tuple(y.shape) != want:
+        what = (
+            "one class index per input, shape [B] (e.g. y.view(-1))"
+            if logits.dim() == 2
+            else (f"one class index per output position, shape {list(want)}")
+        )
+        raise DataError(
+            f"{where}: batch {index} has targets of shape {tuple(y.shape)} for logits {tuple(logits.shape)}; "
+            f"targets must be {what}"
+        )
+    y = y.to(logits.device)
+    classes = logits.shape[1]
+    bad = (y < 0) | (y >= classes)
+    if bool(bad.any()):
+        value = int(y[bad][0])
+        hint = (
+            "-100 is cross_entropy's ignore_index, which fxsnn does not support (it would count as a wrong "
+            "prediction or give a loss of 0): drop those samples"
+            if value == -100
+            else f"labels must lie in [0, {classes}) for a model with {classes} outputs; check the labels or the model"
+        )
+        raise DataError(f"{where}: batch {index} has label {value} ({int(bad.sum())} bad of {y.numel()}); {hint}")
+    return y
+
+
+def run_batch(model: nn.Module, x: Tensor, *, where: str, index: int):
+    """``model(x)``, with the raw errors a malformed batch gives turned into :class:`fxsnn.DataError`.
+
+    A shape mismatch inside the model (a ``RuntimeError``) names the batch and its shape; BatchNorm in train mode
+    on one value per channel (a one-sample batch, e.g. a DataLoader's last partial batch) names the fix.
+    """
+    try:
+        return model(x)
+    except FxsnnError:
+        raise
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        raise DataError(
+            f"{where}: batch {index} (shape {tuple(x.shape)}) gives BatchNorm in train mode one value per channel, "
+            "so it cannot normalise with batch statistics; drop that batch (DataLoader(..., drop_last=True)) or use "
+            "batches of at least 2 samples"
+        ) from exc
+    except RuntimeError as exc:
+        raise DataError(
+            f"{where}: batch {index} of shape {tuple(x.shape)} does not fit the model ({type(exc).__name__}: {exc}); "
+            "check the input shape (channels, image size) against what the model was built for"
+        ) from exc

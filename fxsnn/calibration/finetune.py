@@ -32,11 +32,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import CalibrationError, DataError
-from .batches import batches
+from .batches import batches, check_targets, run_batch
 from .config import TrainSpec
 from .measure import head, measure
 from .state import preserved_state
@@ -50,17 +51,20 @@ __all__ = [
     "lr_at",
     "count_batches",
     "check_reiterable",
+    "check_trainable_dtype",
 ]
 
 
 class NonFiniteLossError(CalibrationError):
-    """The loss (or a gradient) became NaN/Inf during fine-tuning.
+    """The loss, a gradient, a trained tensor after an optimizer step, or the held-out loss became NaN/Inf.
 
-    Attributes: ``step`` (1-based optimizer step that failed), ``epoch``, ``batch`` (index within the pass),
-    and ``model``: the model being tuned, restored to its state before that step.
+    Attributes: ``step`` (1-based optimizer step that failed; for a held-out evaluation, the step it followed),
+    ``epoch``, ``batch`` (index within the pass; ``None`` for a held-out evaluation), and ``model``: the model
+    being tuned, restored to its last finite state (before that step; the best evaluated state for a
+    held-out failure) — it never holds a NaN/±Inf trained tensor.
     """
 
-    def __init__(self, message: str, *, step: int, epoch: int, batch: int, model: nn.Module):
+    def __init__(self, message: str, *, step: int, epoch: int | None, batch: int | None, model: nn.Module):
         super().__init__(message)
         self.step, self.epoch, self.batch, self.model = step, epoch, batch, model
 
@@ -133,6 +137,18 @@ def check_reiterable(data: Iterable, *, where: str) -> None:
         )
 
 
+def check_trainable_dtype(model: nn.Module, *, where: str) -> None:
+    """Refuse float16 models up front: AdamW's ``eps`` (1e-8) underflows to 0 in float16, its state overflows, and
+    the loss turns NaN after a few steps although the data is fine."""
+    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
+    if torch.float16 in dtypes:
+        raise DataError(
+            f"{where} fine-tunes with AdamW, which does not work in float16 (its eps = 1e-8 underflows to 0 and its "
+            "moment estimates overflow, so the loss becomes NaN whatever the data). Train in float32 "
+            "(model.float() and float32 batches) or bfloat16, then cast the result with .half() if needed"
+        )
+
+
 def count_batches(data: Iterable, *, where: str) -> int:
     """Number of batches per pass: ``len(data)``, or one dry pass (no model run) when it has no length."""
     check_reiterable(data, where=where)
@@ -202,6 +218,17 @@ class _Checkpoints:
             self.model.eval()
             loss = measure(self.model, held, where=self.where + " (holdout)", progress=False, **self.heads).loss
         report.holdout.append((step, loss))
+        if not math.isfinite(loss):
+            self.restore_best(report)
+            raise NonFiniteLossError(
+                f"{self.where}: the held-out loss is {loss} at step {step}; training stopped and the tuned tensors "
+                "were restored to the best evaluated state (the error's .model; the starting state if none). Check the "
+                "held-out batches for inputs the network cannot handle, or lower lr / set clip_grad",
+                step=step,
+                epoch=None,
+                batch=None,
+                model=self.model,
+            )
         if loss < self.best[0]:
             self.best, self.bad_evals = (loss, step, self.snapshot()), 0
         else:
@@ -224,12 +251,21 @@ def _gradient_problem(params: list[Tensor], clip_grad: float | None) -> str | No
     return None if torch.isfinite(norm) else f"the gradient norm is {float(norm)}"
 
 
+def _non_finite_tensor(state: dict) -> str | None:
+    """The key and shape of the first tensor of ``state`` holding NaN/±Inf, or ``None``."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return f"{k}, shape {tuple(v.shape)}"
+    return None
+
+
 class _Loop:
     """One fine-tuning run over ``data`` (see :func:`fine_tune`)."""
 
     def __init__(self, model, params, data, spec, *, where, state, after_backward, after_step, progress, heads):
         self.model, self.params, self.data, self.spec, self.where = model, params, data, spec, where
         self.pick, self.loss_of = head(heads["output"], heads["loss_fn"])
+        self.default_loss = heads["loss_fn"] is None
         self.after_backward, self.after_step, self.progress = after_backward, after_step, progress
         self.plan = _plan(spec, data, where=where)
         self.optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
@@ -285,7 +321,11 @@ class _Loop:
         """One optimizer step on ``(x, y)``; the training loss. Raises :class:`NonFiniteLossError`."""
         lr = self.optimizer.param_groups[0]["lr"]
         before = self.checkpoints.snapshot()
-        loss = self.loss_of(self.pick(self.model(x)), y)
+        logits = self.pick(run_batch(self.model, x, where=self.where, index=i))
+        if self.default_loss:  # cross-entropy of class indices: checked, then the loss default_loss computes
+            loss = F.cross_entropy(logits.float(), check_targets(logits, y, where=self.where, index=i))
+        else:
+            loss = self.loss_of(logits, y)
         bad = None if torch.isfinite(loss) else f"the loss is {float(loss.detach())}"
         if bad is None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -294,21 +334,27 @@ class _Loop:
                 self.after_backward()
             bad = _gradient_problem(self.params, self.spec.clip_grad)
         if bad is not None:
-            self.checkpoints.restore(before)
-            raise NonFiniteLossError(
-                f"{self.where}: {bad} at step {self.step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training "
-                "stopped and the tuned tensors were restored to their state before that step (the error's .model). "
-                "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
-                step=self.step + 1,
-                epoch=epoch,
-                batch=i,
-                model=self.model,
-            )
+            self._fail(before, bad, epoch, i, lr)
         self.optimizer.step()
         self.schedule.step()
         if self.after_step is not None:
             self.after_step()
+        bad = _non_finite_tensor(self.checkpoints.state())
+        if bad is not None:
+            self._fail(before, f"the optimizer step made a trained tensor ({bad}) non-finite", epoch, i, lr)
         return float(loss.detach())
+
+    def _fail(self, before: dict, bad: str, epoch: int, i: int, lr: float) -> None:
+        self.checkpoints.restore(before)
+        raise NonFiniteLossError(
+            f"{self.where}: {bad} at step {self.step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training "
+            "stopped and the tuned tensors were restored to their state before that step (the error's .model). "
+            "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
+            step=self.step + 1,
+            epoch=epoch,
+            batch=i,
+            model=self.model,
+        )
 
 
 def fine_tune(
@@ -339,6 +385,7 @@ def fine_tune(
     params = list(params)
     if not params:
         raise ValueError(f"{where}: nothing to train")
+    check_trainable_dtype(model, where=where)
     loop = _Loop(
         model,
         params,

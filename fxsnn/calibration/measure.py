@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DataError
-from .batches import batches
+from .batches import batches, check_targets, run_batch
 
 __all__ = ["measure", "EvalResult", "pick_output", "default_loss", "head"]
 
@@ -89,18 +89,21 @@ def measure(
     dense ``[B, classes, H, W]`` logits with ``[B, H, W]`` targets). The loss is averaged over targets
     (``target.numel()`` per batch), top-1 over samples or pixels (``nan`` when the targets are not class
     indices shaped like the logits). Used by :func:`evaluate` and by the fine-tuning loop's held-out
-    evaluation. ``where`` names the caller in data errors (batches without targets, on another device or dtype).
+    evaluation. ``where`` names the caller in data errors (batches without targets, on another device or dtype,
+    non-finite inputs, with the default loss targets that are not class indices in ``[0, classes)``, inputs
+    the model cannot run).
     """
     pick, loss_of = head(output, loss_fn)
     correct: int | None = 0
     total = 0
     loss_sum = 0.0
-    for x, y in batches(data, where=where, need_targets=True, model=model, progress=progress):
-        logits = pick(model(x))
-        y = y.to(logits.device)
+    for i, (x, y) in enumerate(batches(data, where=where, need_targets=True, model=model, progress=progress)):
+        logits = pick(run_batch(model, x, where=where, index=i))
         if loss_fn is None:
+            y = check_targets(logits, y, where=where, index=i)
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         else:
+            y = y.to(logits.device)
             loss_sum += float(loss_of(logits, y)) * y.numel()
         hits = _top1(logits, y)
         correct = None if hits is None or correct is None else correct + hits

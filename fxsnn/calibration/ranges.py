@@ -8,10 +8,11 @@ from collections.abc import Iterable
 import torch
 from torch import fx
 
-from ..errors import ConversionError
+from ..errors import ConversionError, DataError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..nn import DAQCFS, ActivationRecorder
-from .batches import batches
+from ..nn.recorder import NonFiniteActivation
+from .batches import batches, check_finite, run_batch
 from .state import preserved_state
 
 __all__ = ["calibrate", "calibrate_", "calibrate_da", "calibrate_da_", "recording"]
@@ -59,23 +60,48 @@ def calibrate_(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> 
     gm = require_graph_module(gm, where="fxsnn.calibrate")
     if not any(isinstance(m, ActivationRecorder) for m in gm.modules()):
         raise ConversionError("fxsnn.calibrate: the model has no recorder; run fxsnn.passes.insert_recorders(gm) first")
+    where = "fxsnn.calibrate"
+    names = {m: n for n, m in gm.named_modules() if isinstance(m, ActivationRecorder)}
     with preserved_state(gm), recording(gm), torch.no_grad():
         gm.eval()
-        for x, _ in batches(data, where="fxsnn.calibrate", model=gm, progress=progress):
-            gm(x)
+        for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
+            try:
+                run_batch(gm, x, where=where, index=i)
+            except NonFiniteActivation as exc:
+                site = f"the input of site '{names.get(exc.module, '?')}'"
+                raise DataError(
+                    f"{where}: batch {i} has non-finite values at {site} (NaN/±Inf pre-activations); the recorder "
+                    "kept its statistics from before that batch. Check that batch's inputs and the network's weights"
+                ) from None
     return gm
 
 
 class _MeanProbe:
     """Forward hook that keeps μ(input) and μ(output) of one DA-QCFS module for the current pass."""
 
-    def __init__(self):
+    def __init__(self, name: str = "?"):
+        self.name = name
         self.pre = self.post = None
 
     def __call__(self, module, args, output):
         axis = getattr(module, "channel_axis", 1)
         self.pre = _channel_mean(args[0].detach(), axis)
         self.post = _channel_mean(output.detach(), axis)
+
+    def check(self, *, where: str, index: int) -> None:
+        site = f"site '{self.name}'"
+        check_finite(self.pre, where=where, index=index, site=f"the input of {site} (channel means)")
+        check_finite(self.post, where=where, index=index, site=f"the output of {site} (channel means)")
+
+
+def _probe_pass(gm, x, sites, probes, *, reference: bool, where: str, index: int) -> list:
+    """One forward pass with every DA-QCFS site in reference (``g_OA``) or DA mode; the probes' ``(pre, post)``."""
+    for m in sites:
+        m.reference = reference
+    run_batch(gm, x, where=where, index=index)
+    for p in probes:
+        p.check(where=where, index=index)
+    return [(p.pre, p.post) for p in probes]
 
 
 def calibrate_da(
@@ -104,27 +130,24 @@ def calibrate_da_(
     with ``α = momentum``. ``W r^{l-1}`` is the site's input (its pre-activation).
     Both passes of a batch use the same ψ_DA, φ_DA; all sites update together.
     """
-    gm = require_graph_module(gm, where="fxsnn.calibrate_da")
+    where = "fxsnn.calibrate_da"
+    gm = require_graph_module(gm, where=where)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"fxsnn.calibrate_da: momentum must be in [0, 1); got {momentum}")
-    sites = [m for m in gm.modules() if isinstance(m, DAQCFS)]
+    named = [(n, m) for n, m in gm.named_modules() if isinstance(m, DAQCFS)]
+    sites = [m for _, m in named]
     if not sites:
         raise ConversionError(
             "fxsnn.calibrate_da: the model has no DA-QCFS site; run fxsnn.passes.to_da_qcfs(gm, levels=...) first"
         )
-    probes = [_MeanProbe() for _ in sites]
+    probes = [_MeanProbe(n) for n, _ in named]
     handles = [m.register_forward_hook(p) for m, p in zip(sites, probes)]
     try:
         with preserved_state(gm), torch.no_grad():
             gm.eval()
-            for x, _ in batches(data, where="fxsnn.calibrate_da", model=gm, progress=progress):
-                for m in sites:
-                    m.reference = True
-                gm(x)
-                ref = [(p.pre, p.post) for p in probes]
-                for m in sites:
-                    m.reference = False
-                gm(x)
+            for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
+                ref = _probe_pass(gm, x, sites, probes, reference=True, where=where, index=i)
+                _probe_pass(gm, x, sites, probes, reference=False, where=where, index=i)
                 for m, p, (pre_oa, post_oa) in zip(sites, probes, ref):
                     m.psi_da.mul_(momentum).add_((pre_oa - p.pre).to(m.psi_da.dtype), alpha=1 - momentum)
                     m.phi_da.mul_(momentum).add_((post_oa - p.post).to(m.phi_da.dtype), alpha=1 - momentum)

@@ -8,16 +8,16 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, fx, nn
 
-from ..errors import ConversionError
+from ..errors import ConversionError, DataError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
-from .batches import batches
+from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
-from .finetune import check_reiterable, fine_tune
+from .finetune import check_reiterable, check_trainable_dtype, fine_tune
 from .state import preserved_state
 
-__all__ = ["recalibrate_bn", "reestimate_bn_stats", "reestimate_bn_stats_", "BN_MODES"]
+__all__ = ["recalibrate_bn", "reestimate_bn_stats", "reestimate_bn_stats_", "check_running_stats", "BN_MODES"]
 
 #: θ trained in Stage 1 is kept at or above this fraction of its starting value (θ must stay > 0).
 THETA_FLOOR = 1e-2
@@ -28,19 +28,53 @@ def _batchnorms(gm: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 class _MomentProbe:
-    """Forward pre-hook summing x and x² per channel (dim 1) in float64 over every other dim."""
+    """Forward pre-hook summing x and x² per channel (dim 1) in float64 over every other dim, for one batch.
 
-    def __init__(self):
+    :meth:`commit` adds the batch's sums to the totals once the whole forward pass succeeded, so a batch that fails
+    half-way (or is interrupted) adds nothing.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
         self.n = 0
         self.s1 = self.s2 = None
+        self.batch: tuple | None = None
 
     def __call__(self, module, args):
         x = args[0].detach()
         rows = x.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64)
-        s1, s2 = rows.sum(dim=1), (rows * rows).sum(dim=1)
+        self.batch = (rows.sum(dim=1), (rows * rows).sum(dim=1), rows.shape[1])
+
+    def commit(self, *, where: str, index: int) -> None:
+        if self.batch is None:
+            return
+        s1, s2, n = self.batch
+        self.batch = None
+        if not bool(torch.isfinite(s1).all() and torch.isfinite(s2).all()):
+            raise DataError(
+                f"{where}: batch {index} has non-finite values at the input of BatchNorm '{self.name}' (NaN/±Inf "
+                "activations); check that batch's inputs and the network's weights"
+            )
         self.s1 = s1 if self.s1 is None else self.s1 + s1
         self.s2 = s2 if self.s2 is None else self.s2 + s2
-        self.n += rows.shape[1]
+        self.n += n
+
+
+def _accumulate(gm: nn.Module, bns: list, probes: list, data: Iterable, *, where: str, progress: bool) -> None:
+    """One pass over ``data`` with the BN layers in train mode, the probes' sums committed batch by batch."""
+    handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
+    try:
+        with preserved_state(gm):
+            gm.eval()
+            for b in bns:
+                b.train()
+            for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
+                run_batch(gm, x, where=where, index=i)
+                for p in probes:
+                    p.commit(where=where, index=i)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True) -> nn.Module:
@@ -66,30 +100,39 @@ def reestimate_bn_stats_(
         μ̂^l = mean Φ^l(x),    (σ̂^l)² = mean (Φ^l(x) − μ̂^l)²        (Eq. 10, accumulated in float64)
 
     — a cumulative average over the whole set, not an exponential one. ``running_var`` stores the unbiased
-    ``(σ̂^l)²·n/(n−1)`` as PyTorch does. BN layers without running statistics are left alone.
+    ``(σ̂^l)²·n/(n−1)`` as PyTorch does. BN layers without running statistics are left alone. The statistics are
+    written once, after the whole pass: if it fails or is interrupted, every BN keeps the statistics it had.
+    Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
+    batch that gives a BN one value per channel (a one-sample batch: use ``drop_last=True``).
     """
-    bns = [b for b in _batchnorms(gm) if b.track_running_stats]
-    if not bns:
+    named = [(n, b) for n, b in gm.named_modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    named = [(n, b) for n, b in named if b.track_running_stats]
+    if not named:
         raise ConversionError(f"{where}: the model has no BatchNorm layer with running statistics to re-estimate")
-    probes = [_MomentProbe() for _ in bns]
-    handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
+    bns = [b for _, b in named]
+    probes = [_MomentProbe(n) for n, _ in named]
+    # BN in train mode updates its running statistics on every batch: keep them, and put them back unless the
+    # whole pass succeeds (an error or Ctrl-C mid-pass leaves the statistics as they were).
+    saved = [{k: t.clone() for k, t in b.named_buffers(recurse=False)} for b in bns]
     try:
-        with preserved_state(gm):
-            gm.eval()
-            for b in bns:
-                b.train()
-            for x, _ in batches(data, where=where, model=gm, progress=progress):
-                gm(x)
-    finally:
-        for h in handles:
-            h.remove()
-    for b, p in zip(bns, probes):
-        if p.n < 2:
-            raise ConversionError(f"{where}: a BatchNorm saw {p.n} value per channel; Eq. 10 needs at least 2")
-        mean = p.s1 / p.n
-        var = (p.s2 / p.n - mean * mean).clamp(min=0.0)
+        _accumulate(gm, bns, probes, data, where=where, progress=progress)
+        stats = []
+        for p in probes:
+            if p.n < 2:
+                raise ConversionError(
+                    f"{where}: BatchNorm '{p.name}' saw {p.n} value per channel; Eq. 10 needs at least 2"
+                )
+            mean = p.s1 / p.n
+            var = (p.s2 / p.n - mean * mean).clamp(min=0.0)
+            stats.append((mean, var * p.n / (p.n - 1)))
+    except BaseException:
+        for b, old in zip(bns, saved):
+            for k, t in b.named_buffers(recurse=False):
+                t.copy_(old[k])
+        raise
+    for b, (mean, var) in zip(bns, stats):  # written once, at the end
         b.running_mean.copy_(mean.to(b.running_mean.dtype))
-        b.running_var.copy_((var * p.n / (p.n - 1)).to(b.running_var.dtype))
+        b.running_var.copy_(var.to(b.running_var.dtype))
         if b.num_batches_tracked is not None:
             b.num_batches_tracked.zero_()
     return gm
@@ -198,7 +241,23 @@ def _check_stage1_input(gm, *, where: str) -> fx.GraphModule:
         )
     if not _batchnorms(gm):
         raise ConversionError(f"{where}: the model has no BatchNorm layer; Stage 1 has nothing to recalibrate")
+    check_running_stats(gm, where=where)
+    check_trainable_dtype(gm, where=where)
     return gm
+
+
+def check_running_stats(model: nn.Module, *, where: str) -> None:
+    """Refuse BatchNorm layers without running statistics (``track_running_stats=False``): they normalise every
+    batch with its own statistics, so a converted network's output for one image would depend on the others."""
+    bad = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bad = [n for n in bad if not model.get_submodule(n).track_running_stats]
+    if bad:
+        raise ConversionError(
+            f"{where}: BatchNorm {', '.join(repr(n) for n in bad)} has no running statistics "
+            "(track_running_stats=False), so its output — and the converted network's — would depend on the batch. "
+            "Give it running statistics (track_running_stats=True, then estimate them, e.g. with "
+            "fxsnn.calibration.reestimate_bn_stats) or fold it into the preceding layer"
+        )
 
 
 def recalibrate_bn(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,6 +42,23 @@ class _LocatingTracer(fx.Tracer):
             self.scope_stack.pop()
 
 
+def _warn_hooks(model: nn.Module) -> None:
+    """Warn naming the modules whose forward (pre-)hooks the traced graph will not run."""
+    hooked = [
+        name or "<root>"
+        for name, m in model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks or getattr(m, "_forward_hooks_with_kwargs", None)
+    ]
+    if hooked:
+        shown = ", ".join(repr(n) for n in hooked[:5]) + (f" and {len(hooked) - 5} more" if len(hooked) > 5 else "")
+        warnings.warn(
+            f"fxsnn.trace: forward hooks on {shown} are not part of the traced graph and will not run in the "
+            "converted network (torch.fx records the modules' forward only); register them on the result's "
+            "modules if you need them",
+            stacklevel=3,
+        )
+
+
 def trace(
     model: nn.Module, *, leaf_modules: Iterable[type | str] = (), concrete_args: dict[str, Any] | None = None
 ) -> fx.GraphModule:
@@ -56,6 +74,9 @@ def trace(
             opaque (not traced through). ReLUs inside a leaf are not converted.
         concrete_args: passed to ``torch.fx.Tracer.trace`` to specialise
             non-tensor arguments (e.g. ``{"return_features": False}``).
+
+    Forward hooks and pre-hooks registered on ``model``'s modules are not traced: a ``UserWarning`` names
+    the modules that have them.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
@@ -85,6 +106,7 @@ def trace(
     bad = [x for x in leaf_modules if not isinstance(x, (type, str))]
     if bad:
         raise TypeError(f"fxsnn.trace: leaf_modules takes module types or qualified names; got {bad!r}")
+    _warn_hooks(model)
     root = copy.deepcopy(model)
     known = {name for name, _ in root.named_modules()}
     unknown = sorted(leaf_names - known)

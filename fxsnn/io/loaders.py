@@ -247,6 +247,14 @@ def _npz_tensors(path: str, *, nhwc: bool, scale: float) -> tuple[torch.Tensor, 
             f"data file {path!r}: y must be a 1-D array of integer class labels; got {y.dtype} of shape {y.shape}"
         )
     xt = torch.from_numpy(np.ascontiguousarray(x)).float()
+    if not bool(torch.isfinite(xt).all()):
+        bad = (
+            int((~torch.isfinite(xt)).flatten(1).any(dim=1).sum()) if xt.dim() > 1 else int((~torch.isfinite(xt)).sum())
+        )
+        raise InputError(
+            f"data file {path!r}: x holds NaN or ±Inf (in {bad} of {len(xt)} samples, or beyond float32's range); "
+            "remove or repair those samples before converting"
+        )
     if nhwc:
         if xt.dim() != 4:
             raise InputError(
@@ -290,7 +298,7 @@ def load_data(
 
     ``.npz``: ``x`` ``[N, ...]`` is used as float32 times ``scale``
     (``nhwc=True`` permutes ``[N, H, W, C] → [N, C, H, W]``), ``y`` ``[N]``
-    integer labels. A directory is read with ``torchvision.datasets.ImageFolder``
+    integer labels; NaN/±Inf in ``x`` and a ``std`` that is not finite and > 0 are refused. A directory is read with ``torchvision.datasets.ImageFolder``
     (``image_size``: resize + centre crop; pixels in [0, 1]). Then
     ``(x − mean)/std`` per channel if given, and the first ``limit`` samples
     (with ``random_subset``, ``limit`` samples drawn by a fixed permutation,
@@ -318,7 +326,14 @@ def _normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) ->
         return None
     if mean is None or std is None or len(mean) != len(std):
         raise InputError("give mean and std together, with one value per channel each", arguments=("mean", "std"))
-    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    if not bool(torch.isfinite(m).all()):
+        raise InputError(f"mean must be finite numbers; got {list(mean)}", arguments=("mean",))
+    if not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise InputError(
+            f"std must be finite and > 0 for every channel (x is divided by it); got {list(std)}", arguments=("std",)
+        )
+    return m, s
 
 
 def _folder_dataset(path: str, *, image_size: int | None, scale: float, norm: _Norm | None) -> Dataset:

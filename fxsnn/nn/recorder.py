@@ -12,7 +12,16 @@ from torch import Tensor, nn
 from ..errors import CalibrationError
 from .functional import along_channel_axis
 
-__all__ = ["ActivationRecorder"]
+__all__ = ["ActivationRecorder", "NonFiniteActivation"]
+
+
+class NonFiniteActivation(CalibrationError):
+    """A recorder was given NaN/±Inf while recording; ``module`` is the recorder (its statistics are unchanged).
+    :func:`fxsnn.calibrate` turns it into :class:`fxsnn.DataError` naming the batch and the site."""
+
+    def __init__(self, message: str, module: nn.Module):
+        super().__init__(message)
+        self.module = module
 
 
 def _dense_channels(x: Tensor) -> tuple[Tensor, int]:
@@ -115,6 +124,10 @@ class ActivationRecorder(nn.Module):
                     f"but got an input of shape {tuple(x.shape)}"
                 )
             self._resize(C, x.device)
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteActivation(
+                f"ActivationRecorder: the input of shape {tuple(x.shape)} holds NaN/±Inf; nothing was recorded", self
+            )
         xv, cdim = _dense_channels(x)
         batch_max = xv.amax(dim=tuple(d for d in range(xv.dim()) if d != cdim)).to(self.max_val.dtype)
         torch.maximum(self.max_val, batch_max, out=self.max_val)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from torch import fx
 
 from ..graph.edit import first_tensor, free_submodule_name
@@ -23,7 +25,10 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
     quantise them first with ``fxsnn.passes.to_qcfs(gm, levels=T)`` (plain FS-PC)
     or ``to_da_qcfs``. The result keeps the ANN's call signature: ``[B, ...]`` in,
     time-averaged ``[B, ...]`` out — a :class:`~fxsnn.nn.TimeExpand` follows each
-    input and a :class:`~fxsnn.nn.TimeMean` precedes the output.
+    input and a :class:`~fxsnn.nn.TimeMean` precedes the output. The lowered network
+    reproduces the QCFS network only where its ``levels`` equal ``T``; a site quantised
+    with other levels is lowered anyway (running a QCFS network at another T is a
+    legitimate experiment) with a ``UserWarning`` naming both numbers.
 
     ``mode="spike"`` runs a real ``[T·B, ...]`` spike train between layers;
     ``mode="rate"`` carries the time-mean only (1/T of the cost, refused with
@@ -42,7 +47,11 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
     T = check_positive_int(T, "T", where=where)
     mode = check_mode(mode, where=where)
 
+    mismatched: dict[int, list[str]] = {}
+
     def swap(site, module, node):
+        if module.levels != T:
+            mismatched.setdefault(int(module.levels), []).append(str(node.target))
         theta = module.theta.detach()
         if isinstance(module, DAQCFS):
             return ParallelIF(
@@ -56,9 +65,22 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
         return ParallelIF(theta, T=T, mode=mode, surrogate_width=surrogate_width)
 
     gm = swap_sites_(gm, swap)
+    _warn_levels(mismatched, T, where)
     _add_time_boundaries(gm, T, mode)
     set_mode(gm, mode)
     return gm.eval()
+
+
+def _warn_levels(mismatched: dict[int, list[str]], T: int, where: str) -> None:
+    """Warn when sites were quantised with ``levels != T``: the lowered network then differs from the QCFS one."""
+    for levels, names in sorted(mismatched.items()):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        warnings.warn(
+            f"{where}: {len(names)} site(s) ({shown}) were quantised with levels={levels} but are lowered with "
+            f"T={T}; the spike counts then differ from the QCFS network's. Lower with T={levels} (or quantise with "
+            f"levels={T}) for a network that reproduces it exactly",
+            stacklevel=3,
+        )
 
 
 def _add_time_boundaries(gm: fx.GraphModule, T: int, mode: str) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import changed_keys, da_network, state, tiny_da, tiny_data, tiny_model
+from _tiny import changed_keys, da_network, nan_loss_at, state, tiny_da, tiny_data, tiny_model
 
 import fxsnn
 from fxsnn.calibration import Stage1Config
@@ -162,12 +162,20 @@ class PoisonedSecondPass:
             yield x, y
 
 
-def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state():
+def test_nan_input_in_a_later_pass_is_a_data_error_naming_the_batch():
+    data = tiny_data()
+    with pytest.raises(fxsnn.DataError, match="batch 3 has non-finite values"):
+        fxsnn.recalibrate_bn(tiny_da(), PoisonedSecondPass(data, bad=3), progress=False, **BARE)
+
+
+def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state(monkeypatch):
     data = tiny_data()
     da = tiny_da()
     kw = dict(lr=1e-2, lr_min=1e-2, warmup=0, progress=False, **BARE)  # a constant rate: replays are exact
+    nan_loss_at(monkeypatch, 4)  # finite data (NaN inputs are a DataError, above): the 4th loss is NaN
     with pytest.raises(NonFiniteLossError, match="step 4") as info:
-        fxsnn.recalibrate_bn(da, PoisonedSecondPass(data, bad=3), **kw)
+        fxsnn.recalibrate_bn(da, data, **kw)
+    monkeypatch.undo()
     err = info.value
     assert err.step == 4 and err.batch == 3
     # the model in the error is the state after the 3 good steps: replaying them reproduces it exactly

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import changed_keys, state, tiny_da, tiny_data
+from _tiny import changed_keys, nan_loss_at, state, tiny_da, tiny_data
 
 import fxsnn
 from fxsnn.calibration.finetune import NonFiniteLossError
@@ -155,12 +155,16 @@ def test_bad_options_are_refused_with_the_accepted_values(kw, msg):
         fxsnn.tune_delta_b(snn, data, progress=False, **kw)
 
 
-def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state():
+def test_nan_loss_stops_at_the_step_and_restores_the_last_good_state(monkeypatch):
     snn, data = lowered()
     bad = [(x.clone(), y) for x, y in data]
     bad[2][0][0, 0, 0, 0] = float("inf") * 0  # NaN in the third batch
     kw = dict(lr=0.05, lr_min=0.05, warmup=0, holdout=None, progress=False)
-    with pytest.raises(NonFiniteLossError, match="step 3") as info:
+    with pytest.raises(fxsnn.DataError, match="batch 2 has non-finite values at the input"):
         fxsnn.tune_delta_b(snn, bad, **kw)
+    nan_loss_at(monkeypatch, 3)  # finite data, the third loss NaN
+    with pytest.raises(NonFiniteLossError, match="step 3") as info:
+        fxsnn.tune_delta_b(snn, data, **kw)
+    monkeypatch.undo()
     good = fxsnn.tune_delta_b(snn, data, steps=2, **kw)
     assert not changed_keys(state(good), state(info.value.model))

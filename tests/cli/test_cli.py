@@ -361,9 +361,30 @@ def test_usage_errors_exit_2(capsys):
         assert "usage: fxsnn" in capsys.readouterr().err
 
 
-def test_failures_exit_1_and_traceback_on_request(files, capsys, tmp_path):
+def test_mis_shaped_data_is_a_data_error_exit_2(files, capsys, tmp_path):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((4, 2, 8, 8), dtype="float32"), y=np.zeros(4, dtype=int))
-    argv = ["eval", "--model", SPEC, "--data", tmp_path / "wrong.npz"]
+    code, out, err = run(["eval", "--model", SPEC, "--data", tmp_path / "wrong.npz"], capsys)
+    assert code == 2 and "batch 0 of shape (4, 2, 8, 8) does not fit the model" in err and "Traceback" not in err
+
+
+def test_nan_data_and_zero_std_are_refused_naming_the_flag(files, capsys, tmp_path):
+    x = np.zeros((4, 1, 8, 8), dtype="float32")
+    x[1, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.zeros(4, dtype=int))
+    code, out, err = run(["eval", "--model", SPEC, "--data", tmp_path / "nan.npz"], capsys)
+    assert code == 2 and "NaN or ±Inf" in err and "1 of 4 samples" in err
+    code, out, err = run(["eval", "--model", SPEC, "--data", files / "data.npz", "--mean", "0", "--std", "0"], capsys)
+    assert code == 2 and "--std" in err and "> 0" in err
+
+
+def test_failures_exit_1_and_traceback_on_request(files, capsys, tmp_path, monkeypatch):
+    import fxsnn.report.evaluation
+
+    def broken(*args, **kwargs):  # an unexpected (non-data) failure inside the command
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fxsnn.report.evaluation, "evaluate", broken)
+    argv = ["eval", "--model", SPEC, "--data", files / "data.npz"]
     code, out, err = run(argv, capsys)
     assert code == 1 and "unexpected error: RuntimeError" in err and "--traceback" in err and "Traceback" not in err
     code, out, err = run(argv + ["--traceback"], capsys)
