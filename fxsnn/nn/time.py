@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ..errors import DataError, ModeError
 from ..validation import check_mode, check_positive_int
+from ._heap import keep_large_buffers
 
 __all__ = ["TimeExpand", "TimeMean"]
 
@@ -34,6 +35,11 @@ class TimeExpand(_TimeBoundary):
     input's ``TimeExpand`` only checks (``repeat=False``: identity in both
     modes) and the repeat happens where a time-constant tensor meets a
     time-varying op (a first neuron takes the ``[B, ...]`` current itself).
+
+    The first spike-mode forward of a process calls
+    :func:`fxsnn.nn._heap.keep_large_buffers` (glibc: large freed buffers stay
+    in the heap for the next layer instead of being page-faulted in afresh;
+    ``FXSNN_KEEP_BUFFERS=0`` leaves malloc alone).
     """
 
     def __init__(
@@ -59,7 +65,10 @@ class TimeExpand(_TimeBoundary):
             return x
         if getattr(self, "check_input", True):
             self.check(x)
-        if self.mode == "rate" or not getattr(self, "repeat", True):
+        if self.mode == "rate":
+            return x
+        keep_large_buffers()  # once per process; see fxsnn/nn/_heap.py
+        if not getattr(self, "repeat", True):
             return x
         return x.repeat((self.T,) + (1,) * (x.dim() - 1))
 
