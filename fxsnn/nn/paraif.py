@@ -38,6 +38,14 @@ class ParallelIF(nn.Module):
       spike train ``θ_post·s`` ``[T·B, C, ...]``;
     - ``"rate"``: input the time-mean ``[B, C, ...]``, output ``k·θ_post/T``.
 
+    ``direct`` (attribute, default ``False``; set by
+    :func:`fxsnn.passes.lower_to_paraif` on a first neuron): the input is
+    constant over time, so in spike mode too it takes the ``[B, C, ...]``
+    current itself (direct encoding), which is its exact time-mean, and
+    writes the ``[T·B, C, ...]`` train. Without it, a time-major input whose
+    T slices are bit-identical also has its first slice taken as the mean
+    (exact, where a float mean of T copies need not be).
+
     Both derive from the same count, so they cannot drift apart.
 
     ``fused`` (attribute, default ``False``; :func:`fxsnn.modes.set_fused`):
@@ -70,6 +78,7 @@ class ParallelIF(nn.Module):
         self.T = check_positive_int(T, "T", where="ParallelIF")
         self.mode = check_mode(mode, where="ParallelIF")
         self.fused = bool(fused)
+        self.direct = False
         theta_pre = _float_vector(theta_pre)
         if not bool((theta_pre > 0).all()):
             raise ValueError(f"ParallelIF: every theta_pre must be > 0; got min {float(theta_pre.min())}")
@@ -95,14 +104,27 @@ class ParallelIF(nn.Module):
 
     # -- the neuron ----------------------------------------------------------
     def time_mean(self, x: Tensor) -> Tensor:
-        """``[T·B, ...] -> [B, ...]``: the time-averaged input current ``x̄``."""
+        """``[T·B, ...] -> [B, ...]``: the time-averaged input current ``x̄`` (spike mode).
+
+        Exact when the input is constant over time: a ``direct`` neuron's input
+        is returned as it is, and when the T slices are bit-identical (checked
+        with an early-exit comparison) the first slice is the mean.
+        """
+        if getattr(self, "direct", False):
+            return x
         if x.shape[0] % self.T:
             raise ModeError(
                 f"ParallelIF(T={self.T}) in spike mode expects a time-major [T*B, ...] input; got batch "
                 f"{x.shape[0]}, not a multiple of T. Run the lowered GraphModule (it expands the input), "
                 "or use fxsnn.set_mode(gm, 'rate')"
             )
-        return x.reshape((self.T, -1) + tuple(x.shape[1:])).mean(dim=0)
+        xt = x.reshape((self.T, -1) + tuple(x.shape[1:]))
+        # every slice equals the next: first one sample of the first and last slice (a tiny compare, so a
+        # time-varying input costs next to nothing on any device), then all (stops at the first difference on
+        # CPU); not under autograd, where the mean's gradient goes to every slice
+        if self.T > 1 and not x.requires_grad and torch.equal(xt[0, :1], xt[-1, :1]) and torch.equal(xt[1:], xt[:-1]):
+            return xt[0]
+        return xt.mean(dim=0)
 
     def spike_count(self, x_mean: Tensor) -> Tensor:
         """Integer spike count ``k`` for a time-averaged input ``[B, C, ...]``."""
@@ -154,4 +176,6 @@ class ParallelIF(nn.Module):
         parts.append(f"|delta_b|max={float(db.abs().max()):.3g}")
         if getattr(self, "fused", False):
             parts.append("fused=True")
+        if getattr(self, "direct", False):
+            parts.append("direct=True")
         return ", ".join(parts)

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ..errors import DataError, ModeError
 from ..validation import check_mode, check_positive_int
+from ._heap import keep_large_buffers
 
 __all__ = ["TimeExpand", "TimeMean"]
 
@@ -22,17 +23,34 @@ class _TimeBoundary(nn.Module):
 
 
 class TimeExpand(_TimeBoundary):
-    """Network input: ``[B, ...] -> [T·B, ...]`` (time-major repeat, Alg. 3 l. 6) in spike mode; identity in rate mode.
+    """``[B, ...] -> [T·B, ...]`` (time-major repeat, Alg. 3 l. 6) in spike mode; identity in rate mode.
 
-    Also checks that a floating-point input is on the model's device and of
-    its dtype (tracked by an empty non-persistent buffer that ``gm.to(...)``
-    moves with the model), so a mismatch fails here with a clear message
-    rather than deep inside a conv.
+    With ``check=True`` (a network input) it also checks that a floating-point
+    input is on the model's device and of its dtype (tracked by an empty
+    non-persistent buffer that ``gm.to(...)`` moves with the model), so a
+    mismatch fails here with a clear message rather than deep inside a conv.
+
+    Direct encoding (:func:`fxsnn.passes.lower_to_paraif`): everything before
+    the first neuron is constant over time and runs once per image, so the
+    input's ``TimeExpand`` only checks (``repeat=False``: identity in both
+    modes) and the repeat happens where a time-constant tensor meets a
+    time-varying op (a first neuron takes the ``[B, ...]`` current itself).
+
+    The first spike-mode forward of a process calls
+    :func:`fxsnn.nn._heap.keep_large_buffers` (glibc: large freed buffers stay
+    in the heap for the next layer instead of being page-faulted in afresh;
+    ``FXSNN_KEEP_BUFFERS=0`` leaves malloc alone).
     """
 
-    def __init__(self, T: int, mode: str = "spike", *, dtype: torch.dtype | None = None):
+    def __init__(
+        self, T: int, mode: str = "spike", *, dtype: torch.dtype | None = None, repeat: bool = True, check: bool = True
+    ):
         super().__init__(T, mode)
+        self.repeat, self.check_input = bool(repeat), bool(check)
         self.register_buffer("device_probe", torch.empty(0, dtype=dtype or torch.get_default_dtype()), persistent=False)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.repeat else ", repeat=False (direct encoding: checks only)")
 
     def check(self, x: Tensor) -> None:
         ref = self.device_probe
@@ -45,8 +63,12 @@ class TimeExpand(_TimeBoundary):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             return x
-        self.check(x)
+        if getattr(self, "check_input", True):
+            self.check(x)
         if self.mode == "rate":
+            return x
+        keep_large_buffers()  # once per process; see fxsnn/nn/_heap.py
+        if not getattr(self, "repeat", True):
             return x
         return x.repeat((self.T,) + (1,) * (x.dim() - 1))
 

@@ -84,19 +84,38 @@ def _warn_levels(mismatched: dict[int, list[str]], T: int, where: str) -> None:
 
 
 def _add_time_boundaries(gm: fx.GraphModule, T: int, mode: str) -> None:
+    """A checking ``TimeExpand`` after each input, a ``TimeMean`` before the output; direct encoding between.
+
+    Direct encoding: the nodes that depend on an input but on no neuron are
+    constant over time and run once per image (``[B, ...]``); a neuron fed by
+    one takes that current as its exact time-mean (``ParallelIF.direct``), and
+    a repeating ``TimeExpand`` sits wherever else such a tensor meets the
+    time-varying part (or the output). Where a non-tensor value (a size) of
+    that part would reach the time-varying ops, the input is repeated at once
+    as before.
+    """
     graph = gm.graph
     ref = first_tensor(gm)
-    dtype = ref.dtype if ref is not None else None
-    for node in list(graph.nodes):
-        if node.op != "placeholder":
-            continue
+    kw = dict(dtype=ref.dtype if ref is not None else None)
+    device = ref.device if ref is not None else "cpu"
+    plan = _direct_encoding_plan(gm)
+
+    def expand(node: fx.Node, users, **extra) -> None:
         name = free_submodule_name(gm, "", "time_expand")
-        gm.add_submodule(name, TimeExpand(T, mode, dtype=dtype).to(ref.device if ref is not None else "cpu"))
-        users = list(node.users)
+        gm.add_submodule(name, TimeExpand(T, mode, **kw, **extra).to(device))
         with graph.inserting_after(node):
             expanded = graph.call_module(name, (node,))
         for user in users:
             user.replace_input_with(node, expanded)
+
+    if plan is not None:  # first, so that an input's checking TimeExpand precedes a repeat of it
+        direct, boundary = plan
+        for target in direct:
+            gm.get_submodule(target).direct = True
+        for node, users in boundary.items():
+            expand(node, users, check=False)
+    for node in [n for n in graph.nodes if n.op == "placeholder"]:
+        expand(node, list(node.users), repeat=plan is None)
     output = next(n for n in graph.nodes if n.op == "output")
 
     def collapse(value: fx.Node) -> fx.Node:
@@ -106,3 +125,47 @@ def _add_time_boundaries(gm: fx.GraphModule, T: int, mode: str) -> None:
             return graph.call_module(name, (value,))
 
     output.args = fx.node.map_arg(output.args, collapse)
+
+
+_META_METHODS = {"size", "dim", "numel", "nelement", "stride", "element_size", "tolist", "item", "__len__"}
+
+
+def _is_meta(node: fx.Node, meta: set[fx.Node]) -> bool:
+    """A node whose value is (or may be) a non-tensor read off a tensor: a size, a dim, a shape entry."""
+    if node.op == "call_method" and node.target in _META_METHODS:
+        return True
+    if node.op == "call_function" and node.target in (getattr, len):
+        return True
+    return node.op == "call_function" and any(a in meta for a in node.all_input_nodes)
+
+
+def _direct_encoding_plan(gm: fx.GraphModule):
+    """``(direct neuron targets, {time-constant node: its time-varying users})``, or ``None`` (no direct encoding)."""
+    modules = dict(gm.named_modules())
+    constant: set[fx.Node] = set()  # depends on an input, on no neuron: one value for all T steps
+    varying: set[fx.Node] = set()
+    meta: set[fx.Node] = set()
+    direct, other = set(), set()
+    for node in gm.graph.nodes:
+        ins = node.all_input_nodes
+        if node.op == "call_module" and isinstance(modules.get(node.target), ParallelIF):
+            varying.add(node)
+            (direct if ins and ins[0] in constant else other).add(node.target)
+        elif node.op == "placeholder" or (node.op != "output" and any(a in constant for a in ins)):
+            if any(a in varying for a in ins):
+                varying.add(node)
+            else:
+                constant.add(node)
+                if _is_meta(node, meta):
+                    meta.add(node)
+        elif any(a in varying for a in ins):
+            varying.add(node)
+    boundary = {}
+    for node in [n for n in gm.graph.nodes if n in constant]:  # graph order: deterministic names
+        users = [u for u in node.users if u in varying or u.op == "output"]
+        users = [u for u in users if not (u.op == "call_module" and u.target in direct and u.args[0] is node)]
+        if users:
+            boundary[node] = users
+    if (direct & other) or any(n in meta for n in boundary) or not constant:
+        return None
+    return direct, boundary

@@ -132,7 +132,7 @@ def test_every_stage_prints_what_happened():
     assert "DAQCFS(channels=4, levels=4" in str(q) and "original=clip-ReLU" in str(q)
     snn = fxsnn.passes.lower_to_paraif(q, T=4)
     text = str(snn)
-    assert "ParallelIF(channels=4, T=4, mode=spike" in text and "TimeExpand(T=4, mode=spike)" in text
+    assert "ParallelIF(channels=4, T=4, mode=spike" in text and "TimeExpand(T=4, mode=spike, repeat=False" in text
     assert "self.time_expand(x)" in snn.code and "self.time_mean(fc)" in snn.code
     # deterministic names: the same conversion twice prints the same
     snn2 = fxsnn.passes.lower_to_paraif(q, T=4)
