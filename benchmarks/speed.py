@@ -383,6 +383,43 @@ def report(args, info, load_before, load_after, results, stages, neuron, elapsed
         "warm-up forward (run under `torch.profiler`), above the level before it (weights and the input are",
         "excluded; oneDNN's internal scratch space is not seen).",
     ]
+    parts += _model_tables(results)
+    parts += ["", "## Targets (issue 4)", "", *verdicts(results)]
+    parts += _neuron_and_stages(neuron, stages)
+    return "\n".join(parts) + "\n"
+
+
+def _neuron_and_stages(neuron, stages) -> list[str]:
+    """The neuron micro-benchmark and the conversion-stage timings."""
+    parts = []
+    shape, text = neuron
+    parts += [
+        "",
+        "## The neuron alone (`benchmarks/neuron_micro.py`)",
+        "",
+        f"Input {list(shape)} (spike mode: the same tensor repeated T times). Forward rows in inference mode;",
+        "forward + backward rows with x and Δb requiring gradients (Stage 2).",
+        "",
+        text,
+    ]
+    if stages is not None:
+        what, rows = stages
+        parts += [
+            "",
+            "## Conversion stages: wall time",
+            "",
+            what,
+            "",
+            md_table(["stage", "seconds", "note"], [[k, f"{v:.2f}", n] for k, v, n in rows]),
+        ]
+    else:
+        parts += ["", "## Conversion stages", "", "Skipped (../shared/data absent, or `--no-stages`)."]
+    return parts
+
+
+def _model_tables(results) -> list[str]:
+    """Per model: time per batch and peak memory, one row per T."""
+    parts = []
     for name, (what, rows) in results.items():
         parts += [
             "",
@@ -418,30 +455,7 @@ def report(args, info, load_before, load_after, results, stages, neuron, elapsed
                 ],
             ),
         ]
-    parts += ["", "## Targets (issue 4)", "", *verdicts(results)]
-    shape, text = neuron
-    parts += [
-        "",
-        "## The neuron alone (`benchmarks/neuron_micro.py`)",
-        "",
-        f"Input {list(shape)} (spike mode: the same tensor repeated T times). Forward rows in inference mode;",
-        "forward + backward rows with x and Δb requiring gradients (Stage 2).",
-        "",
-        text,
-    ]
-    if stages is not None:
-        what, rows = stages
-        parts += [
-            "",
-            "## Conversion stages: wall time",
-            "",
-            what,
-            "",
-            md_table(["stage", "seconds", "note"], [[k, f"{v:.2f}", n] for k, v, n in rows]),
-        ]
-    else:
-        parts += ["", "## Conversion stages", "", "Skipped (../shared/data absent, or `--no-stages`)."]
-    return "\n".join(parts) + "\n"
+    return parts
 
 
 def main(argv=None) -> int:
