@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from _tiny import changed_keys, state, tiny_data, tiny_model
+from helpers import changed_keys, state, tiny_data, tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn

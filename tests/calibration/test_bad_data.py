@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import state, tiny_da, tiny_data, tiny_model
+from helpers import state, tiny_da, tiny_data, tiny_model
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 

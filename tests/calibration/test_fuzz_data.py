@@ -4,7 +4,7 @@ step. One property: either a clear fxsnn error, or a finite result, and the user
 from __future__ import annotations
 
 import torch
-from _tiny import state, tiny_da, tiny_model
+from helpers import state, tiny_da, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import changed_keys, da_network, nan_loss_at, state, tiny_da, tiny_data, tiny_model
+from helpers import changed_keys, da_network, nan_loss_at, state, tiny_da, tiny_data, tiny_model
 
 import fxsnn
 from fxsnn.calibration import Stage1Config

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny import changed_keys, nan_loss_at, state, tiny_da, tiny_data
+from helpers import changed_keys, nan_loss_at, state, tiny_da, tiny_data
 
 import fxsnn
 from fxsnn.calibration.finetune import NonFiniteLossError

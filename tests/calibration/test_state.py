@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from _tiny import tiny_da, tiny_data, tiny_model
+from helpers import tiny_da, tiny_data, tiny_model
 
 import fxsnn
 from fxsnn.calibration import calibrate_, calibrate_da_, reestimate_bn_stats_

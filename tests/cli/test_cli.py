@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tiny_models import tiny_resnet
+from helpers import tiny_resnet
 
 import fxsnn
 from fxsnn import cli
 from fxsnn.cli import commands
 
-SPEC = "tiny_models:tiny_resnet"
+SPEC = "helpers:tiny_resnet"
 
 
 def run(argv, capsys):
@@ -258,15 +258,15 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
     "argv, message",
     [
         (["convert", "--model", "no_such_pkg.nets:f"], "cannot import module 'no_such_pkg.nets'"),
-        (["convert", "--model", "tiny_models:tiny_resnt"], "did you mean tiny_resnet"),
+        (["convert", "--model", "helpers:tiny_resnt"], "did you mean tiny_resnet"),
         (["convert", "--model", "resnet181"], "unknown model 'resnet181'.*Did you mean resnet18"),
         (
-            ["convert", "--model", "tiny_models:fanout_net", "--weights", "{d}/w.pt"],
+            ["convert", "--model", "helpers:fanout_net", "--weights", "{d}/w.pt"],
             "weights in .* do not match the model Sequential",
         ),
         (["convert", "--model", SPEC, "--weights", "{d}/snn.fxsnn"], "it must be a state dict"),
         (["convert", "--model", SPEC, "--model-arg", "depth"], "NAME=VALUE"),
-        (["convert", "--model", SPEC, "--model-arg", "depth=3"], r"calling tiny_models:tiny_resnet\(depth=3\) failed"),
+        (["convert", "--model", SPEC, "--model-arg", "depth=3"], r"calling helpers:tiny_resnet\(depth=3\) failed"),
         (["convert", "--model", SPEC, "--data", "{d}/noxy.npz"], r"must hold arrays named 'x'.*\['images', 'labels'\]"),
         (["convert", "--model", SPEC, "--data", "{d}/empty_images"], "found no images under"),
         (["convert", "--model", SPEC, "--data", "{d}/absent.npz"], "does not exist"),
@@ -277,10 +277,10 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
         (["convert", "--model", SPEC, "--model-arg", "s={{1}}"], "--model-arg values must be numbers"),
         (
             ["eval", "--snn", "{d}/snn.fxsnn", "--data", "{d}/data.npz"],
-            "give the ANN it was converted from with --model SPEC.*It records --model tiny_models:tiny_resnet",
+            "give the ANN it was converted from with --model SPEC.*It records --model helpers:tiny_resnet",
         ),
         (
-            ["eval", "--snn", "{d}/snn.fxsnn", "--model", "tiny_models:fanout_net", "--data", "{d}/data.npz"],
+            ["eval", "--snn", "{d}/snn.fxsnn", "--model", "helpers:fanout_net", "--data", "{d}/data.npz"],
             "cannot be rebuilt from the model you passed: .*site '1' that the file does not record",
         ),
         (["convert", "--model", SPEC, "--set", "stage1.epoch=1"], "unknown option 'stage1.epoch'; valid options: "),
@@ -333,7 +333,7 @@ def test_image_folder_data(capsys, tmp_path, monkeypatch):
             "e_mac must be",
         ),
         (
-            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", "tiny_models:fanout_net", "--data", "{d}/data.npz"],
+            ["analyze", "--snn", "{d}/snn.fxsnn", "--model", "helpers:fanout_net", "--data", "{d}/data.npz"],
             "pass the ANN this SNN was converted from",
         ),
     ],

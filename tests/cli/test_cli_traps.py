@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import tiny_resnet
+from helpers import tiny_resnet
 
 import fxsnn
 from fxsnn import cli
 from fxsnn.cli import commands
 
-SPEC = "tiny_models:tiny_resnet"
+SPEC = "helpers:tiny_resnet"
 ROOT = Path(fxsnn.__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parents[1]
 PLANT = "import pathlib\npathlib.Path(__file__).with_suffix('.ran').write_text('ran')\n"
@@ -53,7 +53,7 @@ def files(tmp_path_factory):
 def test_planted_modules_in_the_working_directory_never_run(files, tmp_path):
     from PIL import Image
 
-    for name in ("torchvision", "matplotlib", "tabulate", "tiny_models"):
+    for name in ("torchvision", "matplotlib", "tabulate", "helpers"):
         (tmp_path / f"{name}.py").write_text(PLANT)
     (tmp_path / "imgs" / "a").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "a" / "0.png")

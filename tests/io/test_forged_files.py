@@ -10,9 +10,9 @@ import zipfile
 
 import pytest
 import torch
+from helpers import batches, tiny_resnet
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from tiny_models import batches, tiny_resnet
 
 import fxsnn
 from fxsnn.io.archive import write_archive
@@ -249,7 +249,7 @@ def test_forged_tensors_are_refused(good, ann, tmp_path, edit, message):
 
 
 def test_wrong_model_names_the_first_mismatch(good, tmp_path):
-    from tiny_models import fanout_net
+    from helpers import fanout_net
 
     with pytest.raises(
         fxsnn.io.SaveFileError,
@@ -257,7 +257,7 @@ def test_wrong_model_names_the_first_mismatch(good, tmp_path):
     ):
         fxsnn.load(good, model=fanout_net())
     with pytest.raises(TypeError, match="model must be an nn.Module"):
-        fxsnn.load(good, model="tiny_models:tiny_resnet")
+        fxsnn.load(good, model="helpers:tiny_resnet")
 
 
 class _Gadget:
@@ -350,7 +350,7 @@ def test_a_recorded_spec_is_never_imported_unless_named(tmp_path, monkeypatch, a
     )
     h = fxsnn.io.read_header(path)
     assert h["ann"] == {"class": "GraphModule", "spec": "planted_mod:net", "args": {"depth": 20}}
-    for kwargs in ({}, {"model": ann}, {"model_spec": "tiny_models:tiny_resnet"}):
+    for kwargs in ({}, {"model": ann}, {"model_spec": "helpers:tiny_resnet"}):
         try:
             fxsnn.load(path, **kwargs)
         except fxsnn.io.SaveFileError:

@@ -3,26 +3,26 @@
 import numpy as np
 import pytest
 import torch
-from tiny_models import TinyResNet, fanout_net, tiny_resnet
+from helpers import GrayResNet, fanout_net, tiny_resnet
 
 from fxsnn.io.loaders import InputError, OnDevice, load_data, load_model, load_weights, parse_kwargs
 
 
 def test_model_specs():
-    assert isinstance(load_model("tiny_models:tiny_resnet"), TinyResNet)
-    assert isinstance(load_model("tiny_models:TinyResNet"), TinyResNet)  # a class is called too
+    assert isinstance(load_model("helpers:tiny_resnet"), GrayResNet)
+    assert isinstance(load_model("helpers:GrayResNet"), GrayResNet)  # a class is called too
     assert load_model("fxsnn.models:cifar_resnet", depth=32).layer1[4] is not None
     assert load_model("resnet18", num_classes=7).fc.out_features == 7
     with pytest.raises(InputError, match="cannot import module 'no_such_pkg'"):
         load_model("no_such_pkg:f")
     with pytest.raises(InputError, match="has no attribute 'tiny_resnt'; did you mean tiny_resnet"):
-        load_model("tiny_models:tiny_resnt")
+        load_model("helpers:tiny_resnt")
     with pytest.raises(InputError, match="unknown model 'resnet181'.*resnet18"):
         load_model("resnet181")
     with pytest.raises(InputError, match="not a function, class or nn.Module"):
-        load_model("tiny_models:__doc__")
-    with pytest.raises(InputError, match=r"calling tiny_models:tiny_resnet\(width=2\) failed"):
-        load_model("tiny_models:tiny_resnet", width=2)
+        load_model("helpers:__doc__")
+    with pytest.raises(InputError, match=r"calling helpers:tiny_resnet\(width=2\) failed"):
+        load_model("helpers:tiny_resnet", width=2)
     assert parse_kwargs(["depth=20", "name=abc", "xs=(1, 2)"]) == {"depth": 20, "name": "abc", "xs": (1, 2)}
     with pytest.raises(InputError, match="NAME=VALUE"):
         parse_kwargs(["20"])

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 import torch
-from tiny_models import batches, convert, tiny_resnet
+from helpers import batches, convert, tiny_resnet
 
 import fxsnn
 from fxsnn.io.saving import FORMAT_VERSION
@@ -70,7 +70,7 @@ def test_every_stage_round_trips(tmp_path):
         back = fxsnn.load(fxsnn.save(gm, tmp_path / "g.fxsnn"), model=model)
         with torch.no_grad():
             assert torch.equal(back(x), gm(x))
-    assert fxsnn.io.read_header(tmp_path / "g.fxsnn")["class"] == "TinyResNet"
+    assert fxsnn.io.read_header(tmp_path / "g.fxsnn")["class"] == "GrayResNet"
     fxsnn.save(da, tmp_path / "da.fxsnn")
     assert fxsnn.summary(fxsnn.load(tmp_path / "da.fxsnn", model=model))[0].psi_da == fxsnn.summary(da)[0].psi_da
 

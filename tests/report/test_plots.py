@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_models import batches, convert, tiny_resnet
+from helpers import batches, convert, tiny_resnet
 
 import fxsnn
 

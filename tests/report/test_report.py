@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import batches, convert, fanout_net, tiny_resnet
 from scipy.stats import wasserstein_distance
-from tiny_models import batches, convert, fanout_net, tiny_resnet
 from torch import nn
 
 import fxsnn
