@@ -13,11 +13,15 @@ import ast
 import dataclasses
 import math
 import numbers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Self
 
 MODES = ("spike", "rate")
 
 
-def check_positive_int(value, name: str, *, where: str) -> int:
+def check_positive_int(value: object, name: str, *, where: str) -> int:
     """Return ``value`` as an int if it is an integer >= 1, else raise naming the argument."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: {name} must be an integer >= 1; got {value!r} ({type(value).__name__})")
@@ -26,7 +30,7 @@ def check_positive_int(value, name: str, *, where: str) -> int:
     return int(value)
 
 
-def check_mode(mode, *, where: str) -> str:
+def check_mode(mode: object, *, where: str) -> str:
     if mode not in MODES:
         raise ValueError(f"{where}: mode must be one of {MODES}; got {mode!r}")
     return mode
@@ -51,7 +55,7 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def positive_int(cfg, name: str, *, optional: bool = False) -> None:
+def positive_int(cfg: object, name: str, *, optional: bool = False) -> None:
     """``cfg.<name>`` is an integer >= 1 (or ``None`` when ``optional``)."""
     v = getattr(cfg, name)
     if optional and v is None:
@@ -60,7 +64,9 @@ def positive_int(cfg, name: str, *, optional: bool = False) -> None:
         raise ConfigError(type(cfg).__name__, name, f"must be {'None or ' if optional else ''}an integer >= 1", v)
 
 
-def positive_float(cfg, name: str, *, zero: bool = False, optional: bool = False, at_most: float | None = None) -> None:
+def positive_float(
+    cfg: object, name: str, *, zero: bool = False, optional: bool = False, at_most: float | None = None
+) -> None:
     """``cfg.<name>`` is a finite number > 0 (``>= 0`` with ``zero``; ``<= at_most`` when given; or ``None``)."""
     v = getattr(cfg, name)
     if optional and v is None:
@@ -71,7 +77,7 @@ def positive_float(cfg, name: str, *, zero: bool = False, optional: bool = False
         raise ConfigError(type(cfg).__name__, name, f"must be {'None or ' if optional else ''}a finite number {rng}", v)
 
 
-def fraction_or_count(cfg, name: str, *, zero: bool = False, what: str = "a whole number") -> None:
+def fraction_or_count(cfg: object, name: str, *, zero: bool = False, what: str = "a whole number") -> None:
     """``cfg.<name>`` is a fraction in (0, 1) (``[0, 1)`` with ``zero``) or a whole number >= 1."""
     v = getattr(cfg, name)
     frac = _is_real(v) and (0 <= v < 1 if zero else 0 < v < 1)
@@ -79,21 +85,21 @@ def fraction_or_count(cfg, name: str, *, zero: bool = False, what: str = "a whol
         raise ConfigError(type(cfg).__name__, name, f"must be a fraction in {'[0' if zero else '(0'}, 1) or {what}", v)
 
 
-def one_of(cfg, name: str, allowed: tuple) -> None:
+def one_of(cfg: object, name: str, allowed: tuple) -> None:
     """``cfg.<name>`` is one of ``allowed`` (compared by equality; bools only where listed)."""
     v = getattr(cfg, name)
     if isinstance(v, bool) != any(isinstance(a, bool) for a in allowed) or v not in allowed:
         raise ConfigError(type(cfg).__name__, name, f"must be one of {allowed}", v)
 
 
-def a_bool(cfg, name: str) -> None:
+def a_bool(cfg: object, name: str) -> None:
     """``cfg.<name>`` is ``True`` or ``False``."""
     v = getattr(cfg, name)
     if not isinstance(v, bool):
         raise ConfigError(type(cfg).__name__, name, "must be True or False", v)
 
 
-def instance_of(cfg, name: str, kind: type) -> None:
+def instance_of(cfg: object, name: str, kind: type) -> None:
     """``cfg.<name>`` is a ``kind`` (a nested config)."""
     v = getattr(cfg, name)
     if not isinstance(v, kind):
@@ -111,7 +117,7 @@ class UnknownOptionError(TypeError):
         self.owner, self.key, self.valid, self.hint = owner, key, valid, hint
 
 
-def parse_value(text: str):
+def parse_value(text: str) -> object:
     """``"1"`` → 1, ``"None"`` → None, ``"'x'"`` and bare ``"x"`` → ``"x"`` (:func:`ast.literal_eval`, else the text)."""
     try:
         return ast.literal_eval(text)
@@ -156,7 +162,7 @@ class Config:
             return " (a stage's train.* options may skip 'train.', e.g. stage1.epochs)"
         return ""
 
-    def replace(self, **changes):
+    def replace(self, **changes: object) -> Self:
         """A validated copy with ``changes`` (keys as in the class docstring: ``cfg.replace(**{"stage1.epochs": 1})``).
 
         An unknown key raises a TypeError listing the valid ones; a bad value a :class:`ConfigError` naming the
@@ -181,7 +187,7 @@ class Config:
                 raise UnknownOptionError(type(self).__name__, f"{head}.{exc.key}", self.keys(), self._hint()) from None
         return dataclasses.replace(self, **direct)
 
-    def override(self, *assignments: str):
+    def override(self, *assignments: str) -> Self:
         """A validated copy with ``"key=value"`` assignments, values parsed by :func:`parse_value`.
 
         Example::

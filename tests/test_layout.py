@@ -50,3 +50,22 @@ def test_no_module_inside_the_package_imports_the_package_root():
             if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "fxsnn" for a in node.names):
                 offenders.append(f"{path.relative_to(PKG)}: import fxsnn...")
     assert not offenders
+
+
+def test_every_public_function_has_type_hints():
+    """Parameters (but self / cls) and the return of every public function and public-class method."""
+    missing = []
+    for path in _modules():
+        for node in ast.parse(path.read_text()).body:
+            public_methods = (
+                [n for n in node.body if isinstance(n, ast.FunctionDef)]
+                if isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+                else []
+            )
+            for f in [node, *public_methods]:
+                if not isinstance(f, ast.FunctionDef) or f.name.startswith("_"):
+                    continue
+                args = [a for a in f.args.args + f.args.kwonlyargs if a.arg not in ("self", "cls")]
+                if f.returns is None or any(a.annotation is None for a in args):
+                    missing.append(f"{path.relative_to(PKG)}:{f.lineno} {f.name}")
+    assert not missing

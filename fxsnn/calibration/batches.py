@@ -142,7 +142,7 @@ def check_targets(logits: Tensor, y: Tensor, *, where: str, index: int) -> Tenso
     return y
 
 
-def run_batch(model: nn.Module, x: Tensor, *, where: str, index: int):
+def run_batch(model: nn.Module, x: Tensor, *, where: str, index: int) -> object:
     """``model(x)``, with the raw errors a malformed batch gives turned into :class:`fxsnn.DataError`.
 
     A shape mismatch inside the model (a ``RuntimeError``) names the batch and its shape; BatchNorm in train mode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import fx, nn
@@ -24,7 +24,15 @@ from .stage2 import training_mode
 __all__ = ["validate", "seeded"]
 
 
-def validate(model: nn.Module, T: int, method: str, cfg: ConvertConfig, *, leaf_modules=(), concrete_args=None) -> None:
+def validate(
+    model: nn.Module,
+    T: int,
+    method: str,
+    cfg: ConvertConfig,
+    *,
+    leaf_modules: Iterable = (),
+    concrete_args: dict | None = None,
+) -> None:
     """Everything that can be checked before any data is touched: BN statistics, the dtype for the stages, and
     whether the network can run in ``output_mode="rate"`` and train in Stage 2's ``mode="rate"``."""
     where = "fxsnn.convert"
@@ -66,7 +74,7 @@ def _generators(data) -> list[torch.Generator]:
 
 
 @contextlib.contextmanager
-def seeded(data, seed: int) -> Iterator[None]:
+def seeded(data: Iterable, seed: int) -> Iterator[None]:
     """torch's global generator and every generator of ``data`` seeded with ``seed``; all put back on exit."""
     gens = _generators(data)
     states = [g.get_state() for g in gens]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import fx
@@ -26,7 +26,7 @@ def _channel_mean(t: torch.Tensor, axis: int = 1) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def recording(gm: torch.nn.Module):
+def recording(gm: torch.nn.Module) -> Iterator[list[ActivationRecorder]]:
     """Context manager: recorders of ``gm`` record while inside, and stop after."""
     recs = [m for m in gm.modules() if isinstance(m, ActivationRecorder)]
     old = [r.recording for r in recs]

@@ -43,7 +43,7 @@ def _bool(v, what: str) -> bool:
     return v
 
 
-def check_str(v, what: str, limit: int = 1000) -> str:
+def check_str(v: object, what: str, limit: int = 1000) -> str:
     if not isinstance(v, str) or len(v) > limit:
         raise _Bad(f"{what} must be a string of at most {limit} characters; the file has {type(v).__name__}")
     return v

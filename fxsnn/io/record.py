@@ -67,7 +67,7 @@ def module_attrs(m: nn.Module) -> dict:
     return {"T": m.T, "mode": m.mode}  # TimeExpand / TimeMean
 
 
-def jsonable(value, path: str, dropped: list[str]):
+def jsonable(value: object, path: str, dropped: list[str]) -> object:
     """``value`` as JSON data (dataclasses → dicts, tuples → lists), or ``_DROP`` with ``path`` added to ``dropped``."""
     if value is None or isinstance(value, (bool, int, str)):
         return value

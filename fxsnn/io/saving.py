@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -33,6 +34,9 @@ from torch import nn
 from ..errors import FxsnnError
 from .archive import FORMAT, FORMAT_VERSION, SaveFileError, read_archive, write_archive
 from .paths import check_parent_dir
+
+if TYPE_CHECKING:
+    from ..report.summarize import NetworkSummary
 
 __all__ = ["save", "load", "read_header", "header_summary", "SaveFileError", "FORMAT", "FORMAT_VERSION"]
 
@@ -56,7 +60,9 @@ def _check_spec(model_spec, model_args) -> dict:
     return {"spec": model_spec, "args": plain}
 
 
-def save(gm: nn.Module, path: str | os.PathLike, *, model_spec: str | None = None, model_args=None) -> str:
+def save(
+    gm: nn.Module, path: str | os.PathLike, *, model_spec: str | None = None, model_args: dict | None = None
+) -> str:
     """Write ``gm`` (any stage; usually the lowered SNN) to ``path``; returns the path.
 
     ``model_spec`` / ``model_args``: how the ANN was built (``"pkg.mod:fn"`` and
@@ -135,7 +141,11 @@ def _model_from_spec(header: dict, model_spec: str, path: str) -> nn.Module:
 
 
 def load(
-    path: str | os.PathLike, *, model: nn.Module | None = None, model_spec: str | None = None, map_location=None
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    model_spec: str | None = None,
+    map_location: str | torch.device | None = None,
 ) -> nn.Module:
     """Rebuild the network saved at ``path`` from its ANN; outputs are bit-identical to the saved network.
 
@@ -175,7 +185,7 @@ def load(
     return gm.to(map_location) if map_location is not None else gm
 
 
-def header_summary(header: dict):
+def header_summary(header: dict) -> NetworkSummary | None:
     """The :class:`fxsnn.report.NetworkSummary` recorded in a header (for ``fxsnn inspect``), or ``None``; checked, not rebuilt."""
     from ..report.summarize import NetworkSummary, SiteSummary
 

@@ -15,6 +15,7 @@ quantity (``theta``, ``psi``, ``psi_da``, ``theta_post``, ``delta_b``) is
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -52,7 +53,7 @@ def per_channel(p: Tensor, x: Tensor) -> Tensor:
     return p.view((-1,) + (1,) * (x.dim() - 2))
 
 
-def along_channel_axis(forward):
+def along_channel_axis(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Decorate a site module's ``forward(self, x)`` to run with ``x``'s channel axis moved to dim 1.
 
     A site's channels sit on ``self.channel_axis`` (default 1; ``-1`` for a Linear producer, set from the

@@ -56,7 +56,7 @@ class SerialIF(nn.Module):
         self.spike_count: Tensor | None = None
 
     @classmethod
-    def from_parallel(cls, neuron) -> SerialIF:
+    def from_parallel(cls, neuron: nn.Module) -> SerialIF:
         """The serial neuron with the same θ_pre, θ_post, ψ_DA and Δb as a :class:`ParallelIF`."""
         return cls(
             neuron.theta_pre, theta_post=neuron.theta_post, psi_da=neuron.psi_da, delta_b=neuron.delta_b.detach()

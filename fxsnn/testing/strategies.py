@@ -134,7 +134,7 @@ class RandomCNN(nn.Module):
             return x.relu_()
         raise ValueError(spelling)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, (b, layer) in enumerate(zip(self.spec, self.layers)):
             r = lambda t, j, b=b, i=i: self._relu(t, b.relus[j], f"b{i}_{j}")  # noqa: E731
             if b.kind == "conv":
@@ -207,7 +207,13 @@ def _build_cnn(
 
 @st.composite
 def small_cnns(
-    draw, *, max_blocks: int = 4, maxpool: bool = False, in_channels: int = 3, size: int = 8, num_classes: int = 5
+    draw: st.DrawFn,
+    *,
+    max_blocks: int = 4,
+    maxpool: bool = False,
+    in_channels: int = 3,
+    size: int = 8,
+    num_classes: int = 5,
 ) -> RandomCNN:
     """A random :class:`RandomCNN` in eval mode with seeded random weights and BN statistics.
 
@@ -242,7 +248,7 @@ def random_cnn(
     )
 
 
-def inputs_for(model: RandomCNN, *, batch: int = 4, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+def inputs_for(model: RandomCNN, *, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A deterministic standard-normal input batch ``[batch, in_channels, size, size]`` for a :class:`RandomCNN`."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, model.in_channels, model.size, model.size, generator=gen, dtype=dtype)
@@ -262,7 +268,12 @@ class NeuronCase:
 
 @st.composite
 def neuron_cases(
-    draw, *, dtype=torch.float32, da: bool | None = None, delta_b: str = "zero", max_T: int = 64
+    draw: st.DrawFn,
+    *,
+    dtype: torch.dtype = torch.float32,
+    da: bool | None = None,
+    delta_b: str = "zero",
+    max_T: int = 64,
 ) -> NeuronCase:
     """Inputs for the neuron properties, with exact bin edges, negatives and large values.
 
