@@ -203,15 +203,13 @@ def _clean(text: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from ..config import METHODS, ConvertConfig
+    from ..config import ConvertConfig
     from ..conversion import convert
     from ..io.loaders import parse_kwargs
     from ..io.saving import save
     from ..report.evaluation import evaluate
     from ..report.summarize import summary
 
-    if args.method not in METHODS:
-        raise _InputProblem(f"--method {args.method!r}: choose one of {', '.join(METHODS)}")
     try:
         cfg = ConvertConfig.recipe(args.recipe).override(*args.set)
     except (TypeError, ValueError) as exc:
