@@ -19,8 +19,10 @@ yet a module), ``relu`` (an ``nn.ReLU`` site), ``recorder``, ``qcfs``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from torch import fx, nn
@@ -134,6 +136,21 @@ def _prefix(exc: BaseException, name: str) -> None:
         exc.fxsnn_pass = name
 
 
+@contextlib.contextmanager
+def _warnings_prefixed(name: str) -> Iterator[None]:
+    """Warnings raised inside the pass are re-issued after it with the pass name in front, like its errors."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            pending = list(caught)
+    for w in pending:
+        text = str(w.message)
+        message = text if text.startswith(name) else f"{name}: {text}"
+        warnings.warn_explicit(message, w.category, w.filename, w.lineno)
+
+
 def graph_pass(
     name: str, *, requires: tuple[str, ...] = (), ensures: tuple[str, ...], decides: bool = False
 ) -> Callable:
@@ -157,13 +174,14 @@ def graph_pass(
         @functools.wraps(rewrite_)
         def pass_(gm: nn.Module, /, **options) -> fx.GraphModule:
             try:
-                gm = annotate_sites_(copy_graph_module(require_graph_module(gm, where=name)))
-                _check_requires(gm, contract)
-                out = finish(rewrite_(gm, **options))
-                if contract.decides:
-                    annotate_sites_(out, refresh=True)
-                _check_ensures(out, contract)
-                return out
+                with _warnings_prefixed(name):
+                    gm = annotate_sites_(copy_graph_module(require_graph_module(gm, where=name)))
+                    _check_requires(gm, contract)
+                    out = finish(rewrite_(gm, **options))
+                    if contract.decides:
+                        annotate_sites_(out, refresh=True)
+                    _check_ensures(out, contract)
+                    return out
             except (FxsnnError, ValueError, TypeError) as exc:
                 _prefix(exc, name)
                 raise
@@ -186,12 +204,12 @@ def swap_sites_(gm: fx.GraphModule, swap: Swap) -> fx.GraphModule:
     """
     modules = dict(gm.named_modules())
     nodes = {n.name: n for n in gm.graph.nodes}
+    ref = first_tensor(gm)  # the model's device and floating dtype, for every new module
     for site in find_sites(gm):
         node = nodes[site.node]
         new = swap(site, modules[node.target], node)
         if site.channel_axis != 1:  # e.g. -1 after a Linear: the module runs on [B, C, ...] views of [B, ..., C]
             new.channel_axis = site.channel_axis
-        ref = first_tensor(gm)
         if ref is not None:  # follow the model's device and floating dtype
             new = new.to(device=ref.device, dtype=ref.dtype)
         set_submodule(gm, node.target, new)
