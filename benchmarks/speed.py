@@ -1,6 +1,6 @@
 """Speed and memory of a converted network against its ANN (issues 4 and 13); writes docs/performance.md.
 
-    python benchmarks/speed.py                          # the full run (about 6-8 min on 2 idle CPU threads)
+    python benchmarks/speed.py                          # the full run (about 8 min on 2 idle CPU threads)
     python benchmarks/speed.py --quick --out /tmp/p.md  # smoke form: tiny sizes, seconds (used by the tests)
 
 For ResNet-20 (CIFAR, batch 256) and torchvision ResNet-18 (224x224, batch 32, random init: dense CPU
@@ -47,7 +47,7 @@ from shared_data import RESNET20  # noqa: E402
 VARIANTS = ("ann", "rate", "spike", "serial", "sj")
 LOADS: list[float] = []  # 1-min load average sampled at the start of each model/T block
 NOTES = "<!-- hand-written notes below this line are kept when benchmarks/speed.py rewrites the file -->"
-DEFAULT_REPEATS = {"resnet20": 5, "resnet18": 2}  # ResNet-18 at T = 16: about 50 s per round on 2 threads
+DEFAULT_REPEATS = {"resnet20": 3, "resnet18": 2}  # ResNet-18 at T = 16: about 50 s per round on 2 threads
 PROFILE_T = {"resnet20": (4, 16), "resnet18": (4,)}
 LABEL = {
     "ann": "ANN",
@@ -201,13 +201,18 @@ def variants(name: str, ann, x, calib, T: int) -> dict:
     return fns
 
 
+COLD = ("ann", "rate", "spike")  # warmed up; "serial" runs the ANN's shapes and "sj" spike mode's (a stem aside)
+
+
 def rounds(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Interleaved timing: one warm-up call per variant, then ``repeats`` rounds, the order rotating per round."""
+    """Interleaved timing: one warm-up call of ANN, rate and spike (oneDNN primitives per shape, spike mode's heap),
+    then ``repeats`` rounds, the order rotating per round. The serial variants get no warm-up call of their own:
+    each of their T steps runs layers of shapes already warmed up (so their first step's cost is in the timing)."""
     times = {k: [] for k in fns}
     names = list(fns)
     with torch.inference_mode():
-        for f in fns.values():
-            f()
+        for k in COLD:
+            fns[k]()
         for r in range(repeats):
             for k in names[r % len(names) :] + names[: r % len(names)]:
                 t0 = time.perf_counter()
@@ -495,7 +500,8 @@ def _header(args, info, load_before, load_after, results, elapsed) -> list[str]:
         "",
         "Times are medians over interleaved rounds ("
         + ", ".join(f"{m}: {res['repeats']}" for m, res in results.items())
-        + ") after one warm-up call per variant;",
+        + ") after one warm-up call of ANN, rate and spike (the serial variants run",
+        "shapes these warmed up: the ANN's, and spike mode's but for the stem);",
         "a ratio (×) is the median over rounds of time(variant) / time(ANN in the same round), so slow drifts in",
         "machine load cancel; `÷ spike` is the median of time(spike) / time(variant): below 1, spike mode is faster.",
         "Peak memory: the rise of the process's resident set (Linux `VmHWM`, reset through `/proc/self/clear_refs`",
@@ -590,7 +596,10 @@ def parse(argv):
     ap.add_argument("--models", default="resnet20,resnet18", help="comma-separated: resnet20, resnet18")
     ap.add_argument("--T", default="2,4,8,16", help="comma-separated time steps")
     ap.add_argument(
-        "--repeats", type=int, default=None, help="timed rounds per T after the warm-up call (default: 5 / 2)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per T after the warm-up call (default: 3 for resnet20, 2 for resnet18)",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--no-stages", action="store_true", help="skip the conversion-stage wall times")
