@@ -1,6 +1,6 @@
 """Speed and memory of a converted network against its ANN (issues 4 and 13); writes docs/performance.md.
 
-    python benchmarks/speed.py                          # the full run (about 8 min on 2 idle CPU threads)
+    python benchmarks/speed.py                          # the full run (estimated ~8 min on 2 idle CPU threads)
     python benchmarks/speed.py --quick --out /tmp/p.md  # smoke form: tiny sizes, seconds (used by the tests)
 
 For ResNet-20 (CIFAR, batch 256) and torchvision ResNet-18 (224x224, batch 32, random init: dense CPU
@@ -354,8 +354,8 @@ def bench_model(name: str, Ts, args, log) -> dict:
 def bench_memory(name: str, Ts, args, log) -> dict:
     """``{(variant, T): peak bytes}``: the ANN once, spike mode at every T, the serial simulation at the largest."""
     specs = [("ann", Ts[0])] + [("spike", T) for T in Ts] + [("serial", Ts[-1])]
-    if args.quick:  # the smoke form: one probe of each kind that matters, each a fresh interpreter
-        specs = [("ann", Ts[0]), ("spike", Ts[-1])]
+    if args.quick:  # the smoke form: two probes (each a fresh interpreter), on the first model only
+        specs = [("ann", Ts[0]), ("spike", Ts[-1])] if name == args.models.split(",")[0] else []
     out = {}
     for variant, T in specs:
         out[(variant, T)] = peak_rss(name, variant, T, args)
@@ -566,7 +566,7 @@ def _model_tables(results) -> list[str]:
         parts += ["", f"## {name}: time per batch", "", res["what"], "", _time_table(res["rows"])]
         parts += ["", f"## {name}: peak memory of one forward (RSS high-water mark, fresh process)", ""]
         if res["memory"] is None or all(v is None for v in res["memory"].values()):
-            parts.append("Not measured (`--no-memory`, or no Linux /proc).")
+            parts.append("Not measured (`--no-memory`, the smoke form's second model, or no Linux /proc).")
         else:
             parts.append(_memory_table(res["memory"]))
     return parts

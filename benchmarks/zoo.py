@@ -138,13 +138,12 @@ def _recorder_kwargs(gm) -> dict:
     return {}
 
 
-def convert_pipeline(model: nn.Module, calib: list[torch.Tensor], T: int):
-    """trace → insert_recorders → calibrate → to_qcfs → lower_to_paraif (spike mode): ``(gm, qcfs, snn)``."""
-    gm = fxsnn.trace(model)
+def convert_pipeline(gm, calib: list[torch.Tensor], T: int):
+    """insert_recorders → calibrate → to_qcfs → lower_to_paraif (spike mode) on a traced model: ``(qcfs, snn)``."""
     rec = fxsnn.passes.insert_recorders(gm, **_recorder_kwargs(gm))
     rec = fxsnn.calibrate(rec, calib, progress=False)
     q = fxsnn.passes.to_qcfs(rec, levels=T)
-    return gm, q, fxsnn.passes.lower_to_paraif(q, T=T, mode="spike")
+    return q, fxsnn.passes.lower_to_paraif(q, T=T, mode="spike")
 
 
 @torch.no_grad()
@@ -152,8 +151,8 @@ def _modes(row: ZooRow, q, snn, x) -> None:
     """Rate mode against the QCFS network (bit for bit), then spike mode against rate mode (spike counts)."""
     try:
         fxsnn.set_mode(snn, "rate")
-    except ModeError as exc:
-        row.rate = "blocked: " + str(exc).split("\n")[0][:160]
+    except ModeError as exc:  # "rate mode cannot run node 'n' (module 'm') (and k more): this op is not affine ..."
+        row.rate = "blocked: " + str(exc).split(": this op")[0].replace("rate mode cannot run ", "")[:200]
         return
     same, diff = _bit_identical(q(x), snn(x))
     row.rate_exact = same
@@ -174,17 +173,18 @@ def check_model(name: str, model: nn.Module, *, side: int, T: int = 4, batch: in
     calib = [torch.randn(batch, 3, side, side, generator=g) for _ in range(2)]
     x = torch.randn(batch, 3, side, side, generator=g)
     before = _snapshot(model)
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        gm, q, snn = convert_pipeline(model, calib, T)
-        row.seconds = time.perf_counter() - t0
-        row.sites = len(fxsnn.find_sites(snn))
+        gm = fxsnn.trace(model)
         for a in find_analog_ops(gm):
             row.analog[a.kind] = row.analog.get(a.kind, 0) + 1
         row.hybrid = any(not k.startswith("MaxPool") for k in row.analog)
+        q, snn = convert_pipeline(gm, calib, T)
+        row.seconds = time.perf_counter() - t0
+        row.sites = len(fxsnn.find_sites(snn))
         _modes(row, q, snn, x)
     except (FxsnnError, RuntimeError, TypeError, ValueError) as exc:
-        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0].split('; ')[0][:200]}"
         traceback.print_exc()
     row.unchanged = _same(before, _snapshot(model))
     return row
@@ -196,7 +196,7 @@ def _cell(row: ZooRow) -> list[str]:
     mism = (
         "—" if row.mismatch_rate is None else f"{100 * row.mismatch_rate:.3f} % ({row.mismatched:,} of {row.counts:,})"
     )
-    status = "error: " + row.error if row.error else ("hybrid (allow_analog)" if row.hybrid else "spiking")
+    status = "refused: " + row.error if row.error else ("hybrid (allow_analog)" if row.hybrid else "spiking")
     return [
         f"{row.source} `{row.name}`",
         f"{row.side}×{row.side}",
@@ -206,7 +206,7 @@ def _cell(row: ZooRow) -> list[str]:
         row.rate or "—",
         mism,
         {True: "yes", False: "**no**", None: "—"}[row.unchanged],
-        f"{row.seconds:.2f}",
+        "—" if row.error else f"{row.seconds:.2f}",
     ]
 
 
@@ -240,7 +240,7 @@ def page(rows: list[ZooRow], T: int, cmd: str, elapsed: float) -> str:
             "",
             "- **result**: *spiking* (every nonlinearity between layers is a spiking site), *hybrid* (analog ops",
             "  such as GELU, SiLU, Hardswish or Sigmoid stay analog: run with `allow_analog=True` where",
-            "  `insert_recorders` has that keyword), or the error a step raised.",
+            "  `insert_recorders` has that keyword), or *refused* with the error a step raised (first clause).",
             "- **sites**: `fxsnn.find_sites` on the lowered network; **analog ops left**: `find_analog_ops` on the",
             "  traced model, by kind (a MaxPool is listed there too; after a neuron it is exact in rate mode).",
             "- **rate mode vs QCFS**: the lowered network in rate mode against the QCFS network on the same input,",

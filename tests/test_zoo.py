@@ -79,3 +79,12 @@ def test_a_hybrid_is_marked_and_lists_its_analog_ops(zoo):
     assert "hybrid (allow_analog)" in hybrid and "Hardswish ×" in hybrid and "blocked: " in hybrid
     assert "| spiking |" in spiking and "bit-identical" in spiking and "| yes |" in spiking
     assert "Rate mode ran on 1 of 2 models and was bit-identical to QCFS on 1 of them." in text
+
+
+def test_a_model_without_relu_is_refused_with_its_analog_ops_listed(zoo):
+    """EfficientNet-B0 (SiLU, Sigmoid gates) has no ReLU site: the zoo records the refusal and what it contains."""
+    pytest.importorskip("torchvision")
+    row = zoo.check_model("efficientnet_b0", zoo.build("efficientnet_b0"), side=32, T=4, source="torchvision")
+    assert row.error is not None and row.error.startswith("ConversionError: ") and "ReLU" in row.error
+    assert {"SiLU", "Sigmoid"} <= set(row.analog) and row.hybrid and row.unchanged
+    assert "| refused: ConversionError" in zoo.page([row], 4, "zoo", 1.0)
