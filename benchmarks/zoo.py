@@ -131,9 +131,8 @@ def _bit_identical(a, b) -> tuple[bool, float]:
 
 
 def _recorder_kwargs(gm) -> dict:
-    """``allow_analog=True`` where the model has analog ops and ``insert_recorders`` takes the keyword."""
-    analog = [a for a in find_analog_ops(gm) if not a.kind.startswith("MaxPool")]
-    if analog and "allow_analog" in inspect.signature(fxsnn.passes.insert_recorders).parameters:
+    """``allow_analog=True`` where the model has analog ops (MaxPool included) and ``insert_recorders`` takes it."""
+    if len(find_analog_ops(gm)) and "allow_analog" in inspect.signature(fxsnn.passes.insert_recorders).parameters:
         return {"allow_analog": True}
     return {}
 

@@ -1,12 +1,13 @@
 """A zoo of real architectures (issue 10, item 10): trace → recorders → QCFS → lowering on models nobody here wrote.
 
-Runs only with ``FXSNN_ZOO=1`` (about two minutes on 2 cores; torchvision models with random weights at their
-smallest inputs, the heavy VGG / AlexNet classifiers left to benchmarks/zoo.py, plus a few timm models when timm is installed: ``pip install fxsnn[zoo]``). Each case asserts,
-through benchmarks/zoo.py's :func:`check_model` (which also writes docs/zoo.md): the pipeline runs, rate mode
-runs and is bit-identical to the QCFS network, spike and rate mode agree on all but at most 1 % of the spike
-counts (float32 rounding at bin edges, the tolerance of ``fxsnn.testing.check_rate_matches_spike``), and the
-user's model comes back unchanged. A model with analog nonlinearities is converted with ``allow_analog=True``
-where that keyword exists and must come back marked as a hybrid whose analog ops are listed.
+Runs only with ``FXSNN_ZOO=1`` (2.4 min measured on the 2 shared cores at load ~20): torchvision models with
+random weights at their smallest inputs (the heavy VGG / AlexNet classifiers are left to benchmarks/zoo.py), plus
+a few timm models when timm is installed (``pip install fxsnn[zoo]``). Each case asserts, through
+benchmarks/zoo.py's :func:`check_model` (which also writes docs/zoo.md): the pipeline runs, rate mode runs and is
+bit-identical to the QCFS network, spike and rate mode agree on all but at most 1 % of the spike counts (float32
+rounding at bin edges, the tolerance of ``fxsnn.testing.check_rate_matches_spike``), and the user's model comes
+back unchanged. A model with analog nonlinearities is converted with ``allow_analog=True`` where that keyword
+exists and must come back marked as a hybrid whose analog ops are listed.
 """
 
 from __future__ import annotations
