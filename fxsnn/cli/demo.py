@@ -112,7 +112,8 @@ def _losses(stages) -> str:
     parts = []
     for r in stages[1:]:
         if r.ran and r.train_loss is not None:
-            parts.append(f"{r.stage} {r.train_loss[0]:.4f} → {r.train_loss[1]:.4f}")
+            discarded = " (discarded: early stopping kept step 0)" if r.kept_start else ""
+            parts.append(f"{r.stage} {r.train_loss[0]:.4f} → {r.train_loss[1]:.4f}{discarded}")
     return ", ".join(parts) or "no stage trained"
 
 

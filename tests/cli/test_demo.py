@@ -11,9 +11,8 @@ demo = pytest.importorskip("fxsnn.cli.demo")
 
 def _stages(start=0.0022, end=0.0004):
     losses = (start,) * 10 + (end,) * 10
-    return StageReports(
-        [StageReport("front end"), StageReport("Stage 1", losses=losses), StageReport("Stage 2", ran=False)]
-    )
+    stage2 = StageReport("Stage 2", steps=2, losses=(0.5, 0.25), holdout=((0, 1.0), (2, 2.0)), best_step=0)
+    return StageReports([StageReport("front end"), StageReport("Stage 1", losses=losses), stage2])
 
 
 def test_a_note_for_every_T_where_full_is_below_fspc():
@@ -23,7 +22,10 @@ def test_a_note_for_every_T_where_full_is_below_fspc():
     assert len(notes) == 1 and notes[0].startswith("note: at T=4 full is 2 of 449 test digits below fspc")
     assert "fspc already matches the ANN (99.33 %) there" in notes[0]
     assert "tiny calibration set, the 1,348 digits the ANN was trained on" in notes[0]
-    assert "training loss Stage 1 0.0022 → 0.0004" in notes[0]
+    assert (
+        "training loss Stage 1 0.0022 → 0.0004, Stage 2 0.5000 → 0.2500 (discarded: early stopping kept step 0)"
+        in (notes[0])
+    )
     below_ann = demo.shortfall_notes(results, stages, ann=0.999, n_test=449, n_calib=1348)
     assert "already matches" not in below_ann[0]  # said only when it is so
     assert demo.shortfall_notes({("fspc", 4): 0.9, ("full", 4): 0.9}, stages, ann=1.0, n_test=10, n_calib=5) == []
