@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from .calibration.batches import progress_stage
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
 from .calibration.preflight import seeded, validate
@@ -19,6 +20,7 @@ from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
 from .modes import set_mode
 from .passes.lower import lower_to_paraif
+from .report.stages import FRONT_END, STAGE1, STAGE2, StageReport, StageReports
 from .validation import check_positive_int
 
 __all__ = ["convert"]
@@ -54,36 +56,92 @@ def _has_batchnorm(gm: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
 
 
+def _stage_plan(model: nn.Module, method: str) -> dict[str, str | None]:
+    """Each stage of ``method`` mapped to ``None`` (it runs) or the reason it is skipped."""
+    one = method in ("spatial", "full")
+    return {
+        FRONT_END: None,
+        STAGE1: (None if _has_batchnorm(model) else NO_BATCHNORM) if one else f"method {method!r} has no Stage 1",
+        STAGE2: None if method in ("temporal", "full") else f"method {method!r} has no Stage 2",
+    }
+
+
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:
     """The method's pipeline: front end, Stage 1 (skipped without BatchNorm), lowering, Stage 2."""
     timings, skipped, trace_args, head = run["seconds"], run["skipped"], run["trace"], run["head"]
+    plan, reports = _stage_plan(model, method), run["stages"]
+    running = [name for name, why in plan.items() if why is None]
+
+    def stage(name: str):
+        return progress_stage(f"stage {running.index(name) + 1} of {len(running)}, {name}")
+
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
-    gm = front_end(
-        model,
-        data,
-        levels=T,
-        percentile=None if baseline else pct,
-        da=method != "fspc",
-        momentum=cfg.da_momentum,
-        calibration_batches=cfg.calibration_batches,
-        progress=progress,
-        **trace_args,
-    )
+    t0 = time.perf_counter()
+    with stage(FRONT_END):
+        gm = front_end(
+            model,
+            data,
+            levels=T,
+            percentile=None if baseline else pct,
+            da=method != "fspc",
+            momentum=cfg.da_momentum,
+            calibration_batches=cfg.calibration_batches,
+            progress=progress,
+            **trace_args,
+        )
     timings.update(gm.meta["fxsnn.front_end"]["seconds"])
+    reports[FRONT_END] = _front_end_report(gm.meta["fxsnn.front_end"], seconds=time.perf_counter() - t0)
     if method in ("spatial", "full") and not _has_batchnorm(gm):
-        skipped["stage1"] = NO_BATCHNORM
+        skipped["stage1"] = plan[STAGE1] = NO_BATCHNORM
         warnings.warn(
             f"fxsnn.convert: Stage 1 (BatchNorm recalibration) skipped: {NO_BATCHNORM}; the other steps of "
             f"method={method!r} ran",
             stacklevel=3,
         )
-    elif method in ("spatial", "full"):
-        gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, **head)
+    elif plan[STAGE1] is None:
+        with stage(STAGE1):
+            gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, **head)
+        reports[STAGE1] = gm.meta["fxsnn.stage1"]
     snn = lower_to_paraif(gm, T=T, mode="spike")
-    if method in ("temporal", "full"):
-        snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, **head)
+    if plan[STAGE2] is None:
+        with stage(STAGE2):
+            snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, **head)
+        reports[STAGE2] = snn.meta["fxsnn.stage2"]
+    for name, why in plan.items():
+        reports.setdefault(name, StageReport.skipped(name, why))
     return snn
+
+
+def _finish(snn: fx.GraphModule, cfg: ConvertConfig, run: dict, summary: dict) -> fx.GraphModule:
+    """The output mode set, and ``snn.meta["fxsnn.convert"]``: ``summary`` + seconds, skipped steps, stage reports."""
+    stages = _stage_reports(snn, run["stages"])
+    out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
+    set_mode(snn, out_mode)
+    snn.meta["fxsnn.convert"] = {**summary, "seconds": run["seconds"], "skipped": run["skipped"], "stages": stages}
+    return snn
+
+
+def _stage_reports(snn: fx.GraphModule, reports: dict) -> StageReports:
+    """The rows in order; a Stage 1 / 2 report in ``snn.meta`` carried over from an input GraphModule is dropped."""
+    stages = StageReports(reports[name] for name in (FRONT_END, STAGE1, STAGE2))
+    for name, key in ((STAGE1, "fxsnn.stage1"), (STAGE2, "fxsnn.stage2")):
+        if not stages[name].ran:
+            snn.meta.pop(key, None)
+    return stages
+
+
+def _front_end_report(meta: dict, *, seconds: float) -> StageReport:
+    """The front end's row: θ and DA calibration batches, θ's percentile, seconds."""
+    kind = "DA-QCFS" if meta["da"] else "QCFS"
+    return StageReport(
+        FRONT_END,
+        seconds=seconds,
+        batches=meta["batches"]["calibrate"],
+        theta_percentile=meta["percentile"],
+        da_batches=meta["batches"].get("calibrate_da"),
+        note=f"{kind} with L = {meta['levels']}",
+    )
 
 
 def convert(
@@ -135,7 +193,13 @@ def convert(
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
 
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
-    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps).
+    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps) whose
+    ``"stages"`` entry says what each stage did: a :class:`fxsnn.report.StageReports` table with one
+    :class:`fxsnn.report.StageReport` per stage — the front end (θ calibration batches and percentile, DA
+    calibration batches), Stage 1 (BatchNorm re-estimation batches) and Stage 2, each with its epochs, steps,
+    training and held-out loss from start to end, whether early stopping kept step 0 or restored another
+    step, and seconds; a stage that did not run says why. With ``progress``, each bar's description says
+    which stage it belongs to (``stage 2 of 3, Stage 1: recalibrate_bn epoch 1 of 3``).
 
     Example::
 
@@ -151,17 +215,8 @@ def convert(
         "skipped": {},
         "trace": {"leaf_modules": tuple(leaf_modules), "concrete_args": concrete_args},
         "head": {"loss_fn": loss_fn, "output": output},
+        "stages": {},
     }
     with seeded(data, int(seed)):
         snn = _run(model, data, T, method, cfg, run, progress)
-    out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
-    set_mode(snn, out_mode)
-    snn.meta["fxsnn.convert"] = {
-        "method": method,
-        "T": T,
-        "seed": int(seed),
-        "config": cfg,
-        "seconds": run["seconds"],
-        "skipped": run["skipped"],
-    }
-    return snn
+    return _finish(snn, cfg, run, {"method": method, "T": T, "seed": int(seed), "config": cfg})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -11,7 +13,25 @@ from tqdm.auto import tqdm
 from ..errors import DataError, FxsnnError
 from ..graph.edit import first_tensor
 
-__all__ = ["batches", "check_batch", "check_finite", "check_targets", "run_batch"]
+__all__ = ["batches", "check_batch", "check_finite", "check_targets", "run_batch", "progress_stage"]
+
+_STAGE: contextvars.ContextVar[str] = contextvars.ContextVar("fxsnn_progress_stage", default="")
+
+
+@contextlib.contextmanager
+def progress_stage(label: str) -> Iterator[None]:
+    """Inside, every progress bar's description starts with ``label`` (``fxsnn.convert``: ``"stage 2 of 3, Stage 1"``)."""
+    token = _STAGE.set(label)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
+
+
+def _description(where: str, desc: str | None) -> str:
+    text = desc if desc is not None else where.rpartition(".")[2]
+    prefix = _STAGE.get()
+    return f"{prefix}: {text}" if prefix else text
 
 
 def _split(batch, index: int, where: str) -> tuple[Tensor, Tensor | None]:
@@ -34,8 +54,12 @@ def batches(
     model: nn.Module | None = None,
     progress: bool = True,
     total: int | None = None,
+    desc: str | None = None,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Yield ``(input, target_or_None)`` from any iterable of batches, with a tqdm bar.
+    """Yield ``(input, target_or_None)`` from any iterable of batches, with a tqdm bar (none when not ``progress``).
+
+    The bar reads ``desc`` (default: the last part of ``where``), after the label of an enclosing
+    :func:`progress_stage`.
 
     Raises :class:`fxsnn.DataError` for a bare tensor (it would iterate sample
     by sample), a batch of the wrong form, missing targets where
@@ -60,7 +84,7 @@ def batches(
             total = None
     n = 0
     for n, batch in enumerate(
-        tqdm(iterator, desc=where.rpartition(".")[2], total=total, disable=not progress, leave=False), start=1
+        tqdm(iterator, desc=_description(where, desc), total=total, disable=not progress, leave=False), start=1
     ):
         x, y = _split(batch, n - 1, where)
         if need_targets and y is None:

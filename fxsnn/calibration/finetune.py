@@ -74,7 +74,9 @@ class TrainReport:
     """What a fine-tuning run did: ``steps`` taken of ``planned_steps``, per-step training ``losses``,
     ``holdout`` as ``(step, loss)`` pairs, the ``best_step`` restored (``None`` without holdout), ``stopped_early``;
     for Stage 2, the execution ``mode`` it trained in and ``mode_reason`` (see
-    :func:`fxsnn.calibration.stage2.training_mode`; ``None`` for Stage 1)."""
+    :func:`fxsnn.calibration.stage2.training_mode`; ``None`` for Stage 1); ``epochs`` passes over the data begun
+    of ``planned_epochs`` (``ceil(planned_steps / training batches per pass)``). The stages keep it, frozen, as a
+    :class:`fxsnn.report.StageReport`."""
 
     steps: int = 0
     planned_steps: int = 0
@@ -84,6 +86,8 @@ class TrainReport:
     stopped_early: bool = False
     mode: str | None = None
     mode_reason: str | None = None
+    epochs: int = 0
+    planned_epochs: int = 0
 
     def __str__(self) -> str:
         s = f"{self.steps}/{self.planned_steps} steps"
@@ -176,6 +180,11 @@ class _Plan:
     @property
     def has_holdout(self) -> bool:
         return self.k_hold > 0 or self.explicit is not None
+
+    @property
+    def epochs(self) -> int:
+        """Passes over the data the ``total`` steps take (the last one maybe partial)."""
+        return -(-self.total // (self.n_batches - self.k_hold))
 
 
 def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
@@ -275,7 +284,7 @@ class _Loop:
         self.checkpoints = _Checkpoints(
             model, state or (lambda: dict(enumerate(params))), spec, where=where, heads=heads
         )
-        self.report = TrainReport(planned_steps=self.plan.total)
+        self.report = TrainReport(planned_steps=self.plan.total, planned_epochs=self.plan.epochs)
         self.held: list = list(self.plan.explicit) if self.plan.explicit is not None else []
         self.step = 0
 
@@ -286,7 +295,7 @@ class _Loop:
         while self.step < plan.total and not stop:
             epoch += 1
             stop = self._epoch(epoch)
-        self.report.steps = self.step
+        self.report.steps, self.report.epochs = self.step, epoch
         if plan.has_holdout:
             self.checkpoints.restore_best(self.report)
         return self.report
@@ -301,6 +310,7 @@ class _Loop:
             model=self.model,
             progress=self.progress,
             total=plan.n_batches,
+            desc=f"{self.where.rpartition('.')[2]} epoch {epoch} of {plan.epochs}",
         )
         for i, (x, y) in enumerate(bar):
             if i < plan.k_hold:

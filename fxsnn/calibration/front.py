@@ -17,15 +17,19 @@ __all__ = ["front_end", "Head"]
 
 
 class Head:
-    """The first ``n`` batches of a re-iterable ``data`` (all of them for ``n=None``), itself re-iterable."""
+    """The first ``n`` batches of a re-iterable ``data`` (all of them for ``n=None``), itself re-iterable;
+    ``count`` is the number of batches the latest pass has yielded."""
 
     def __init__(self, data: Iterable, n: int | None):
         self.data, self.n = data, n
+        self.count = 0
 
     def __iter__(self):
+        self.count = 0
         for i, batch in enumerate(self.data):
             if self.n is not None and i >= self.n:
                 return
+            self.count += 1
             yield batch
 
     def __len__(self):
@@ -56,7 +60,8 @@ def front_end(
 
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (a ``GraphModule`` is copied, not traced
     again). ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
-    never modified. The seconds of each step are in ``result.meta["fxsnn.front_end"]["seconds"]``.
+    never modified. The seconds of each step are in ``result.meta["fxsnn.front_end"]["seconds"]``, the batches
+    each data pass used in ``["batches"]`` (``{"calibrate": n, "calibrate_da": n}``).
 
     Example::
 
@@ -79,10 +84,18 @@ def front_end(
     gm = timed("trace", trace, model, leaf_modules=leaf_modules, concrete_args=concrete_args)
     gm = insert_recorders(gm, percentile=percentile)
     timed("calibrate", calibrate_, gm, calib, progress=progress)
+    used = {"calibrate": calib.count}
     if da:
         gm = to_da_qcfs(gm, levels=levels)
         timed("calibrate_da", calibrate_da_, gm, calib, momentum=momentum, progress=progress)
+        used["calibrate_da"] = calib.count
     else:
         gm = to_qcfs(gm, levels=levels)
-    gm.meta["fxsnn.front_end"] = {"levels": levels, "percentile": percentile, "da": da, "seconds": seconds}
+    gm.meta["fxsnn.front_end"] = {
+        "levels": levels,
+        "percentile": percentile,
+        "da": da,
+        "seconds": seconds,
+        "batches": used,
+    }
     return gm

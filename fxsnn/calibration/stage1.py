@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterable
 
 import torch
@@ -12,6 +13,7 @@ from ..errors import ConversionError, DataError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
+from ..report.stages import STAGE1, StageReport
 from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
 from .finetune import check_reiterable, check_trainable_dtype, fine_tune
@@ -60,8 +62,10 @@ class _MomentProbe:
         self.n += n
 
 
-def _accumulate(gm: nn.Module, bns: list, probes: list, data: Iterable, *, where: str, progress: bool) -> None:
-    """One pass over ``data`` with the BN layers in train mode, the probes' sums committed batch by batch."""
+def _accumulate(gm: nn.Module, bns: list, probes: list, data: Iterable, *, where: str, progress: bool) -> int:
+    """One pass over ``data`` with the BN layers in train mode, the probes' sums committed batch by batch; the
+    number of batches."""
+    n = 0
     handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
     try:
         with preserved_state(gm):
@@ -72,9 +76,11 @@ def _accumulate(gm: nn.Module, bns: list, probes: list, data: Iterable, *, where
                 run_batch(gm, x, where=where, index=i)
                 for p in probes:
                     p.commit(where=where, index=i)
+                n = i + 1
     finally:
         for h in handles:
             h.remove()
+    return n
 
 
 def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True) -> nn.Module:
@@ -105,6 +111,13 @@ def reestimate_bn_stats_(
     Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
     batch that gives a BN one value per channel (a one-sample batch: use ``drop_last=True``).
     """
+    _reestimate_(gm, data, progress=progress, where=where)
+    return gm
+
+
+@torch.no_grad()
+def _reestimate_(gm: nn.Module, data: Iterable, *, progress: bool, where: str) -> int:
+    """:func:`reestimate_bn_stats_`'s work; the number of batches of its pass."""
     named = [(n, b) for n, b in gm.named_modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
     named = [(n, b) for n, b in named if b.track_running_stats]
     if not named:
@@ -115,7 +128,7 @@ def reestimate_bn_stats_(
     # whole pass succeeds (an error or Ctrl-C mid-pass leaves the statistics as they were).
     saved = [{k: t.clone() for k, t in b.named_buffers(recurse=False)} for b in bns]
     try:
-        _accumulate(gm, bns, probes, data, where=where, progress=progress)
+        n_batches = _accumulate(gm, bns, probes, data, where=where, progress=progress)
         stats = []
         for p in probes:
             if p.n < 2:
@@ -135,7 +148,7 @@ def reestimate_bn_stats_(
         b.running_var.copy_(var.to(b.running_var.dtype))
         if b.num_batches_tracked is not None:
             b.num_batches_tracked.zero_()
-    return gm
+    return n_batches
 
 
 class _RelativeTensors:
@@ -299,8 +312,9 @@ def recalibrate_bn(
     ``output`` (picks the logits from the model's output) replace the cross-entropy of the logits
     (:func:`fxsnn.calibration.measure.measure`; defaults cover ``{"out": ...}`` dicts, tuples and dense
     ``[B, classes, H, W]`` logits). Modules get back their train/eval
-    flags and parameters their ``requires_grad``. The run's :class:`~fxsnn.calibration.finetune.TrainReport` is
-    in ``result.meta["fxsnn.stage1"]``. Raises :class:`fxsnn.ConversionError` for a lowered network or one
+    flags and parameters their ``requires_grad``. What the stage did — BN re-estimation batches, epochs, steps,
+    training and held-out loss, early stopping, seconds — is in ``result.meta["fxsnn.stage1"]``, a
+    :class:`fxsnn.report.StageReport`. Raises :class:`fxsnn.ConversionError` for a lowered network or one
     without BatchNorm, :class:`fxsnn.DataError` for empty or target-less data,
     :class:`~fxsnn.calibration.finetune.NonFiniteLossError` when the loss becomes NaN/Inf.
 
@@ -313,20 +327,29 @@ def recalibrate_bn(
     config = (config if config is not None else Stage1Config()).replace(**overrides)
     gm = _check_stage1_input(gm, where=where)
     check_reiterable(data, where=where)
+    t0 = time.perf_counter()
     with preserved_state(gm):
         try:
             for p in gm.parameters():
                 p.requires_grad_(False)
-            reestimate_bn_stats_(gm, data, progress=progress, where=where)
+            n_batches = _reestimate_(gm, data, progress=progress, where=where)
             heads = {"loss_fn": loss_fn, "output": output}
-            report = _fine_tune_affine(gm, data, config, where=where, progress=progress, heads=heads)
-            if report is not None:
-                gm.meta["fxsnn.stage1"] = report
+            train = _fine_tune_affine(gm, data, config, where=where, progress=progress, heads=heads)
             if config.restat_after:
-                reestimate_bn_stats_(gm, data, progress=progress, where=where)
+                _reestimate_(gm, data, progress=progress, where=where)
         finally:
             for m in gm.modules():
                 if isinstance(m, DAQCFS):
                     m.psi_da.requires_grad_(False)
                     m.phi_da.requires_grad_(False)
+    gm.meta["fxsnn.stage1"] = _report(train, config, seconds=time.perf_counter() - t0, batches=n_batches)
     return gm
+
+
+def _report(train, config: Stage1Config, *, seconds: float, batches: int) -> StageReport:
+    """Stage 1's :class:`~fxsnn.report.StageReport` (``train``: the fine-tuning run's report, or ``None``)."""
+    note = "BN statistics re-estimated again after tuning" if config.restat_after else None
+    if train is None:
+        untuned = "no BN affine term or θ to tune: only the statistics were re-estimated"
+        return StageReport(STAGE1, seconds=seconds, batches=batches, note=untuned)  # restat_after: the same again
+    return StageReport.from_training(STAGE1, train, seconds=seconds, batches=batches, note=note)

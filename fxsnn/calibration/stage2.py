@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -14,6 +15,7 @@ from ..graph.edit import copy_graph_module, describe_node, require_graph_module
 from ..graph.rate import is_max_pool, rate_mode_blockers
 from ..modes import get_mode, neurons, set_mode, time_steps
 from ..nn import ParallelIF
+from ..report.stages import STAGE2, StageReport
 from ..validation import check_positive_int
 from .config import PARAMETERIZATIONS, STAGE2_MODES, SURROGATES, Stage2Config
 from .finetune import TrainReport, check_reiterable, fine_tune
@@ -180,7 +182,8 @@ def tune_delta_b(
     network's output) replace the cross-entropy of the logits (:func:`fxsnn.calibration.measure.measure`;
     defaults cover ``{"out": ...}`` dicts, tuples and dense ``[B, classes, H, W]`` logits). ``data``: a
     re-iterable of ``(input, target)`` batches (targets needed).
-    The :class:`~fxsnn.calibration.finetune.TrainReport` is in ``result.meta["fxsnn.stage2"]``.
+    What the stage did — epochs, steps, training and held-out loss, whether early stopping kept step 0 (Δb = 0),
+    the mode it trained in, seconds — is in ``result.meta["fxsnn.stage2"]``, a :class:`fxsnn.report.StageReport`.
 
     Example::
 
@@ -188,6 +191,7 @@ def tune_delta_b(
         >>> snn = fxsnn.tune_delta_b(snn, loader, T=4)
     """
     where = "fxsnn.tune_delta_b"
+    t0 = time.perf_counter()
     config = (config if config is not None else Stage2Config()).replace(**overrides)
     gm = _check_stage2_input(gm, T, where=where)
     check_reiterable(data, where=where)
@@ -200,5 +204,5 @@ def tune_delta_b(
     finally:
         set_mode(gm, original_mode)
     report.mode, report.mode_reason = run_mode, reason
-    gm.meta["fxsnn.stage2"] = report
+    gm.meta["fxsnn.stage2"] = StageReport.from_training(STAGE2, report, seconds=time.perf_counter() - t0)
     return gm

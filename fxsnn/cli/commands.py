@@ -229,6 +229,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     snn = convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg, **trace_args)
     save(snn, args.out, model_spec=args.model, model_args=model_args)
     print(summary(snn))
+    print(f"\nwhat each stage did (method={args.method}, T={args.T}):")
+    print(snn.meta["fxsnn.convert"]["stages"])
     if eval_data is not None:
         ann_res, snn_res = evaluate(model, eval_data), evaluate(snn, eval_data)
         print(f"ANN: {ann_res}\nSNN: {snn_res}  (T={args.T}, method={args.method})")
@@ -263,8 +265,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    """Header, recorded summary and graph code: read from the file's JSON, nothing rebuilt, imported or run."""
-    from ..io.saving import header_summary, read_header
+    """Header, recorded summary, stage report and graph code: read from the file's JSON, nothing rebuilt, imported
+    or run."""
+    from ..io.saving import header_stages, header_summary, read_header
 
     _check_out(args.csv, "--csv")
     header = read_header(args.path)
@@ -282,6 +285,10 @@ def _cmd_inspect(args) -> int:
         print(_clean(str(s)))
         if args.csv:
             s.to_csv(args.csv)
+    stages = header_stages(header)
+    if stages is not None:
+        print("\nwhat each stage did:")
+        print(_clean(str(stages)))
     if not args.no_graph:
         text = header.get("code", header.get("module_repr"))
         if isinstance(text, str):

@@ -2,8 +2,10 @@
 
 Trains a small Conv-BN-ReLU network for a few seconds on the 8×8 handwritten
 digits that scikit-learn ships (1,797 images), converts it with plain parallel
-conversion (FS-PC) and with fxsnn's full calibration, and prints ANN and SNN
-test accuracy per T, the per-stage conversion time and the converted sites.
+conversion (FS-PC) and with fxsnn's full calibration, and prints what each
+method is, ANN and SNN test accuracy per T, the conversion time, a note for
+every T where ``full`` is below ``fspc`` (with the reason), what each stage of
+the last ``full`` conversion did and the converted sites.
 
 Run it with ``fxsnn demo`` or ``python -m fxsnn.cli.demo``.
 """
@@ -20,7 +22,20 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-__all__ = ["DigitsNet", "load_digits", "train_ann", "run", "main"]
+__all__ = ["DigitsNet", "load_digits", "train_ann", "run", "main", "METHODS_EXPLAINED", "shortfall_notes"]
+
+#: What each method of :func:`fxsnn.convert` does, as the demo prints it.
+METHODS_EXPLAINED = {
+    "fspc": "plain parallel conversion (the paper's FS-PC): θ = the running max of each ReLU's input over the "
+    "calibration set, QCFS with L = T, no training",
+    "fspc_da": "fspc with DA-QCFS and its error calibration (Algorithm 1, stage II), no training",
+    "spatial": "the front end (θ at a percentile, DA-QCFS, error calibration) + Stage 1 (BatchNorm statistics "
+    "re-estimated, its affine terms and θ tuned)",
+    "temporal": "the front end + Stage 2 (a per-channel bias Δb of every neuron trained with a surrogate gradient)",
+    "full": "fxsnn's calibration: the front end (θ at a percentile, DA-QCFS, error calibration) + Stage 1 "
+    "(BatchNorm re-estimated, its affine terms and θ tuned) + Stage 2 (a per-channel Δb trained, early-stopped "
+    "on held-out batches)",
+}
 
 
 class DigitsNet(nn.Module):
@@ -92,6 +107,55 @@ def train_ann(data: Digits, *, epochs: int = 8, seed: int = 0) -> DigitsNet:
     return model.eval()
 
 
+def _losses(stages) -> str:
+    """``Stage 1 … → …, Stage 2 … → …``: the training loss of each stage that trained, from start to end."""
+    parts = []
+    for r in stages[1:]:
+        if r.ran and r.train_loss is not None:
+            discarded = " (discarded: early stopping kept step 0)" if r.kept_start else ""
+            parts.append(f"{r.stage} {r.train_loss[0]:.4f} → {r.train_loss[1]:.4f}{discarded}")
+    return ", ".join(parts) or "no stage trained"
+
+
+def shortfall_notes(results: dict, stages: dict, *, ann: float, n_test: int, n_calib: int) -> list[str]:
+    """A note for every T where ``full`` is below ``fspc`` in ``results`` (``{(method, T): top-1}``), with why.
+
+    ``stages[T]``: the :class:`fxsnn.report.StageReports` of the ``full`` conversion at ``T``; ``ann``: the
+    ANN's top-1; ``n_test`` / ``n_calib``: test and calibration set sizes.
+    """
+    notes = []
+    for T in sorted(T for m, T in results if m == "full" and ("fspc", T) in results):
+        full, fspc = results[("full", T)], results[("fspc", T)]
+        if full >= fspc:
+            continue
+        digits = round((fspc - full) * n_test)
+        why = [
+            f"note: at T={T} full is {digits} of {n_test} test digits below fspc "
+            f"({100 * full:.2f} % against {100 * fspc:.2f} %)."
+        ]
+        if fspc >= ann:
+            why.append(
+                f"fspc already matches the ANN ({100 * ann:.2f} %) there, so no conversion error is left to remove;"
+            )
+        why.append(
+            f"full's stages fit the demo's tiny calibration set, the {n_calib:,} digits the ANN was trained on "
+            f"(training loss {_losses(stages[T])}), and that fit does not carry over to every held-out digit."
+        )
+        notes.append(" ".join(why))
+    return notes
+
+
+def _table(results: dict, timing: dict, *, time_steps, methods, ann: float) -> str:
+    headers = ["T", "ANN"] + [f"{m} (SNN)" for m in methods] + [f"{m} time" for m in methods]
+    rows = [
+        [T, f"{100 * ann:.2f} %"]
+        + [f"{100 * results[(m, T)]:.2f} %" for m in methods]
+        + [f"{timing[(m, T)]:.1f} s" for m in methods]
+        for T in time_steps
+    ]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
 def run(
     *,
     time_steps: Sequence[int] = (1, 2, 4, 8),
@@ -111,11 +175,13 @@ def run(
     data = load_digits(seed=seed)
     ann = train_ann(data, epochs=epochs, seed=seed)
     out(f"trained DigitsNet on {len(data.y_train)} digits in {time.perf_counter() - t0:.1f} s")
+    out("\n".join(f"  {m}: {METHODS_EXPLAINED[m]}" for m in methods if m in METHODS_EXPLAINED))
     test = data.loader("test", 256)
     calib = data.loader("train", 64, shuffle=True, seed=seed)
     ann_acc = evaluate(ann, test, progress=False).top1
     results: dict = {}
     timing: dict = {}
+    stages: dict = {}
     last = None
     for T in time_steps:
         for method in methods:
@@ -123,17 +189,16 @@ def run(
             snn = convert(ann, calib, T=T, method=method, seed=seed, progress=progress)
             timing[(method, T)] = time.perf_counter() - t
             results[(method, T)] = evaluate(snn, test, progress=False).top1
+            stages[(method, T)] = snn.meta["fxsnn.convert"]["stages"]
             last = snn
-    headers = ["T", "ANN"] + [f"{m} (SNN)" for m in methods] + [f"{m} time" for m in methods]
-    rows = [
-        [T, f"{100 * ann_acc:.2f} %"]
-        + [f"{100 * results[(m, T)]:.2f} %" for m in methods]
-        + [f"{timing[(m, T)]:.1f} s" for m in methods]
-        for T in time_steps
-    ]
     out(f"\nANN vs parallel SNN, top-1 on {len(data.y_test)} held-out digits")
-    out(tabulate(rows, headers=headers, tablefmt="github"))
+    out(_table(results, timing, time_steps=time_steps, methods=methods, ann=ann_acc))
+    full = {T: stages[("full", T)] for T in time_steps if ("full", T) in stages}
+    for note in shortfall_notes(results, full, ann=ann_acc, n_test=len(data.y_test), n_calib=len(data.y_train)):
+        out(note)
     if last is not None:
+        out(f"\nwhat each stage did ({methods[-1]}, T={time_steps[-1]}):")
+        out(str(stages[(methods[-1], time_steps[-1])]))
         out(f"\nconverted sites of the last network ({methods[-1]}, T={time_steps[-1]}):")
         out(str(summary(last)))
     results["ann"] = ann_acc

@@ -12,6 +12,7 @@ _EXPORTS = {
     "load": ".saving",
     "read_header": ".saving",
     "header_summary": ".saving",
+    "header_stages": ".saving",
     "SaveFileError": ".saving",
     "load_model": ".loaders",
     "load_weights": ".loaders",
@@ -23,6 +24,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .loaders import InputError, load_data, load_model, load_weights
-    from .saving import SaveFileError, header_summary, load, read_header, save
+    from .saving import SaveFileError, header_stages, header_summary, load, read_header, save
 
 __all__ = list(_EXPORTS)

@@ -310,7 +310,25 @@ def _apply_flags(gm: nn.Module, header: dict) -> None:
     if not isinstance(meta, dict):
         raise _Bad(f"meta must be an object; the file has {type(meta).__name__}")
     if isinstance(getattr(gm, "meta", None), dict):
-        gm.meta.update(copy.deepcopy(meta))
+        gm.meta.update(_with_reports(copy.deepcopy(meta)))
+
+
+def _with_reports(meta: dict) -> dict:
+    """``meta`` with its stage reports as :class:`fxsnn.report.StageReport` rows again (checked values only):
+    ``["fxsnn.convert"]["stages"]``, and ``["fxsnn.stage1"]`` / ``["fxsnn.stage2"]`` when they are in that form
+    (older files hold a plain dict there, kept as it is)."""
+    from ..report.stages import StageReports, row_from_json
+
+    conv = meta.get("fxsnn.convert")
+    try:
+        if isinstance(conv, dict) and "stages" in conv:
+            conv["stages"] = StageReports.from_json(conv["stages"])
+        for key in ("fxsnn.stage1", "fxsnn.stage2"):
+            if isinstance(meta.get(key), dict) and "stage" in meta[key]:
+                meta[key] = row_from_json(meta[key])
+    except ValueError as exc:
+        raise _Bad(f"the recorded stage report is malformed ({exc})") from None
+    return meta
 
 
 def rebuild(header: dict, tensors: dict, model: nn.Module, path: str) -> nn.Module:

@@ -36,9 +36,19 @@ from .archive import FORMAT, FORMAT_VERSION, SaveFileError, read_archive, write_
 from .paths import check_parent_dir
 
 if TYPE_CHECKING:
+    from ..report.stages import StageReports
     from ..report.summarize import NetworkSummary
 
-__all__ = ["save", "load", "read_header", "header_summary", "SaveFileError", "FORMAT", "FORMAT_VERSION"]
+__all__ = [
+    "save",
+    "load",
+    "read_header",
+    "header_summary",
+    "header_stages",
+    "SaveFileError",
+    "FORMAT",
+    "FORMAT_VERSION",
+]
 
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
 
@@ -199,6 +209,21 @@ def header_summary(header: dict) -> NetworkSummary | None:
             raise SaveFileError("the header's summary rows do not have the fields of fxsnn.report.SiteSummary")
         out.append(SiteSummary(**{k: _cell(k, row[k]) for k in fields}))
     return NetworkSummary(out, network_params=_cell("trainable", header.get("parameters", 0)))
+
+
+def header_stages(header: dict) -> StageReports | None:
+    """The :class:`fxsnn.report.StageReports` a header records (what each stage of ``fxsnn.convert`` did), or ``None``
+    for a file without one (saved before fxsnn recorded it, or not made by ``fxsnn.convert``); checked, not rebuilt."""
+    from ..report.stages import StageReports
+
+    meta = header.get("meta")
+    conv = meta.get("fxsnn.convert") if isinstance(meta, dict) else None
+    if not isinstance(conv, dict) or "stages" not in conv:
+        return None
+    try:
+        return StageReports.from_json(conv["stages"])
+    except ValueError as exc:
+        raise SaveFileError(f"the header's stage report is malformed: {exc}") from None
 
 
 def _cell(key: str, v):

@@ -1,4 +1,4 @@
-"""What a converted network did: evaluation, summaries, ANN-vs-SNN analysis, energy, plots, tables.
+"""What a converted network did: evaluation, summaries, ANN-vs-SNN analysis, energy, plots, tables, stage reports.
 
 Names load on first use (``fxsnn.report.Report``), so importing the package costs nothing.
 """
@@ -22,6 +22,8 @@ _EXPORTS = {
     "plot_layers": ".plots",
     "spike_counts": ".probes",
     "Rows": ".table",
+    "StageReport": ".stages",
+    "StageReports": ".stages",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from .evaluation import EvalResult, evaluate
     from .plots import plot_distributions, plot_layers
     from .probes import spike_counts
+    from .stages import StageReport, StageReports
     from .summarize import NetworkSummary, SiteSummary, summary
     from .table import Rows
 

@@ -86,6 +86,8 @@ def test_inspect(files, capsys, tmp_path):
     code, out, err = run(["inspect", files / "snn.fxsnn", "--csv", tmp_path / "s.csv"], capsys)
     assert code == 0
     assert "stage=ParallelIF, T=2" in out and "converted with method=fspc, T=2" in out
+    assert "what each stage did:" in out and "θ (running max): 3 batches; no DA" in out  # the recorded report
+    assert "method 'fspc' has no Stage 1" in out and "method 'fspc' has no Stage 2" in out
     assert "Δb parameters: 8" in out and "def forward" in out and "self.relu_1(add)" in out
     assert (tmp_path / "s.csv").read_text().startswith("site,kind,pattern")
     code, out, _ = run(["inspect", files / "snn.fxsnn", "--no-graph"], capsys)
@@ -233,6 +235,13 @@ def test_convert_full_runs_both_stages(files, capsys, tmp_path):
     snn = fxsnn.load(tmp_path / "full.fxsnn", model=tiny_resnet())
     assert any(float(n.delta_b.abs().max()) > 0 for n in fxsnn.modes.neurons(snn).values())  # Stage 2 trained Δb
     assert snn.meta["fxsnn.convert"]["method"] == "full"
+    report = out.split("what each stage did (method=full, T=2):\n", 1)[1]
+    assert report.startswith(str(snn.meta["fxsnn.convert"]["stages"]))  # the table, as saved
+    lines = report.splitlines()
+    assert lines[0].split()[:2] == ["stage", "ran"] and "train loss (start → end)" in lines[0]
+    assert [line.split()[0] for line in lines[2:5]] == ["front", "Stage", "Stage"]
+    assert "BN statistics: 3 batches" in lines[3] and "1 of 1" in lines[3] and "3 of 3" in lines[4]
+    assert "stage 3 of 3, Stage 2: tune_delta_b epoch 1 of 1" in err  # overall progress in the bars
 
 
 def test_image_folder_data(capsys, tmp_path, monkeypatch):
