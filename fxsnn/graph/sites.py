@@ -30,7 +30,7 @@ from ..nn import SITE_MODULES
 from ..report.table import Rows
 from .edit import node_scope, require_graph_module
 from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view, relu_clip
-from .rate import is_channel_cat
+from .rate import is_channel_cat, returns_metadata
 
 __all__ = [
     "SITE_KEY",
@@ -165,7 +165,21 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
 
 
 def _single_user(node: object) -> bool:
-    return isinstance(node, fx.Node) and len(node.users) == 1
+    """One user reads the node's values (reads of its shape, ``x.ndim`` in timm's asserts, do not count)."""
+    return isinstance(node, fx.Node) and sum(not returns_metadata(u) for u in node.users) == 1
+
+
+#: modules that return their input's values in eval (timm's ``BatchNormAct2d`` puts its ``drop`` between BN and act)
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def _pass_through(node: object, modules: dict[str, nn.Module]) -> bool:
+    return (
+        isinstance(node, fx.Node)
+        and node.op == "call_module"
+        and isinstance(modules.get(node.target), _PASS_THROUGH)
+        and bool(node.args)
+    )
 
 
 def _out_channels(m: nn.Module) -> tuple[int, int] | None:
@@ -190,7 +204,8 @@ def _channel_info(node: object, modules: dict[str, nn.Module], depth: int = 0) -
             return found
         if isinstance(m, SITE_MODULES) and getattr(m, "channels", None):
             return int(m.channels), getattr(m, "channel_axis", 1)
-    if is_add(node) or is_relu(node, modules) or (node.op == "call_module" and not is_view(node, modules)):
+    walk = node.op == "call_module" and (not is_view(node, modules) or _pass_through(node, modules))
+    if is_add(node) or is_relu(node, modules) or walk:
         for a in node.all_input_nodes:
             c, axis = _channel_info(a, modules, depth + 1)
             if c is not None:
@@ -205,6 +220,8 @@ def infer_channels(node: object, modules: dict[str, nn.Module]) -> int | None:
 
 def _chain(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, tuple[fx.Node, ...]]:
     src = node.args[0] if node.args else None
+    while _single_user(src) and _pass_through(src, modules):
+        src = src.args[0]
     chain: list[fx.Node] = []
     if _single_user(src) and src.op == "call_module" and isinstance(modules.get(src.target), BATCHNORMS):
         chain.append(src)

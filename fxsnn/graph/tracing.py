@@ -10,6 +10,7 @@ from typing import Any
 from torch import fx, nn
 
 from ..errors import TraceError
+from .standardize import batch_norm_modules_
 
 __all__ = ["trace"]
 
@@ -75,6 +76,11 @@ def trace(
         concrete_args: passed to ``torch.fx.Tracer.trace`` to specialise
             non-tensor arguments (e.g. ``{"return_features": False}``).
 
+    A BatchNorm subclass whose ``forward`` torch.fx traces through (timm's ``BatchNormAct2d`` calls
+    ``F.batch_norm`` itself) comes back as an ``nn.BatchNorm*d`` module at its path, holding the copy's
+    tensors (:func:`fxsnn.graph.standardize.batch_norm_modules_`), so the site patterns and Stage 1 see it;
+    a ``GraphModule`` is copied as it is.
+
     Forward hooks and pre-hooks registered on ``model``'s modules are not traced: a ``UserWarning`` names
     the modules that have them.
 
@@ -136,5 +142,6 @@ def trace(
         ) from exc
     name = type(root).__name__
     gm = fx.GraphModule(tracer.root, graph, name)
+    batch_norm_modules_(gm, root)
     gm.graph.lint()
     return gm
