@@ -62,6 +62,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
     gm = front_end(
         model,
         data,
+        allow_analog=run["allow_analog"],
         levels=T,
         percentile=None if baseline else pct,
         da=method != "fspc",
@@ -99,6 +100,7 @@ def convert(
     concrete_args: dict[str, Any] | None = None,
     loss_fn: Callable | None = None,
     output: Callable | None = None,
+    allow_analog: bool = False,
 ) -> fx.GraphModule:
     """Convert a trained ReLU network into a parallel SNN with ``T`` time steps; returns the lowered GraphModule.
 
@@ -131,11 +133,15 @@ def convert(
     (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked from a tensor,
     a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense ``[B, classes, H, W]`` logits).
 
+    ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
+    :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused before ``data`` is touched, with a
+    :class:`fxsnn.ConversionError` listing them; ``True`` keeps them analog in a marked hybrid (docs/architecture.md).
+
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
 
-    The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
-    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps).
+    The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a summary in
+    ``result.meta["fxsnn.convert"]`` (method, T, seed, config, seconds, skipped steps, ``hybrid``, ``analog`` ops).
 
     Example::
 
@@ -145,8 +151,11 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
-    validate(model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    hybrid = validate(
+        model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args, allow_analog=allow_analog
+    )
     run = {
+        "allow_analog": allow_analog,
         "seconds": {},
         "skipped": {},
         "trace": {"leaf_modules": tuple(leaf_modules), "concrete_args": concrete_args},
@@ -156,12 +165,10 @@ def convert(
         snn = _run(model, data, T, method, cfg, run, progress)
     out_mode = cfg.output_mode if cfg.output_mode != "auto" else ("spike" if rate_mode_blockers(snn) else "rate")
     set_mode(snn, out_mode)
-    snn.meta["fxsnn.convert"] = {
-        "method": method,
-        "T": T,
-        "seed": int(seed),
-        "config": cfg,
-        "seconds": run["seconds"],
-        "skipped": run["skipped"],
-    }
+    snn.meta["fxsnn.convert"] = {"method": method, "T": T, "seed": int(seed), "config": cfg, **_record(run, hybrid)}
     return snn
+
+
+def _record(run: dict, hybrid) -> dict:
+    """The rest of ``result.meta["fxsnn.convert"]``: seconds, skipped steps and the hybrid's analog ops."""
+    return {"seconds": run["seconds"], "skipped": run["skipped"], "hybrid": bool(hybrid), "analog": hybrid.to_dict()}
