@@ -174,8 +174,9 @@ class AnalogTable(Rows):
         if not self:
             return ""
         return (
-            f"HYBRID network: {len(self)} nonlinear op(s) stay analog, not spiking ({self.count_text()}); "
-            "they compute on time-averaged values in rate mode and on per-step values in spike mode:\n" + self.table()
+            f"HYBRID network: {len(self)} nonlinear op(s) stay analog, not spiking ({self.count_text()}); spike "
+            "mode runs them on real per-step values and rate mode cannot run those after a neuron (docs/architecture.md, "
+            "Hybrids):\n" + self.table()
         )
 
 
