@@ -82,6 +82,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         gm = front_end(
             model,
             data,
+            allow_analog=run["allow_analog"],
             levels=T,
             percentile=None if baseline else pct,
             da=method != "fspc",
@@ -157,6 +158,7 @@ def convert(
     concrete_args: dict[str, Any] | None = None,
     loss_fn: Callable | None = None,
     output: Callable | None = None,
+    allow_analog: bool = False,
 ) -> fx.GraphModule:
     """Convert a trained ReLU network into a parallel SNN with ``T`` time steps; returns the lowered GraphModule.
 
@@ -189,11 +191,16 @@ def convert(
     (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked from a tensor,
     a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense ``[B, classes, H, W]`` logits).
 
+    ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
+    :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused before ``data`` is touched, with a
+    :class:`fxsnn.ConversionError` listing them; ``True`` keeps them analog in a marked hybrid (docs/architecture.md).
+
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
 
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
-    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps) whose
+    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps,
+    ``hybrid`` and its ``analog`` ops) whose
     ``"stages"`` entry says what each stage did: a :class:`fxsnn.report.StageReports` table with one
     :class:`fxsnn.report.StageReport` per stage — the front end (θ calibration batches and percentile, DA
     calibration batches), Stage 1 (BatchNorm re-estimation batches) and Stage 2, each with its epochs, steps,
@@ -209,8 +216,11 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
-    validate(model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    hybrid = validate(
+        model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args, allow_analog=allow_analog
+    )
     run = {
+        "allow_analog": allow_analog,
         "seconds": {},
         "skipped": {},
         "trace": {"leaf_modules": tuple(leaf_modules), "concrete_args": concrete_args},
@@ -219,4 +229,5 @@ def convert(
     }
     with seeded(data, int(seed)):
         snn = _run(model, data, T, method, cfg, run, progress)
-    return _finish(snn, cfg, run, {"method": method, "T": T, "seed": int(seed), "config": cfg})
+    summary = {"method": method, "T": T, "seed": int(seed), "config": cfg}
+    return _finish(snn, cfg, run, {**summary, "hybrid": bool(hybrid), "analog": hybrid.to_dict()})

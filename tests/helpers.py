@@ -157,3 +157,25 @@ def convert(model: nn.Module, data, *, T: int = 4, da: bool = True, mode: str = 
     """The data-free front end + lowering (no Stage 1/2): recorders → (DA-)QCFS → ParallelIF."""
     gm = fxsnn.front_end(model, data, levels=T, da=da, progress=False)
     return fxsnn.passes.lower_to_paraif(gm, T=T, mode=mode)
+
+
+class GeluNet(nn.Module):
+    """1×8×8 inputs: conv-bn-ReLU (the one site), then a GELU and a sigmoid gate that stay analog (a hybrid)."""
+
+    def __init__(self, c: int = 4, classes: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.act = nn.GELU()
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        g = self.act(self.conv2(h))
+        return self.fc((g * torch.sigmoid(g)).mean(dim=(2, 3)))
+
+
+def gelu_net(seed: int = 0) -> GeluNet:
+    torch.manual_seed(seed)
+    return GeluNet().eval()

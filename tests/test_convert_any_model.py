@@ -129,6 +129,7 @@ def test_convert_takes_leaf_modules_and_concrete_args():
         progress=False,
         leaf_modules=["block"],
         concrete_args={"pool": True},
+        allow_analog=True,  # the opaque leaf stays analog: a hybrid
     )
     assert [s.name for s in fxsnn.find_sites(snn)] == ["relu"]
     assert any(n.op == "call_module" and n.target == "block" for n in snn.graph.nodes)
@@ -143,7 +144,7 @@ def test_a_graph_module_the_user_traced_is_copied_not_traced_again():
     gm = fx.GraphModule(model, Tracer().trace(model, concrete_args={"pool": True}))
     copy = fxsnn.trace(gm)
     assert copy is not gm and copy.code == gm.code and copy.block is not gm.block
-    snn = fxsnn.convert(gm, _data((3, 4, 4)), T=2, method="fspc_da", progress=False)
+    snn = fxsnn.convert(gm, _data((3, 4, 4)), T=2, method="fspc_da", progress=False, allow_analog=True)
     assert len(fxsnn.find_sites(snn)) == 1
     with pytest.raises(ValueError, match="already traced"):
         fxsnn.trace(gm, leaf_modules=["block"])

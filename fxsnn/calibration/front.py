@@ -49,6 +49,7 @@ def front_end(
     progress: bool = True,
     leaf_modules: Iterable[type | str] = (),
     concrete_args: dict | None = None,
+    allow_analog: bool = False,
 ) -> fx.GraphModule:
     """The data-dependent front end of every method: a new (DA-)QCFS GraphModule, ready to lower.
 
@@ -59,7 +60,10 @@ def front_end(
        :func:`fxsnn.passes.to_qcfs` (FS-PC).
 
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (a ``GraphModule`` is copied, not traced
-    again). ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
+    again). ``allow_analog``: passed to :func:`fxsnn.passes.insert_recorders`; without it a network with
+    nonlinear ops that would stay analog (GELU, SiLU, Sigmoid, ...) is refused with
+    :class:`fxsnn.ConversionError` listing them, before any data is read; with it they stay analog (a hybrid).
+    ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
     never modified. The seconds of each step are in ``result.meta["fxsnn.front_end"]["seconds"]``, the batches
     each data pass used in ``["batches"]`` (``{"calibrate": n, "calibrate_da": n}``).
 
@@ -82,7 +86,7 @@ def front_end(
         return out
 
     gm = timed("trace", trace, model, leaf_modules=leaf_modules, concrete_args=concrete_args)
-    gm = insert_recorders(gm, percentile=percentile)
+    gm = insert_recorders(gm, percentile=percentile, allow_analog=allow_analog)
     timed("calibrate", calibrate_, gm, calib, progress=progress)
     used = {"calibrate": calib.count}
     if da:

@@ -10,9 +10,10 @@ import torch
 from torch import fx, nn
 
 from ..config import ConvertConfig
-from ..errors import ModeError
+from ..errors import ConversionError, ModeError
 from ..graph.edit import describe_node
 from ..graph.rate import rate_mode_blockers
+from ..graph.sites import AnalogTable, annotate_sites_, check_analog_, find_sites, no_site_message
 from ..graph.tracing import trace
 from ..nn import ParallelIF
 from ..passes.base import swap_sites_
@@ -32,17 +33,23 @@ def validate(
     *,
     leaf_modules: Iterable = (),
     concrete_args: dict | None = None,
-) -> None:
-    """Everything that can be checked before any data is touched: BN statistics, the dtype for the stages, and
-    whether the network can run in ``output_mode="rate"`` and train in Stage 2's ``mode="rate"``."""
+    allow_analog: bool = False,
+) -> AnalogTable:
+    """Everything that can be checked before any data is touched: BN statistics, the dtype for the stages, the
+    ReLU sites and the analog ops (a hybrid is refused unless ``allow_analog``), and whether the network can run
+    in ``output_mode="rate"`` and train in Stage 2's ``mode="rate"``. Returns the hybrid ops (kept analog)."""
     where = "fxsnn.convert"
     check_running_stats(model, where=where)
     if method in ("spatial", "temporal", "full"):
         check_trainable_dtype(model, where=where)
+    traced = annotate_sites_(_trace(model, leaf_modules, concrete_args))
+    if not find_sites(traced):
+        raise ConversionError(f"{where}: {no_site_message(traced)}")
+    hybrid = check_analog_(traced, allow_analog=allow_analog, where=where)
     stage2_rate = method in ("temporal", "full") and cfg.stage2.mode == "rate"
     if cfg.output_mode != "rate" and not stage2_rate:
-        return
-    skeleton = _skeleton(model, T, leaf_modules, concrete_args)
+        return hybrid
+    skeleton = _skeleton(traced, T)
     blockers = rate_mode_blockers(skeleton)
     if cfg.output_mode == "rate" and blockers:
         node, why = blockers[0]
@@ -52,13 +59,20 @@ def validate(
         )
     if stage2_rate:
         training_mode(skeleton, "rate")  # ModeError naming the node, before any data step
+    return hybrid
 
 
-def _skeleton(model: nn.Module, T: int, leaf_modules=(), concrete_args=None) -> fx.GraphModule:
-    """The structure of the lowered network, without data: every ReLU site a (never run) ParallelIF."""
+def _trace(model: nn.Module, leaf_modules=(), concrete_args=None) -> fx.GraphModule:
     with warnings.catch_warnings():  # front_end traces again and says it then
         warnings.simplefilter("ignore")
-        skeleton = insert_recorders(trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args))
+        return trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args)
+
+
+def _skeleton(traced: fx.GraphModule, T: int) -> fx.GraphModule:
+    """The structure of the lowered network, without data: every ReLU site a (never run) ParallelIF."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        skeleton = insert_recorders(traced)  # the hybrid ops were checked (and marked when allowed) on ``traced``
     return swap_sites_(skeleton, lambda site, module, node: ParallelIF(torch.ones(1), T=T))
 
 

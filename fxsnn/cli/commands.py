@@ -226,7 +226,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     data = _data(args, args.data, shuffle=True)
     eval_data = _data(args, args.eval_data) if args.eval_data else None
     trace_args = {"leaf_modules": args.leaf_module, "concrete_args": parse_kwargs(args.concrete_arg) or None}
-    snn = convert(model, data, T=args.T, method=args.method, seed=args.seed, config=cfg, **trace_args)
+    snn = convert(
+        model,
+        data,
+        T=args.T,
+        method=args.method,
+        seed=args.seed,
+        config=cfg,
+        allow_analog=args.allow_analog,
+        **trace_args,
+    )
     save(snn, args.out, model_spec=args.model, model_args=model_args)
     print(summary(snn))
     print(f"\nwhat each stage did (method={args.method}, T={args.T}):")
@@ -261,6 +270,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             (f"SNN ({get_mode(snn)})", args.snn, time_steps(snn), f"{100 * r.top1:.2f}", f"{r.loss:.4f}", r.samples)
         )
     print(tabulate(rows, headers=("network", "source", "T", "top-1 %", "loss", "samples"), disable_numparse=True))
+    if snn is not None:
+        from ..graph.sites import find_hybrid_ops
+
+        note = find_hybrid_ops(snn).hybrid_note()
+        if note:
+            print(f"\n{args.snn}: {note}")
     return 0
 
 
@@ -271,7 +286,7 @@ def _cmd_inspect(args) -> int:
 
     _check_out(args.csv, "--csv")
     header = read_header(args.path)
-    keys = ("stage", "T", "mode", "sites", "delta_b_params", "parameters", "fxsnn_version", "torch_version")
+    keys = ("stage", "T", "mode", "sites", "hybrid", "delta_b_params", "parameters", "fxsnn_version", "torch_version")
     print(_clean(f"{args.path}: " + ", ".join(f"{k}={header[k]}" for k in keys if k in header)))
     conv = header.get("conversion")
     if isinstance(conv, dict):

@@ -122,6 +122,13 @@ def _add_convert(sub: _Subparsers) -> None:
         help="specialise a non-tensor forward argument when tracing (repeatable), e.g. --concrete-arg "
         "return_features=False; values are Python literals",
     )
+    g.add_argument(
+        "--allow-analog",
+        action="store_true",
+        help="convert a network with nonlinear ops other than ReLUs (GELU, SiLU, Sigmoid, Hardswish, Softmax, "
+        "LeakyReLU, an opaque leaf module, ...) as a hybrid in which they stay analog; without it such a network "
+        "is refused with the list of those ops",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
     g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")

@@ -21,16 +21,18 @@ column to ``graph.print_tabular()`` (torch's table has no hook for it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tabulate import tabulate
 from torch import fx, nn
 
+from ..errors import ConversionError
 from ..nn import SITE_MODULES
 from ..report.table import Rows
 from .edit import node_scope, require_graph_module
 from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view, relu_clip
-from .rate import is_channel_cat
+from .rate import is_channel_cat, returns_metadata
 
 __all__ = [
     "SITE_KEY",
@@ -43,6 +45,9 @@ __all__ = [
     "annotate_sites_",
     "find_sites",
     "find_analog_ops",
+    "find_hybrid_ops",
+    "check_analog_",
+    "no_site_message",
     "print_tabular",
     "infer_channels",
 ]
@@ -51,6 +56,12 @@ SITE_KEY = "fxsnn.site"
 ANALOG_KEY = "fxsnn.analog"
 #: the MaxPool kind that rate mode runs exactly (its input is a neuron's spike train; see fxsnn.graph.rate)
 MAXPOOL_ON_SPIKES = "MaxPool (after a neuron)"
+#: a MaxPool that no site precedes: it pools the analog input, which is the same at every time step
+MAXPOOL_ON_INPUT = "MaxPool (before any neuron)"
+#: the analog kinds that compute exactly what the ANN computes, in both modes: not a hybrid, never refused
+EXACT_KINDS = frozenset({MAXPOOL_ON_SPIKES, MAXPOOL_ON_INPUT})
+#: ``node.meta`` key set on an analog op the user chose to keep (``allow_analog=True``): the passes accept it
+ALLOWED_KEY = "fxsnn.analog_allowed"
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,8 @@ class AnalogOp:
             site), ``"Softmax"``, ``"MaxPool"``, ...;
             ``"MaxPool (after a neuron)"`` for a max pooling of neuron outputs, which
             rate mode runs exactly (:func:`fxsnn.graph.rate_mode_blockers`);
+            ``"MaxPool (before any neuron)"`` for one that no site precedes (it pools
+            the input, the same at every time step);
             ``"opaque module"`` for a leaf module of a user class.
         node: the graph node's name.
         path: the module path (``call_module`` target, or the module whose ``forward`` made the call).
@@ -135,19 +148,57 @@ class Site:
     clip: float | None = None
 
 
-class SiteTable(Rows):
-    """A tuple of :class:`Site` that prints as a table (a :class:`fxsnn.report.table.Rows`)."""
-
-    headers = {"name": "site", "kind": "kind", "pattern": "pattern", "channels": "channels"}
-
-    def names(self) -> list[str]:
-        return [s.name for s in self]
-
-
 class AnalogTable(Rows):
     """A tuple of :class:`AnalogOp` that prints as a table."""
 
     headers = {"node": "node", "kind": "kind", "path": "module"}
+
+    def table(self, tablefmt: str = "simple") -> str:
+        """The rows as a table; a function called at the top level shows ``(top level)`` as its module."""
+        shown = [AnalogOp(op.kind, op.node, op.path or "(top level)") for op in self]
+        return Rows(shown, self.headers).table(tablefmt)
+
+    def counts(self) -> dict[str, int]:
+        """``{kind: how many}``, in order of first appearance."""
+        out: dict[str, int] = {}
+        for op in self:
+            out[op.kind] = out.get(op.kind, 0) + 1
+        return out
+
+    def count_text(self) -> str:
+        """``"16 × Sigmoid, 49 × SiLU"``."""
+        return ", ".join(f"{n} × {k}" for k, n in self.counts().items())
+
+    def hybrid_note(self) -> str:
+        """The lines every printout adds for a hybrid network (``""`` when no op is listed)."""
+        if not self:
+            return ""
+        return (
+            f"HYBRID network: {len(self)} nonlinear op(s) stay analog, not spiking ({self.count_text()}); spike "
+            "mode runs them on real per-step values and rate mode cannot run those after a neuron (docs/architecture.md, "
+            "Hybrids):\n" + self.table()
+        )
+
+
+class SiteTable(Rows):
+    """A tuple of :class:`Site` that prints as a table (a :class:`fxsnn.report.table.Rows`).
+
+    ``hybrid``: the graph's analog ops that make it a hybrid (:func:`find_hybrid_ops`), printed under the
+    table when there are any.
+    """
+
+    headers = {"name": "site", "kind": "kind", "pattern": "pattern", "channels": "channels"}
+
+    def __new__(cls, rows: Iterable[Site] = (), hybrid: Iterable[AnalogOp] = ()) -> SiteTable:
+        self = super().__new__(cls, tuple(rows))
+        self.hybrid = AnalogTable(hybrid)
+        return self
+
+    def names(self) -> list[str]:
+        return [s.name for s in self]
+
+    def __str__(self) -> str:
+        return "\n".join(t for t in (self.table(), self.hybrid.hybrid_note()) if t)
 
 
 # -- the annotation step -----------------------------------------------------------
@@ -165,7 +216,21 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
 
 
 def _single_user(node: object) -> bool:
-    return isinstance(node, fx.Node) and len(node.users) == 1
+    """One user reads the node's values (reads of its shape, ``x.ndim`` in timm's asserts, do not count)."""
+    return isinstance(node, fx.Node) and sum(not returns_metadata(u) for u in node.users) == 1
+
+
+#: modules that return their input's values in eval (timm's ``BatchNormAct2d`` puts its ``drop`` between BN and act)
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def _pass_through(node: object, modules: dict[str, nn.Module]) -> bool:
+    return (
+        isinstance(node, fx.Node)
+        and node.op == "call_module"
+        and isinstance(modules.get(node.target), _PASS_THROUGH)
+        and bool(node.args)
+    )
 
 
 def _out_channels(m: nn.Module) -> tuple[int, int] | None:
@@ -190,7 +255,8 @@ def _channel_info(node: object, modules: dict[str, nn.Module], depth: int = 0) -
             return found
         if isinstance(m, SITE_MODULES) and getattr(m, "channels", None):
             return int(m.channels), getattr(m, "channel_axis", 1)
-    if is_add(node) or is_relu(node, modules) or (node.op == "call_module" and not is_view(node, modules)):
+    walk = node.op == "call_module" and (not is_view(node, modules) or _pass_through(node, modules))
+    if is_add(node) or is_relu(node, modules) or walk:
         for a in node.all_input_nodes:
             c, axis = _channel_info(a, modules, depth + 1)
             if c is not None:
@@ -205,6 +271,8 @@ def infer_channels(node: object, modules: dict[str, nn.Module]) -> int | None:
 
 def _chain(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, tuple[fx.Node, ...]]:
     src = node.args[0] if node.args else None
+    while _single_user(src) and _pass_through(src, modules):
+        src = src.args[0]
     chain: list[fx.Node] = []
     if _single_user(src) and src.op == "call_module" and isinstance(modules.get(src.target), BATCHNORMS):
         chain.append(src)
@@ -258,12 +326,16 @@ def annotate_sites_(gm: fx.GraphModule, *, refresh: bool = False) -> fx.GraphMod
     """
     modules = dict(gm.named_modules())
     on_spikes: set[fx.Node] = set()
+    after_site: set[fx.Node] = set()  # depends on a site's output
     for node in gm.graph.nodes:
         if _kind(node, modules) is not None:
             on_spikes.add(node)
+            after_site.add(node)
             if refresh or not isinstance(node.meta.get(SITE_KEY), SiteRecord):
                 _set(node, SITE_KEY, _site_record(node, modules))
             continue
+        if any(a in after_site for a in node.all_input_nodes):
+            after_site.add(node)
         if _on_spikes(node, modules, on_spikes):
             on_spikes.add(node)
         kind = analog_kind(node, modules)
@@ -271,6 +343,8 @@ def annotate_sites_(gm: fx.GraphModule, *, refresh: bool = False) -> fx.GraphMod
             continue
         if kind == "MaxPool" and node in on_spikes:
             kind = MAXPOOL_ON_SPIKES
+        elif kind == "MaxPool" and node not in after_site:
+            kind = MAXPOOL_ON_INPUT
         if refresh or not isinstance(node.meta.get(ANALOG_KEY), AnalogOp):
             path = node.target if node.op == "call_module" else node_scope(node)
             _set(node, ANALOG_KEY, AnalogOp(kind, node.name, path))
@@ -291,6 +365,9 @@ def find_sites(gm: nn.Module) -> SiteTable:
         site           kind    pattern       channels
         -------------  ------  ------------  ----------
         relu           ReLU    conv→bn→relu  16
+
+    The table also carries (and prints under it) the analog ops that make the graph a hybrid
+    (``.hybrid``, :func:`find_hybrid_ops`).
     """
     gm = require_graph_module(gm, where="fxsnn.find_sites")
     annotate_sites_(gm)
@@ -318,7 +395,7 @@ def find_sites(gm: nn.Module) -> SiteTable:
                 rec.clip,
             )
         )
-    return SiteTable(out)
+    return SiteTable(out, hybrid=_hybrid(gm))
 
 
 def find_analog_ops(gm: nn.Module) -> AnalogTable:
@@ -338,6 +415,70 @@ def find_analog_ops(gm: nn.Module) -> AnalogTable:
     gm = require_graph_module(gm, where="fxsnn.graph.sites.find_analog_ops")
     annotate_sites_(gm)
     return AnalogTable(n.meta[ANALOG_KEY] for n in gm.graph.nodes if isinstance(n.meta.get(ANALOG_KEY), AnalogOp))
+
+
+def _hybrid(gm: fx.GraphModule) -> AnalogTable:
+    ops = (n.meta.get(ANALOG_KEY) for n in gm.graph.nodes)
+    return AnalogTable(op for op in ops if isinstance(op, AnalogOp) and op.kind not in EXACT_KINDS)
+
+
+def find_hybrid_ops(gm: nn.Module) -> AnalogTable:
+    """The analog ops that make ``gm`` a hybrid: :func:`find_analog_ops` but the exact MaxPools.
+
+    A max pooling of neuron outputs (``"MaxPool (after a neuron)"``) or of the input before any neuron
+    (``"MaxPool (before any neuron)"``) computes what the ANN computes, in both modes; every other analog op
+    (GELU, SiLU, Sigmoid, Hardswish, Softmax, LeakyReLU, Tanh, LayerNorm, an opaque module, a MaxPool of
+    analog values between neurons, ...) does not spike, and fxsnn refuses to convert a network that has one
+    unless it is asked to (``allow_analog=True``; :func:`check_analog_`).
+    """
+    gm = require_graph_module(gm, where="fxsnn.graph.sites.find_hybrid_ops")
+    annotate_sites_(gm)
+    return _hybrid(gm)
+
+
+_WHAT_IS_CONVERTED = (
+    "fxsnn turns ReLU-family activations into spiking neurons (nn.ReLU, F.relu, ReLU6, Hardtanh(0, a), "
+    "clamp(x, 0, a) and their other spellings)"
+)
+
+
+def no_site_message(gm: fx.GraphModule) -> str:
+    """Why a graph without a ReLU site cannot be converted, naming the other nonlinearities it has."""
+    ops = AnalogTable(op for op in find_analog_ops(gm) if op.kind not in EXACT_KINDS)
+    found = (
+        f"; it has other nonlinearities, which fxsnn does not convert: {ops.count_text()} (first: node "
+        f"'{ops[0].node}', module '{ops[0].path}'). Replace them with ReLUs (and retrain) to convert this model"
+        if ops
+        else ". If the ReLUs sit inside a leaf module, trace without marking it as a leaf"
+    )
+    return f"the model has no ReLU activation site; {_WHAT_IS_CONVERTED}{found}."
+
+
+def check_analog_(gm: fx.GraphModule, *, allow_analog: bool, where: str) -> AnalogTable:
+    """Refuse a hybrid unless asked for one: the :func:`find_hybrid_ops` of ``gm``, checked and marked **in place**.
+
+    ``allow_analog=False``: raise :class:`fxsnn.ConversionError` listing every hybrid op (kind, node, module
+    path, and a count per kind) with the fix, unless each op already carries the mark of an earlier opt-in
+    (``node.meta["fxsnn.analog_allowed"]``, which the passes copy along). ``allow_analog=True``: mark them, so
+    the later passes accept them too. Returns the hybrid ops.
+    """
+    if not isinstance(allow_analog, bool):
+        raise TypeError(f"{where}: allow_analog must be True or False; got {allow_analog!r}")
+    annotate_sites_(gm)
+    nodes = [n for n in gm.graph.nodes if isinstance(n.meta.get(ANALOG_KEY), AnalogOp)]
+    nodes = [n for n in nodes if n.meta[ANALOG_KEY].kind not in EXACT_KINDS]
+    ops = AnalogTable(n.meta[ANALOG_KEY] for n in nodes)
+    if allow_analog:
+        for n in nodes:
+            n.meta[ALLOWED_KEY] = True
+    elif any(not n.meta.get(ALLOWED_KEY) for n in nodes):
+        raise ConversionError(
+            f"{where}: {len(ops)} nonlinear op(s) would not become spiking neurons ({ops.count_text()}); "
+            f"{_WHAT_IS_CONVERTED}, so the result would be a hybrid in which these ops compute on analog values:\n"
+            f"{ops.table()}\nTo convert it anyway as a marked hybrid, pass allow_analog=True (command line: "
+            "--allow-analog); for a pure SNN, replace these ops with ReLU-family activations (and retrain)."
+        )
+    return ops
 
 
 def print_tabular(gm: fx.GraphModule) -> str:

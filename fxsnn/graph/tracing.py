@@ -10,6 +10,7 @@ from typing import Any
 from torch import fx, nn
 
 from ..errors import TraceError
+from .standardize import batch_norm_modules_
 
 __all__ = ["trace"]
 
@@ -59,6 +60,24 @@ def _warn_hooks(model: nn.Module) -> None:
         )
 
 
+def _trace_error(model: nn.Module, root: nn.Module, where: str | None, exc: Exception) -> TraceError:
+    """The :class:`fxsnn.TraceError` for a failed trace: where it failed and the fix."""
+    location = (
+        f"inside module '{where}' ({type(root.get_submodule(where)).__name__})" if where else "in the top-level forward"
+    )
+    hint = (
+        f"mark it as opaque with fxsnn.trace(model, leaf_modules=['{where}']) (fxsnn.convert takes the same "
+        f"argument; the CLI --leaf-module {where}); its ReLUs then stay unconverted and the leaf stays analog, "
+        "so the conversion needs allow_analog=True (--allow-analog) and gives a hybrid"
+        if where
+        else "pass concrete_args= for non-tensor arguments, or make the control flow independent of tensor values"
+    )
+    return TraceError(
+        f"could not trace {type(model).__name__}: tracing failed {location}: {type(exc).__name__}: {exc}. "
+        f"To fix it, {hint}."
+    )
+
+
 def trace(
     model: nn.Module, *, leaf_modules: Iterable[type | str] = (), concrete_args: dict[str, Any] | None = None
 ) -> fx.GraphModule:
@@ -74,6 +93,11 @@ def trace(
             opaque (not traced through). ReLUs inside a leaf are not converted.
         concrete_args: passed to ``torch.fx.Tracer.trace`` to specialise
             non-tensor arguments (e.g. ``{"return_features": False}``).
+
+    A BatchNorm subclass whose ``forward`` torch.fx traces through (timm's ``BatchNormAct2d`` calls
+    ``F.batch_norm`` itself) comes back as an ``nn.BatchNorm*d`` module at its path, holding the copy's
+    tensors (:func:`fxsnn.graph.standardize.batch_norm_modules_`), so the site patterns and Stage 1 see it;
+    a ``GraphModule`` is copied as it is.
 
     Forward hooks and pre-hooks registered on ``model``'s modules are not traced: a ``UserWarning`` names
     the modules that have them.
@@ -118,23 +142,9 @@ def trace(
     try:
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as exc:  # torch.fx raises many types; wrap them all
-        where = tracer.failed_in
-        location = (
-            f"inside module '{where}' ({type(root.get_submodule(where)).__name__})"
-            if where
-            else "in the top-level forward"
-        )
-        hint = (
-            f"mark it as opaque with fxsnn.trace(model, leaf_modules=['{where}']) (fxsnn.convert takes the same "
-            f"argument; the CLI --leaf-module {where}); its ReLUs then stay unconverted"
-            if where
-            else "pass concrete_args= for non-tensor arguments, or make the control flow independent of tensor values"
-        )
-        raise TraceError(
-            f"could not trace {type(model).__name__}: tracing failed {location}: {type(exc).__name__}: {exc}. "
-            f"To fix it, {hint}."
-        ) from exc
+        raise _trace_error(model, root, tracer.failed_in, exc) from exc
     name = type(root).__name__
     gm = fx.GraphModule(tracer.root, graph, name)
+    batch_norm_modules_(gm, root)
     gm.graph.lint()
     return gm

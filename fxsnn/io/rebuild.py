@@ -170,15 +170,16 @@ def _prime(gm: nn.Module, tensors: dict, recorded: dict) -> None:
             rec.num_batches.fill_(1)
 
 
-def _run_passes(gm: fx.GraphModule, steps, tensors: dict, recorded: dict) -> fx.GraphModule:
+def _run_passes(gm: fx.GraphModule, steps, tensors: dict, recorded: dict, hybrid: bool) -> fx.GraphModule:
     from ..passes import insert_recorders, lower_to_paraif, normalize, to_da_qcfs, to_qcfs
 
     passes = {f.__name__: f for f in (normalize, insert_recorders, to_qcfs, to_da_qcfs, lower_to_paraif)}
     for name, kwargs in steps:
         if name not in ("normalize", "insert_recorders"):
             _prime(gm, tensors, recorded)
+        extra = {"allow_analog": True} if hybrid and name == "insert_recorders" else {}
         try:
-            gm = passes[name](gm, **kwargs)
+            gm = passes[name](gm, **kwargs, **extra)
         except Exception as exc:  # noqa: BLE001 - any failure of a pass on this model is a mismatch with the file
             raise _Bad(
                 f"re-applying {name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) to the model you passed "
@@ -197,6 +198,34 @@ def _compare_sites(gm: fx.GraphModule, table) -> None:
             raise _Bad(f"site {i} differs: the file records {want!r:.300}, the model you passed gives {have!r}")
     if len(table) != len(got):
         raise _Bad(f"the file records {len(table)} sites; the model you passed rebuilds to {len(got)}")
+
+
+def _recorded_hybrid(header: dict) -> tuple[list | None, bool]:
+    """``(analog ops recorded, or None for a file written before they were, whether to rebuild a hybrid)``."""
+    from .saving import analog_ops
+
+    if "analog" not in header:
+        return None, True  # the conversion that wrote it never refused a hybrid: rebuild what the record says
+    try:
+        ops = analog_ops(header)
+    except SaveFileError as exc:
+        raise _Bad(str(exc)) from None
+    if not isinstance(header.get("hybrid"), bool):
+        raise _Bad(f"hybrid must be true or false; the file has {header.get('hybrid')!r:.60}")
+    return ops, header["hybrid"]
+
+
+def _compare_analog(gm: fx.GraphModule, recorded: list | None) -> None:
+    from ..graph.sites import find_analog_ops
+
+    if recorded is None:
+        return
+    got = list(find_analog_ops(gm))
+    for i, (want, have) in enumerate(zip(recorded, got)):
+        if want != have:
+            raise _Bad(f"analog op {i} differs: the file records {want}, the model you passed gives {have!r:.300}")
+    if len(recorded) != len(got):
+        raise _Bad(f"the file records {len(recorded)} analog ops; the model you passed has {len(got)}")
 
 
 def _compare_nodes(gm: fx.GraphModule, nodes) -> None:
@@ -244,8 +273,10 @@ def _rebuild_graph(header: dict, model: nn.Module, tensors: dict) -> nn.Module:
         gm = copy_graph_module(model) if isinstance(model, fx.GraphModule) else trace(model, leaf_modules=leaves)
     except Exception as exc:  # noqa: BLE001
         raise _Bad(f"tracing the model you passed failed: {exc}") from exc
-    gm = _run_passes(gm, steps, tensors, recorded)
+    analog, hybrid = _recorded_hybrid(header)
+    gm = _run_passes(gm, steps, tensors, recorded, hybrid)
     _compare_sites(gm, header.get("site_table"))
+    _compare_analog(gm, analog)
     _compare_nodes(gm, header.get("nodes"))
     final_mode = steps[-1][1]["mode"] if steps and steps[-1][0] == "lower_to_paraif" else None
     _apply_modules(gm, recorded, final_mode)

@@ -2,7 +2,8 @@
 
 The record says how to rebuild the network from the ANN the user passes: the
 structural passes (with their arguments), every site (name, kind, pattern,
-channels), the graph's node list, the non-tensor attributes of every module
+channels), every analog op (kind, node, module path) and whether they make the
+network a hybrid, the graph's node list, the non-tensor attributes of every module
 fxsnn inserted, train/eval flags, frozen parameters, and ``meta`` as JSON data.
 """
 
@@ -187,6 +188,8 @@ def build_record(gm: nn.Module) -> dict:
             if type(m).__name__ in MODULE_TYPES and type(m) is MODULE_TYPES[type(m).__name__]
         },
         summary=s.to_dict()["sites"],
+        analog=s.analog.to_dict(),
+        hybrid=bool(s.hybrid),
         code=gm.code.strip(),
     )
     cells = [m for m in gm.modules() if isinstance(m, ParallelIF)]
@@ -194,7 +197,7 @@ def build_record(gm: nn.Module) -> dict:
         record.update(T=cells[0].T, mode=cells[0].mode)
     conv = record["meta"].get("fxsnn.convert")
     if isinstance(conv, dict):
-        record["conversion"] = {k: conv.get(k) for k in ("method", "T", "seed", "config")}
+        record["conversion"] = {k: conv.get(k) for k in ("method", "T", "seed", "config", "hybrid", "analog")}
     return record
 
 

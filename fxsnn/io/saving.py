@@ -7,7 +7,8 @@ File layout (a zip archive of stored members, format 2):
   count, Δb count) and the conversion record: the ANN's class (and the
   ``package.module:function`` spec and arguments when the CLI built it), the
   structural passes that rebuild the network from the ANN with their arguments,
-  every site (name, kind, pattern, channels), the graph's node list, the
+  every site (name, kind, pattern, channels), every analog op (kind, node,
+  module path) and whether they make it a hybrid, the graph's node list, the
   non-tensor attributes of every module fxsnn inserted (``T``, ``mode``,
   levels, ...), train/eval flags, frozen parameters, ``meta`` as JSON data, the
   per-site summary and the readable graph code (text for ``fxsnn inspect``,
@@ -45,6 +46,7 @@ __all__ = [
     "read_header",
     "header_summary",
     "header_stages",
+    "analog_ops",
     "SaveFileError",
     "FORMAT",
     "FORMAT_VERSION",
@@ -208,7 +210,26 @@ def header_summary(header: dict) -> NetworkSummary | None:
         if not isinstance(row, dict) or set(row) != set(fields):
             raise SaveFileError("the header's summary rows do not have the fields of fxsnn.report.SiteSummary")
         out.append(SiteSummary(**{k: _cell(k, row[k]) for k in fields}))
-    return NetworkSummary(out, network_params=_cell("trainable", header.get("parameters", 0)))
+    return NetworkSummary(
+        out, network_params=_cell("trainable", header.get("parameters", 0)), analog=analog_ops(header)
+    )
+
+
+def analog_ops(header: dict) -> list:
+    """The analog ops a header records (``[]`` for a file written before they were recorded); checked, as data."""
+    from ..graph.sites import AnalogOp
+
+    rows = header.get("analog", [])
+    if not isinstance(rows, list) or len(rows) > 1 << 20:
+        raise SaveFileError("the header's analog ops are not a list")
+    out = []
+    for row in rows:
+        if not isinstance(row, dict) or set(row) != {"kind", "node", "path"}:
+            raise SaveFileError("the header's analog ops do not have the fields kind, node and path")
+        if not all(isinstance(v, str) and len(v) <= 1000 for v in row.values()):
+            raise SaveFileError("the header's analog ops have a field that is not a short string")
+        out.append(AnalogOp(row["kind"], row["node"], row["path"]))
+    return out
 
 
 def header_stages(header: dict) -> StageReports | None:

@@ -12,6 +12,11 @@ into a pure pass ``(gm, **options) -> GraphModule`` that
    checks ``ensures``,
 4. prefixes every error it raises with its name (``fxsnn.passes.to_qcfs: ...``).
 
+A pass with ``analog=True`` (those that turn sites into something else: ``insert_recorders``, ``to_qcfs``,
+``to_da_qcfs``, ``lower_to_paraif``) takes ``allow_analog: bool = False`` and refuses a graph with analog
+ops that make it a hybrid (GELU, SiLU, Sigmoid, ...; :func:`fxsnn.graph.sites.check_analog_`) unless it is
+``True`` or an earlier pass was told so (the mark travels in ``node.meta``).
+
 Site stages, in pipeline order: ``functional`` (a ReLU spelling that is not
 yet a module), ``relu`` (an ``nn.ReLU`` site), ``recorder``, ``qcfs``,
 ``da-qcfs``, ``paraif``.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +35,7 @@ from torch import fx, nn
 
 from ..errors import CalibrationError, ConversionError, FxsnnError
 from ..graph.edit import copy_graph_module, describe_node, finish, first_tensor, require_graph_module, set_submodule
-from ..graph.sites import Site, annotate_sites_, find_sites
+from ..graph.sites import Site, annotate_sites_, check_analog_, find_sites, no_site_message
 from ..nn import DAQCFS, QCFS, ActivationRecorder, ParallelIF
 
 __all__ = ["STAGES", "Contract", "graph_pass", "site_stage", "swap_sites_", "stage_error"]
@@ -45,12 +51,14 @@ class Contract:
     An empty ``requires`` accepts any graph (a graph without sites too).
     ``decides``: the pass decides the sites (``normalize``), so their records
     are recomputed on its finished result; other passes keep them as they are.
+    ``analog``: the pass refuses hybrid ops unless ``allow_analog=True`` (see the module docstring).
     """
 
     name: str
     requires: tuple[str, ...]
     ensures: tuple[str, ...]
     decides: bool = False
+    analog: bool = False
 
     def __post_init__(self):
         bad = [s for s in self.requires + self.ensures if s not in STAGES]
@@ -104,11 +112,7 @@ def _check_requires(gm: fx.GraphModule, c: Contract) -> None:
         return
     sites = find_sites(gm)
     if not sites:
-        raise ConversionError(
-            "the model has no ReLU activation site (nn.ReLU, F.relu, torch.relu, x.relu(), or their "
-            "in-place forms); fxsnn converts ReLU networks. If the ReLUs sit inside a leaf module, trace without "
-            "marking it as a leaf."
-        )
+        raise ConversionError(no_site_message(gm))
     modules = dict(gm.named_modules())
     nodes = {n.name: n for n in gm.graph.nodes}
     for site in sites:
@@ -152,14 +156,19 @@ def _warnings_prefixed(name: str) -> Iterator[None]:
 
 
 def graph_pass(
-    name: str, *, requires: tuple[str, ...] = (), ensures: tuple[str, ...], decides: bool = False
+    name: str,
+    *,
+    requires: tuple[str, ...] = (),
+    ensures: tuple[str, ...],
+    decides: bool = False,
+    analog: bool = False,
 ) -> Callable:
     """Decorate ``rewrite_(gm, **options) -> GraphModule``, an in-place rewrite, into a pure pass with a contract.
 
     The pass copies its input once, annotates and checks ``requires``, runs
     ``rewrite_`` on the copy, finishes once, checks ``ensures``, and prefixes
     its errors with ``name``; ``decides=True`` re-annotates the finished
-    result. ``pass_.contract`` holds the :class:`Contract` and
+    result; ``analog=True`` adds the ``allow_analog`` keyword and the hybrid check. ``pass_.contract`` holds the :class:`Contract` and
     ``pass_.rewrite_`` the undecorated in-place rewrite (for a pass that runs
     another on the copy it already owns: ``insert_recorders`` normalises).
 
@@ -168,15 +177,18 @@ def graph_pass(
         @graph_pass("fxsnn.passes.to_qcfs", requires=("recorder", "qcfs", "da-qcfs"), ensures=("qcfs",))
         def to_qcfs(gm, *, levels): ...
     """
-    contract = Contract(name, tuple(requires), tuple(ensures), decides)
+    contract = Contract(name, tuple(requires), tuple(ensures), decides, analog)
 
     def decorate(rewrite_: Callable[..., fx.GraphModule]) -> Callable[..., fx.GraphModule]:
         @functools.wraps(rewrite_)
         def pass_(gm: nn.Module, /, **options) -> fx.GraphModule:
+            allow = options.pop("allow_analog", False) if contract.analog else None
             try:
                 with _warnings_prefixed(name):
                     gm = annotate_sites_(copy_graph_module(require_graph_module(gm, where=name)))
                     _check_requires(gm, contract)
+                    if contract.analog:
+                        check_analog_(gm, allow_analog=allow, where=name)
                     out = finish(rewrite_(gm, **options))
                     if contract.decides:
                         annotate_sites_(out, refresh=True)
@@ -188,6 +200,10 @@ def graph_pass(
 
         pass_.contract = contract
         pass_.rewrite_ = rewrite_
+        if analog:
+            sig = inspect.signature(rewrite_)
+            extra = inspect.Parameter("allow_analog", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool")
+            pass_.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
         return pass_
 
     return decorate

@@ -15,7 +15,7 @@ from .base import graph_pass, swap_sites_
 __all__ = ["lower_to_paraif"]
 
 
-@graph_pass("fxsnn.passes.lower_to_paraif", requires=("qcfs", "da-qcfs"), ensures=("paraif",))
+@graph_pass("fxsnn.passes.lower_to_paraif", requires=("qcfs", "da-qcfs"), ensures=("paraif",), analog=True)
 def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogate_width: float = 0.5) -> fx.GraphModule:
     """Lower every QCFS / DA-QCFS site to a :class:`fxsnn.nn.ParallelIF` (Alg. 1, stage III).
 

@@ -28,7 +28,7 @@ def site_theta(site: Site, module: nn.Module) -> Tensor:
     raise stage_error(site, module, "this pass converts recorders or QCFS activations")
 
 
-@graph_pass("fxsnn.passes.to_qcfs", requires=_SOURCES, ensures=("qcfs",))
+@graph_pass("fxsnn.passes.to_qcfs", requires=_SOURCES, ensures=("qcfs",), analog=True)
 def to_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     """Replace calibrated recorders by :class:`fxsnn.nn.QCFS` with ``levels`` quantisation levels (Eq. 2, ψ = θ/2).
 
@@ -40,7 +40,7 @@ def to_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     return swap_sites_(gm, lambda site, m, node: QCFS(site_theta(site, m), levels))
 
 
-@graph_pass("fxsnn.passes.to_da_qcfs", requires=_SOURCES, ensures=("da-qcfs",))
+@graph_pass("fxsnn.passes.to_da_qcfs", requires=_SOURCES, ensures=("da-qcfs",), analog=True)
 def to_da_qcfs(gm: fx.GraphModule, *, levels: int) -> fx.GraphModule:
     """Replace calibrated recorders (or QCFS) by :class:`fxsnn.nn.DAQCFS` (Eq. 4; Algorithm 1, stage I).
 

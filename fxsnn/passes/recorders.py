@@ -11,7 +11,9 @@ from .normalize import normalize
 __all__ = ["insert_recorders"]
 
 
-@graph_pass("fxsnn.passes.insert_recorders", requires=("functional", "relu"), ensures=("recorder",), decides=True)
+@graph_pass(
+    "fxsnn.passes.insert_recorders", requires=("functional", "relu"), ensures=("recorder",), decides=True, analog=True
+)
 def insert_recorders(gm: fx.GraphModule, *, percentile: float | None = None, bins: int = 1024) -> fx.GraphModule:
     """Replace every ReLU site with an :class:`fxsnn.nn.ActivationRecorder` (normalising first).
 
@@ -21,6 +23,12 @@ def insert_recorders(gm: fx.GraphModule, *, percentile: float | None = None, bin
     (``bins`` histogram bins per channel); a clipped ReLU's θ is capped at its clip
     (``nn.ReLU6``: 6; see :class:`fxsnn.nn.ActivationRecorder`). Returns a new GraphModule (one copy
     of the input, normalised and converted in place).
+
+    Every other nonlinear op (GELU, SiLU, Sigmoid, Hardswish, Softmax, LeakyReLU, Tanh, an opaque module, a
+    MaxPool of analog values between neurons, ...; :func:`fxsnn.graph.sites.find_hybrid_ops`) would stay
+    analog: the pass refuses such a network with :class:`fxsnn.ConversionError` listing them, unless
+    ``allow_analog=True``, which keeps them analog and marks them so that ``to_qcfs`` / ``to_da_qcfs`` /
+    ``lower_to_paraif`` accept them (the result is a hybrid, and every printout says so).
 
     Example::
 

@@ -34,7 +34,7 @@ from ..calibration.batches import batches, check_batch
 from ..calibration.state import preserved_state
 from ..errors import ConversionError
 from ..graph.edit import require_graph_module
-from ..graph.sites import find_sites
+from ..graph.sites import AnalogOp, AnalogTable, find_hybrid_ops, find_sites
 from ..modes import get_mode, neurons, set_mode, time_steps
 from ..nn import SITE_MODULES, ParallelIF
 from ..nn import functional as Fx
@@ -112,6 +112,8 @@ class Report:
         ann_energy, snn_energy: per-input energy in joules; ``energy_model``: the constants.
         values: ``{site: (ann, snn)}`` paired numpy samples used for W1 and the plots.
         spike_rates: ``{site: mean(k)/T}`` for every site of the SNN (analysed or not).
+        hybrid: the SNN's analog ops that make it a hybrid (:func:`fxsnn.graph.sites.find_hybrid_ops`; empty
+            for a pure SNN), printed with a note and in ``to_dict()["analog"]``.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class Report:
         energy_model: EnergyModel,
         values: dict[str, tuple[np.ndarray, np.ndarray]],
         spike_rates: Mapping[str, float],
+        hybrid: Sequence[AnalogOp] = (),
     ) -> None:
         self.sites = Rows(sites, _SITE_HEADERS)
         self.energy = Rows(energy, _ENERGY_HEADERS)
@@ -136,6 +139,7 @@ class Report:
         self.energy_model = energy_model
         self.values = values
         self.spike_rates = dict(spike_rates)
+        self.hybrid = AnalogTable(hybrid)
         self.ann_macs = sum(r.macs for r in energy)
         self.snn_macs = sum(r.macs for r in energy if r.input == "analog")
         self.snn_sops = float(sum(r.sops for r in energy if r.sops is not None))
@@ -165,6 +169,7 @@ class Report:
             "snn_energy_j": self.snn_energy,
             "e_mac_pj": self.energy_model.e_mac,
             "e_ac_pj": self.energy_model.e_ac,
+            "hybrid": bool(self.hybrid),
         }
 
     def __str__(self) -> str:
@@ -173,8 +178,10 @@ class Report:
             acc = f"; top-1 ANN {100 * self.ann_top1:.2f} % vs SNN {100 * self.snn_top1:.2f} %"
         ratio = self.snn_energy / self.ann_energy if self.ann_energy else float("nan")
         em = self.energy_model
+        note = self.hybrid.hybrid_note()
         return "\n".join(
-            [
+            ([note, ""] if note else [])
+            + [
                 f"fxsnn.analyze: T={self.T} ({self.mode} mode), {self.samples} inputs{acc}; "
                 f"predictions agree on {100 * self.agreement:.2f} %",
                 "",
@@ -186,18 +193,25 @@ class Report:
                 f"{self.snn_sops:,.0f} SOPs = {format_energy(self.snn_energy)} "
                 f"({ratio:.3g} × ANN; E_MAC = {em.e_mac:g} pJ, E_AC = {em.e_ac:g} pJ)",
             ]
+            + (
+                ["(a layer fed through an analog op runs as MACs; the analog ops' own arithmetic is not counted)"]
+                if note
+                else []
+            )
         )
 
     def __repr__(self) -> str:
         return f"Report(T={self.T}, {len(self.sites)} sites, {len(self.energy)} weighted layers)"
 
     def to_dict(self) -> dict:
-        """``{"totals": {...}, "sites": [...], "energy": [...]}`` of plain Python values (no samples)."""
+        """``{"totals": {...}, "sites": [...], "energy": [...], "spike_rates": {...}, "analog": [...]}`` of plain
+        Python values (no samples); ``analog`` lists the hybrid ops as ``{"kind", "node", "path"}``."""
         return {
             "totals": self.totals(),
             "sites": self.sites.to_dict(),
             "energy": self.energy.to_dict(),
             "spike_rates": dict(self.spike_rates),
+            "analog": self.hybrid.to_dict(),
         }
 
     def to_csv(self, path: str | os.PathLike | None = None, *, table: str = "sites") -> str:
@@ -522,6 +536,7 @@ def _report(snn: fx.GraphModule, probes: _Probes, tally: _Tally, *, T: int, mode
         energy_model=energy,
         values=values,
         spike_rates={n: (s / c / T if c else 0.0) for n, (s, c) in rates.items()},
+        hybrid=find_hybrid_ops(snn),
     )
 
 

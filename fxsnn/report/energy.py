@@ -13,9 +13,11 @@ per sample:
   ``θ_post``, but that factor folds into the next layer's weights
   (``W·diag(θ_post)``), so each spike costs one accumulate (AC) per synapse,
   not a multiply-accumulate;
-- if its input is analog — the network input (the first layer), or the
-  output of another weighted layer with no neuron in between — it runs as
-  MACs. The network input is the same at every time step, so the first
+- if its input is analog — the network input (the first layer), the
+  output of another weighted layer with no neuron in between, or anything
+  that passed an analog op of a hybrid (a GELU, a Sigmoid gate, ...;
+  :func:`fxsnn.graph.sites.find_hybrid_ops`) — it runs as MACs (the analog
+  ops' own arithmetic is not counted). The network input is the same at every time step, so the first
   layer's MACs are counted once (rate mode runs it once; spike mode repeats
   it ``T`` times, a cost an implementation need not pay).
 
@@ -39,6 +41,7 @@ from torch import Tensor, fx, nn
 from ..graph.patterns import CONV_TRANSPOSES as _CONVT
 from ..graph.patterns import CONVS as _CONV
 from ..graph.patterns import WEIGHTED
+from ..graph.sites import ANALOG_KEY, EXACT_KINDS, AnalogOp
 from ..nn import ParallelIF, TimeExpand
 
 __all__ = [
@@ -128,7 +131,8 @@ def synaptic_inputs(gm: fx.GraphModule) -> dict[str, tuple[tuple[str, ...], bool
     Walks back from each weighted layer's input through every node that is
     not itself a weighted layer, a neuron, or the network input. ``analog`` is
     true when any path reaches the network input or another weighted layer
-    without passing a neuron; such a layer is counted as MACs.
+    without passing a neuron, or passes an analog op of a hybrid (its values are
+    no spikes); such a layer is counted as MACs.
     """
     modules = dict(gm.named_modules())
     out: dict[str, tuple[set, bool]] = {}
@@ -150,10 +154,16 @@ def synaptic_inputs(gm: fx.GraphModule) -> dict[str, tuple[tuple[str, ...], bool
             elif n.op == "placeholder" or isinstance(m, (TimeExpand,) + WEIGHTED_LAYERS):
                 analog = True
             elif n.op != "get_attr":
+                analog = analog or _hybrid_op(n)
                 todo.extend(n.all_input_nodes)
         prev_sources, prev_analog = out.get(node.target, (set(), False))
         out[node.target] = (prev_sources | sources, prev_analog or analog or not sources)
     return {k: (tuple(sorted(s)), a) for k, (s, a) in out.items()}
+
+
+def _hybrid_op(node: fx.Node) -> bool:
+    op = node.meta.get(ANALOG_KEY)
+    return isinstance(op, AnalogOp) and op.kind not in EXACT_KINDS
 
 
 def format_energy(joules: float) -> str:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..graph.edit import require_graph_module
-from ..graph.sites import AnalogTable, Site, find_analog_ops, find_sites
+from ..graph.sites import EXACT_KINDS, AnalogTable, Site, find_analog_ops, find_sites
 from ..nn import DAQCFS, QCFS, ActivationRecorder, ParallelIF
 from .table import Rows
 
@@ -76,7 +76,8 @@ class NetworkSummary(Rows):
     (trainable parameters inside the site modules), ``network_params`` (all
     parameters), ``stage`` (the most converted site kind present) and
     ``analog`` (:func:`fxsnn.graph.sites.find_analog_ops`: the other nonlinear
-    ops, which do not spike).
+    ops, which do not spike) and ``hybrid`` (those of them that make the network a
+    hybrid: all but the exact MaxPools, :func:`fxsnn.graph.sites.find_hybrid_ops`).
     """
 
     headers = _HEADERS
@@ -85,6 +86,7 @@ class NetworkSummary(Rows):
         self = super().__new__(cls, rows)
         self.network_params = int(network_params)
         self.analog = AnalogTable(analog)
+        self.hybrid = AnalogTable(op for op in self.analog if op.kind not in EXACT_KINDS)
         return self
 
     def not_spiking(self) -> str:
@@ -121,10 +123,11 @@ class NetworkSummary(Rows):
     def __str__(self) -> str:
         cols = [c for c in self.headers if any(getattr(r, c) is not None for r in self) or c in ("site", "kind")]
         shown = Rows(self, {c: self.headers[c] for c in cols})
-        return "\n".join(line for line in (shown.table(), self.totals(), self.not_spiking()) if line)
+        lines = (shown.table(), self.totals(), self.not_spiking(), self.hybrid.hybrid_note())
+        return "\n".join(line for line in lines if line)
 
     def to_dict(self) -> dict:
-        """``{"sites": [row dicts], "totals": {...}}``."""
+        """``{"sites": [row dicts], "totals": {..., "hybrid": bool}, "analog": [{"kind", "node", "path"}, ...]}``."""
         return {
             "sites": super().to_dict(),
             "totals": {
@@ -133,6 +136,7 @@ class NetworkSummary(Rows):
                 "delta_b_params": self.delta_b_params,
                 "site_trainable": self.site_trainable,
                 "network_params": self.network_params,
+                "hybrid": bool(self.hybrid),
             },
             "analog": self.analog.to_dict(),
         }
@@ -189,7 +193,8 @@ def summary(gm: nn.Module) -> NetworkSummary:
     Totals: Δb parameters in the network (``Σ_l C_l`` over ParallelIF sites —
     Stage 2 adds ``O(C_l)`` per layer, independent of ``T``), trainable
     parameters in sites, all network parameters; then a line naming the
-    nonlinear ops that stay analog, if any. Columns that are empty for
+    nonlinear ops that stay analog, if any, and, for a hybrid, a note saying so with
+    the table of the ops that make it one (kind, node, module path). Columns that are empty for
     every site are not printed. A plain ``nn.Module`` is traced first.
 
     Example::

@@ -247,11 +247,12 @@ def test_nan_held_out_loss_stops_stage2(monkeypatch):
 def test_rate_output_mode_is_refused_before_any_work():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.MaxPool2d(2), nn.Flatten())
     cfg = dataclasses.replace(fxsnn.ConvertConfig(), output_mode="rate")
+    kw = dict(T=2, method="full", progress=False, allow_analog=True)  # its MaxPool of analog values: a hybrid
     with pytest.raises(fxsnn.ModeError, match="output_mode='rate' is impossible"):
-        fxsnn.convert(model, Untouchable(), T=2, method="full", config=cfg, progress=False)
+        fxsnn.convert(model, Untouchable(), config=cfg, **kw)
     cfg = fxsnn.ConvertConfig().override("stage2.mode=rate")
     with pytest.raises(fxsnn.ModeError, match="rate-mode training would not give the spike-mode gradient"):
-        fxsnn.convert(model, Untouchable(), T=2, method="full", config=cfg, progress=False)
+        fxsnn.convert(model, Untouchable(), config=cfg, **kw)
 
 
 def test_forward_hooks_dropped_by_tracing_are_named():

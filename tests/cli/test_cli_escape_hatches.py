@@ -34,7 +34,7 @@ def test_leaf_module_and_concrete_arg_reach_convert_and_the_saved_file(tmp_path,
     base = ["convert", "--model", "cli_leafy_nets:net", "--data", "d.npz", "--T", "2", "--method", "fspc"]
     assert cli.main(base + ["--out", "a.fxsnn"]) == 1
     assert "--leaf-module block" in capsys.readouterr().err  # the trace error names the flag that fixes it
-    argv = base + ["--leaf-module", "block", "--concrete-arg", "pool=True", "--out", "b.fxsnn"]
+    argv = base + ["--leaf-module", "block", "--concrete-arg", "pool=True", "--allow-analog", "--out", "b.fxsnn"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert "saved b.fxsnn" in capsys.readouterr().out
     assert fxsnn.io.read_header("b.fxsnn")["leaf_modules"] == ["block"]

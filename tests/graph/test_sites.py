@@ -125,7 +125,8 @@ def test_inventory_lists_every_other_nonlinear_op_with_kind_node_and_module_path
 
 def test_inventory_survives_conversion_and_summary_says_what_is_not_spiking():
     x = torch.randn(4, 3, 8, 8)
-    rec = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(Hybrid().eval())), [x], progress=False)
+    hybrid = fxsnn.passes.insert_recorders(fxsnn.trace(Hybrid().eval()), allow_analog=True)  # refused without it
+    rec = fxsnn.calibrate(hybrid, [x], progress=False)
     snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(rec, levels=2), T=2)
     assert [o.kind for o in find_analog_ops(snn)] == [o.kind for o in find_analog_ops(fxsnn.trace(Hybrid()))]
     s = fxsnn.summary(snn)
@@ -145,7 +146,7 @@ def test_a_leaf_module_of_a_user_class_is_inventoried_as_opaque():
 
 
 def test_print_readable_and_print_tabular_show_the_decisions():
-    gm = fxsnn.passes.insert_recorders(fxsnn.trace(Hybrid()))
+    gm = fxsnn.passes.insert_recorders(fxsnn.trace(Hybrid()), allow_analog=True)
     text = gm.print_readable(print_output=False)
     assert "'fxsnn': 'site conv→relu C=4 axis=1'" in text and "'fxsnn': 'analog GELU'" in text
     assert f"'fxsnn': 'analog {MAXPOOL_ON_SPIKES}'" in text

@@ -30,8 +30,9 @@ class Small(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def _qcfs(model, T, x):
-    gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(model.eval())), [x], progress=False)
+def _qcfs(model, T, x, allow_analog=False):
+    gm = fxsnn.passes.insert_recorders(fxsnn.trace(model.eval()), allow_analog=allow_analog)
+    gm = fxsnn.calibrate(gm, [x], progress=False)
     return fxsnn.passes.to_qcfs(gm, levels=T)
 
 
@@ -66,7 +67,7 @@ def test_maxpool_on_a_neuron_output_runs_in_rate_mode_exactly():
 
 
 def test_maxpool_between_neurons_works_in_spike_mode_and_rate_mode_refuses_it_naming_the_node():
-    q = _qcfs(Small(pool="before_neuron"), 4, X)
+    q = _qcfs(Small(pool="before_neuron"), 4, X, allow_analog=True)  # a MaxPool of analog values: a hybrid
     snn = fxsnn.passes.lower_to_paraif(q, T=4, mode="spike")
     assert snn(X).shape == (6, 3)
     with pytest.raises(fxsnn.ModeError, match="node 'max_pool2d'.*mode='spike'"):
@@ -86,7 +87,8 @@ def test_nonlinear_op_between_neurons_blocks_rate_mode():
             return self.b(F.relu(torch.sigmoid(h) * h))
 
     x = torch.randn(5, 4)
-    gm = fxsnn.calibrate(fxsnn.passes.insert_recorders(fxsnn.trace(Gate())), [x], progress=False)
+    gm = fxsnn.passes.insert_recorders(fxsnn.trace(Gate()), allow_analog=True)  # the sigmoid gate: a hybrid
+    gm = fxsnn.calibrate(gm, [x], progress=False)
     snn = fxsnn.passes.lower_to_paraif(fxsnn.passes.to_qcfs(gm, levels=2), T=2)
     blockers = fxsnn.graph.rate_mode_blockers(snn)
     assert [n.name for n, _ in blockers] == ["sigmoid", "mul"]
