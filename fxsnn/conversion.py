@@ -13,7 +13,7 @@ from torch import fx, nn
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
 from .calibration.preflight import seeded, validate
-from .calibration.stage1 import recalibrate_bn
+from .calibration.stage1 import recalibrate_bn, reestimate_bn_stats
 from .calibration.stage2 import tune_delta_b
 from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
@@ -54,9 +54,22 @@ def _has_batchnorm(gm: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gm.modules())
 
 
+def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, timings: dict, progress: bool):
+    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``), or ``None`` when no stage distils."""
+    distils = (method in ("spatial", "full") and cfg.stage1.objective == "distill") or (
+        method in ("temporal", "full") and cfg.stage2.objective == "distill"
+    )
+    if not distils:
+        return None
+    if cfg.teacher == "adapted" and _has_batchnorm(model):
+        return _timed(timings, "teacher", reestimate_bn_stats, model, data, progress=progress)
+    return model
+
+
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:
     """The method's pipeline: front end, Stage 1 (skipped without BatchNorm), lowering, Stage 2."""
     timings, skipped, trace_args, head = run["seconds"], run["skipped"], run["trace"], run["head"]
+    teacher = _teacher(model, data, method, cfg, timings, progress)
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     gm = front_end(
@@ -79,10 +92,12 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
             stacklevel=3,
         )
     elif method in ("spatial", "full"):
-        gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, **head)
+        gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, teacher=teacher, **head)
     snn = lower_to_paraif(gm, T=T, mode="spike")
     if method in ("temporal", "full"):
-        snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, **head)
+        snn = _timed(
+            timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, teacher=teacher, **head
+        )
     return snn
 
 

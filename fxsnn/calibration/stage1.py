@@ -14,6 +14,7 @@ from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
 from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
+from .distill import objective_heads
 from .finetune import check_reiterable, check_trainable_dtype, fine_tune
 from .state import preserved_state
 
@@ -268,6 +269,7 @@ def recalibrate_bn(
     progress: bool = True,
     loss_fn: Callable | None = None,
     output: Callable | None = None,
+    teacher: Callable | None = None,
     **overrides,
 ) -> fx.GraphModule:
     """Stage 1 (Algorithm 2): re-fit every BatchNorm of a DA-QCFS network; returns a **new** GraphModule.
@@ -298,7 +300,9 @@ def recalibrate_bn(
     ``train.patience`` as in :class:`~fxsnn.calibration.config.TrainSpec`. ``loss_fn(logits, target)`` and
     ``output`` (picks the logits from the model's output) replace the cross-entropy of the logits
     (:func:`fxsnn.calibration.measure.measure`; defaults cover ``{"out": ...}`` dicts, tuples and dense
-    ``[B, classes, H, W]`` logits). Modules get back their train/eval
+    ``[B, classes, H, W]`` logits). ``objective="distill"`` (label-free; :mod:`fxsnn.calibration.distill`)
+    minimises the KL divergence to ``teacher``'s logits instead (``teacher``: the trained ANN, copied and run
+    in eval mode; required then), and ``data`` may be input-only batches. Modules get back their train/eval
     flags and parameters their ``requires_grad``. The run's :class:`~fxsnn.calibration.finetune.TrainReport` is
     in ``result.meta["fxsnn.stage1"]``. Raises :class:`fxsnn.ConversionError` for a lowered network or one
     without BatchNorm, :class:`fxsnn.DataError` for empty or target-less data,
@@ -313,13 +317,13 @@ def recalibrate_bn(
     config = (config if config is not None else Stage1Config()).replace(**overrides)
     gm = _check_stage1_input(gm, where=where)
     check_reiterable(data, where=where)
+    tune_data, heads = objective_heads(config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where)
     with preserved_state(gm):
         try:
             for p in gm.parameters():
                 p.requires_grad_(False)
             reestimate_bn_stats_(gm, data, progress=progress, where=where)
-            heads = {"loss_fn": loss_fn, "output": output}
-            report = _fine_tune_affine(gm, data, config, where=where, progress=progress, heads=heads)
+            report = _fine_tune_affine(gm, tune_data, config, where=where, progress=progress, heads=heads)
             if report is not None:
                 gm.meta["fxsnn.stage1"] = report
             if config.restat_after:
