@@ -78,7 +78,13 @@ class Distilled:
 
 
 def objective_heads(
-    config, data: Iterable, *, teacher: Callable | None, loss_fn: Callable | None, output: Callable | None, where: str
+    config: object,
+    data: Iterable,
+    *,
+    teacher: Callable | None,
+    loss_fn: Callable | None,
+    output: Callable | None,
+    where: str,
 ) -> tuple[Iterable, dict]:
     """``(data, heads)`` for a stage's fine-tuning run under ``config.objective``.
 
