@@ -57,13 +57,14 @@ def main(argv=None) -> int:
         help='ConvertConfig overrides, e.g. "stage1.train_theta=False" (repeatable; "" = the defaults)',
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a loaded machine)")
     args = p.parse_args(argv)
     variants = args.variant if args.variant is not None else ["stage1.train_theta=False", "stage1.train_theta=True"]
     overrides = [parse_variant(v) for v in variants]
     if not WEIGHTS.exists():
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
         return 0
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     x, y = cifar("train_10k", seed=123)  # a fixed permutation: the file is sorted by class
     cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
     val = [(x[i : i + 500], y[i : i + 500]) for i in range(8000, 10000, 500)]

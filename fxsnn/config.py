@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from .calibration.config import Stage1Config, Stage2Config, TrainSpec
 from .validation import Config, ConfigError, instance_of, one_of, positive_int
 
-__all__ = ["ConvertConfig", "METHODS", "RECIPES", "FXSNN", "PAPER", "OUTPUT_MODES", "auto_percentile"]
+__all__ = ["ConvertConfig", "METHODS", "RECIPES", "FXSNN", "PAPER", "OUTPUT_MODES", "TEACHERS", "auto_percentile"]
 
 #: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
 METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
 OUTPUT_MODES = ("spike", "rate", "auto")
+#: The ANN a ``"distill"`` stage distils from: the model as given, or a copy with its BN statistics re-estimated
+#: on the calibration data (Eq. 10).
+TEACHERS = ("model", "adapted")
 
 
 def _check_percentile(cfg) -> None:
@@ -55,6 +58,11 @@ class ConvertConfig(Config):
     (``temporal``, ``full``). ``output_mode``: the execution mode of the returned network (``"auto"``: rate
     where exact, else spike).
 
+    ``teacher``: the ANN a stage with ``objective="distill"`` distils from (label-free calibration,
+    :mod:`fxsnn.calibration.distill`): ``"model"``, the model being converted (a frozen eval-mode copy), or
+    ``"adapted"``, a copy whose BatchNorm statistics are re-estimated on the calibration data (Eq. 10, one
+    pass; :func:`fxsnn.calibration.reestimate_bn_stats`), as the converted network's are in Stage 1.
+
     Override any field, nested ones by dotted key (:class:`fxsnn.validation.Config`)::
 
         >>> cfg = ConvertConfig.recipe("paper").override("stage1.epochs=1", "stage2.train.lr=0.01")
@@ -65,6 +73,7 @@ class ConvertConfig(Config):
     calibration_batches: int | None = 40
     da_momentum: float = 0.99
     output_mode: str = "spike"
+    teacher: str = "model"
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
@@ -73,6 +82,7 @@ class ConvertConfig(Config):
         positive_int(self, "calibration_batches", optional=True)
         _check_momentum(self)
         one_of(self, "output_mode", OUTPUT_MODES)
+        one_of(self, "teacher", TEACHERS)
         instance_of(self, "stage1", Stage1Config)
         instance_of(self, "stage2", Stage2Config)
 

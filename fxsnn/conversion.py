@@ -14,7 +14,7 @@ from .calibration.batches import progress_stage
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
 from .calibration.preflight import seeded, validate
-from .calibration.stage1 import recalibrate_bn
+from .calibration.stage1 import recalibrate_bn, reestimate_bn_stats
 from .calibration.stage2 import tune_delta_b
 from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
@@ -66,6 +66,18 @@ def _stage_plan(model: nn.Module, method: str) -> dict[str, str | None]:
     }
 
 
+def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, timings: dict, progress: bool):
+    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``), or ``None`` when no stage distils."""
+    distils = (method in ("spatial", "full") and cfg.stage1.objective == "distill") or (
+        method in ("temporal", "full") and cfg.stage2.objective == "distill"
+    )
+    if not distils:
+        return None
+    if cfg.teacher == "adapted" and _has_batchnorm(model):
+        return _timed(timings, "teacher", reestimate_bn_stats, model, data, progress=progress)
+    return model
+
+
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:
     """The method's pipeline: front end, Stage 1 (skipped without BatchNorm), lowering, Stage 2."""
     timings, skipped, trace_args, head = run["seconds"], run["skipped"], run["trace"], run["head"]
@@ -75,6 +87,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
     def stage(name: str):
         return progress_stage(f"stage {running.index(name) + 1} of {len(running)}, {name}")
 
+    teacher = _teacher(model, data, method, cfg, timings, progress)
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     t0 = time.perf_counter()
@@ -102,12 +115,16 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         )
     elif plan[STAGE1] is None:
         with stage(STAGE1):
-            gm = _timed(timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, **head)
+            gm = _timed(
+                timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, teacher=teacher, **head
+            )
         reports[STAGE1] = gm.meta["fxsnn.stage1"]
     snn = lower_to_paraif(gm, T=T, mode="spike")
     if plan[STAGE2] is None:
         with stage(STAGE2):
-            snn = _timed(timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, **head)
+            snn = _timed(
+                timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, teacher=teacher, **head
+            )
         reports[STAGE2] = snn.meta["fxsnn.stage2"]
     for name, why in plan.items():
         reports.setdefault(name, StageReport.skipped(name, why))

@@ -176,7 +176,7 @@ def test_config_is_validated_on_construction(kw, msg):
         ("stage1.train_theta=yes", r"stage1.train_theta must be True or False; got 'yes'"),
         ("stage1.theta_lr=0", r"stage1.theta_lr must be None or a finite number > 0; got 0"),
         ("stage2.width=inf", r"stage2.width must be a finite number > 0; got 'inf'"),
-        ("stage2.surrogate=sigmoid", r"stage2.surrogate must be one of \('triangle',\); got 'sigmoid'"),
+        ("stage2.surrogate=sigmoid", r"stage2.surrogate must be one of \('triangle', 'ste'\); got 'sigmoid'"),
         ("stage2.holdout=abc", r"stage2.train.holdout must be None, a fraction in \(0, 1\)"),
         ("stage1=3", r"ConvertConfig: stage1 must be a Stage1Config; got 3"),
         ("calibration_batches=0", r"calibration_batches must be None or an integer >= 1; got 0"),

@@ -23,10 +23,22 @@ from ..validation import (
     positive_int,
 )
 
-__all__ = ["TrainSpec", "Stage1Config", "Stage2Config", "BN_MODES", "SURROGATES", "PARAMETERIZATIONS", "STAGE2_MODES"]
+__all__ = [
+    "TrainSpec",
+    "Stage1Config",
+    "Stage2Config",
+    "BN_MODES",
+    "SURROGATES",
+    "PARAMETERIZATIONS",
+    "STAGE2_MODES",
+    "OBJECTIVES",
+]
 
 BN_MODES = ("eval", "train")
-SURROGATES = ("triangle",)
+SURROGATES = ("triangle", "ste")
+#: What a stage minimises: ``"labels"`` (cross-entropy against the targets) or ``"distill"`` (KL divergence
+#: to the ANN's own logits, :mod:`fxsnn.calibration.distill`; no targets needed).
+OBJECTIVES = ("labels", "distill")
 PARAMETERIZATIONS = ("relative", "absolute")
 STAGE2_MODES = ("auto", "rate", "spike")
 
@@ -96,7 +108,10 @@ class Stage1Config(Config):
     - ``train_theta``: also tune each site's θ (relative to its start, kept ≥ 1 % of it);
       ``theta_lr``: θ's learning rate (``None``: ``train.lr``);
     - ``train_da``: also tune each DA-QCFS site's ψ_DA, φ_DA (Eq. 4), in units of θ;
-    - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning.
+    - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning;
+    - ``objective``: ``"labels"`` minimises the cross-entropy against the batches' targets; ``"distill"`` the
+      KL divergence ``τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` to the ANN's logits ``z_ANN`` at
+      ``temperature`` τ (:mod:`fxsnn.calibration.distill`): input-only batches suffice.
     """
 
     _shorthand = "train"
@@ -107,6 +122,8 @@ class Stage1Config(Config):
     theta_lr: float | None = None
     train_da: bool = False
     restat_after: bool = False
+    objective: str = "labels"
+    temperature: float = 1.0
 
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)
@@ -115,6 +132,8 @@ class Stage1Config(Config):
         positive_float(self, "theta_lr", optional=True)
         a_bool(self, "train_da")
         a_bool(self, "restat_after")
+        one_of(self, "objective", OBJECTIVES)
+        positive_float(self, "temperature")
 
 
 def _stage2_train() -> TrainSpec:
@@ -129,7 +148,8 @@ class Stage2Config(Config):
       at 1, early stopping on 10 % of the batches held out with patience 3);
     - ``width``: the surrogate's half-width as a fraction of θ_pre (Appendix C); ``surrogate``: ``"triangle"``;
     - ``parameterization``: ``"relative"`` trains ``Δb = θ_pre ⊙ z``, ``"absolute"`` Δb itself (the paper);
-    - ``mode``: the execution mode trained in: ``"auto"`` (rate where exact), ``"rate"`` or ``"spike"``.
+    - ``mode``: the execution mode trained in: ``"auto"`` (rate where exact), ``"rate"`` or ``"spike"``;
+    - ``objective``, ``temperature``: as in :class:`Stage1Config` (``"labels"`` or ``"distill"``, τ).
     """
 
     _shorthand = "train"
@@ -139,6 +159,8 @@ class Stage2Config(Config):
     surrogate: str = "triangle"
     parameterization: str = "relative"
     mode: str = "auto"
+    objective: str = "labels"
+    temperature: float = 1.0
 
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)
@@ -146,3 +168,5 @@ class Stage2Config(Config):
         one_of(self, "surrogate", SURROGATES)
         one_of(self, "parameterization", PARAMETERIZATIONS)
         one_of(self, "mode", STAGE2_MODES)
+        one_of(self, "objective", OBJECTIVES)
+        positive_float(self, "temperature")

@@ -16,6 +16,7 @@ from ..nn import DAQCFS, QCFS, ParallelIF
 from ..report.stages import STAGE1, StageReport
 from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
+from .distill import objective_heads
 from .finetune import check_reiterable, check_trainable_dtype, fine_tune
 from .state import preserved_state
 
@@ -281,6 +282,7 @@ def recalibrate_bn(
     progress: bool = True,
     loss_fn: Callable | None = None,
     output: Callable | None = None,
+    teacher: Callable | None = None,
     **overrides,
 ) -> fx.GraphModule:
     """Stage 1 (Algorithm 2): re-fit every BatchNorm of a DA-QCFS network; returns a **new** GraphModule.
@@ -311,7 +313,9 @@ def recalibrate_bn(
     ``train.patience`` as in :class:`~fxsnn.calibration.config.TrainSpec`. ``loss_fn(logits, target)`` and
     ``output`` (picks the logits from the model's output) replace the cross-entropy of the logits
     (:func:`fxsnn.calibration.measure.measure`; defaults cover ``{"out": ...}`` dicts, tuples and dense
-    ``[B, classes, H, W]`` logits). Modules get back their train/eval
+    ``[B, classes, H, W]`` logits). ``objective="distill"`` (label-free; :mod:`fxsnn.calibration.distill`)
+    minimises the KL divergence to ``teacher``'s logits instead (``teacher``: the trained ANN, copied and run
+    in eval mode; required then), and ``data`` may be input-only batches. Modules get back their train/eval
     flags and parameters their ``requires_grad``. What the stage did — BN re-estimation batches, epochs, steps,
     training and held-out loss, early stopping, seconds — is in ``result.meta["fxsnn.stage1"]``, a
     :class:`fxsnn.report.StageReport`. Raises :class:`fxsnn.ConversionError` for a lowered network or one
@@ -328,13 +332,13 @@ def recalibrate_bn(
     gm = _check_stage1_input(gm, where=where)
     check_reiterable(data, where=where)
     t0 = time.perf_counter()
+    tune_data, heads = objective_heads(config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where)
     with preserved_state(gm):
         try:
             for p in gm.parameters():
                 p.requires_grad_(False)
             n_batches = _reestimate_(gm, data, progress=progress, where=where)
-            heads = {"loss_fn": loss_fn, "output": output}
-            train = _fine_tune_affine(gm, data, config, where=where, progress=progress, heads=heads)
+            train = _fine_tune_affine(gm, tune_data, config, where=where, progress=progress, heads=heads)
             if config.restat_after:
                 _reestimate_(gm, data, progress=progress, where=where)
         finally:

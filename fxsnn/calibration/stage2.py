@@ -18,6 +18,7 @@ from ..nn import ParallelIF
 from ..report.stages import STAGE2, StageReport
 from ..validation import check_positive_int
 from .config import PARAMETERIZATIONS, STAGE2_MODES, SURROGATES, Stage2Config
+from .distill import objective_heads
 from .finetune import TrainReport, check_reiterable, fine_tune
 from .state import preserved_state
 
@@ -124,22 +125,25 @@ def _check_stage2_input(gm, T: int | None, *, where: str) -> fx.GraphModule:
 def _train(
     gm: fx.GraphModule, data: Iterable, config: Stage2Config, *, where: str, progress: bool, heads
 ) -> TrainReport:
-    """Δb of every neuron trained with the surrogate of half-width ``config.width``·θ_pre, everything else frozen."""
+    """Δb of every neuron trained with ``config.surrogate`` (the triangle of half-width ``config.width``·θ_pre, or the
+    straight-through estimator), everything else frozen."""
     cells = list(neurons(gm).values())
-    widths = [n.surrogate_width.clone() for n in cells]
+    widths = [(n.surrogate_width.clone(), getattr(n, "surrogate", "triangle")) for n in cells]
     with preserved_state(gm):
         try:
             for p in gm.parameters():
                 p.requires_grad_(False)
             for n in cells:
                 n.surrogate_width.fill_(float(config.width))
+                n.surrogate = config.surrogate
             gm.eval()
             with _trainable_delta_b(cells, config.parameterization) as params:
                 return fine_tune(gm, params, data, config.train, where=where, progress=progress, **heads)
         finally:
             with torch.no_grad():
-                for n, w in zip(cells, widths):  # the width is a training choice, not part of the network
+                for n, (w, kind) in zip(cells, widths):  # training choices, not part of the network
                     n.surrogate_width.copy_(w)
+                    n.surrogate = kind
 
 
 def tune_delta_b(
@@ -151,6 +155,7 @@ def tune_delta_b(
     progress: bool = True,
     loss_fn: Callable | None = None,
     output: Callable | None = None,
+    teacher: Callable | None = None,
     **overrides,
 ) -> fx.GraphModule:
     """Stage 2 (Algorithm 3): train every ParallelIF's per-channel bias Δb ``[C]``; returns a **new** GraphModule.
@@ -171,7 +176,9 @@ def tune_delta_b(
     (``tune_delta_b(snn, loader, epochs=2, holdout=None)``; ``epochs`` is ``train.epochs``).
 
     Surrogate: the Heaviside's derivative is the triangle ``max(0, 1 − |u|/w)/w`` with half-width
-    ``w = width·θ_pre`` (Appendix C), used while training (each neuron's ``surrogate_width`` is restored after).
+    ``w = width·θ_pre`` (Appendix C), used while training (each neuron's ``surrogate_width`` is restored after);
+    ``surrogate="ste"`` uses the straight-through estimator ``∂k/∂Δb = q/θ'`` inside the count's range instead
+    (:class:`fxsnn.nn.functional._ParallelFire`; ``width`` is then unused).
     ``parameterization="relative"`` trains ``Δb = θ_pre ⊙ z`` (a :class:`RelativeTo` parametrization: Adam moves
     Δb in units of each channel's threshold, ``lr`` is a fraction of θ per step); ``"absolute"`` trains Δb
     itself, as the paper writes it. Δb starts at 0, where the count equals the QCFS target bit for bit.
@@ -181,7 +188,9 @@ def tune_delta_b(
     given, must equal the network's. ``loss_fn(logits, target)`` and ``output`` (picks the logits from the
     network's output) replace the cross-entropy of the logits (:func:`fxsnn.calibration.measure.measure`;
     defaults cover ``{"out": ...}`` dicts, tuples and dense ``[B, classes, H, W]`` logits). ``data``: a
-    re-iterable of ``(input, target)`` batches (targets needed).
+    re-iterable of ``(input, target)`` batches (targets needed), or, with ``objective="distill"`` (label-free:
+    the KL divergence to ``teacher``'s logits, :mod:`fxsnn.calibration.distill`; ``teacher`` required then),
+    input-only batches.
     What the stage did — epochs, steps, training and held-out loss, whether early stopping kept step 0 (Δb = 0),
     the mode it trained in, seconds — is in ``result.meta["fxsnn.stage2"]``, a :class:`fxsnn.report.StageReport`.
 
@@ -195,12 +204,13 @@ def tune_delta_b(
     config = (config if config is not None else Stage2Config()).replace(**overrides)
     gm = _check_stage2_input(gm, T, where=where)
     check_reiterable(data, where=where)
+    data, heads = objective_heads(config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where)
     gm = copy_graph_module(gm)
     original_mode = get_mode(gm)
     run_mode, reason = training_mode(gm, config.mode)
     set_mode(gm, run_mode)
     try:
-        report = _train(gm, data, config, where=where, progress=progress, heads={"loss_fn": loss_fn, "output": output})
+        report = _train(gm, data, config, where=where, progress=progress, heads=heads)
     finally:
         set_mode(gm, original_mode)
     report.mode, report.mode_reason = run_mode, reason

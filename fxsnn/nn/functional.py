@@ -315,22 +315,29 @@ class _ParallelFire(torch.autograd.Function):
     ``Λ_PC(t) = T/n_t`` and ``b(t) = ψ/n_t`` (Eq. 16-17). In rate mode the
     incoming gradient is the same for every slot (the time-mean's), so the
     rate-mode gradient is the spike-mode gradient summed in a different order.
+
+    ``surrogate="ste"`` instead differentiates the count through the straight-through (learned-step-size
+    style) relaxation ``k ≈ clip(q, 0, T)`` with ``q = y/θ'``, ``y = (x + ψ_DA)·T + ψ``, ``θ' = θ_pre − Δb``:
+    inside ``0 < q < T``, ``∂k/∂x = T/θ'`` and ``∂k/∂Δb = q/θ'`` (0 outside); each of the ``k`` spikes is
+    spread evenly over the ``T`` slots (``∂s_t/∂k = 1/T``), so the rate's gradient is ``θ_post/T·∂k``.
     """
 
     @staticmethod
-    def forward(ctx, x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike):
+    def forward(ctx, x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike, surrogate):
         T = ladder.numel()
         theta_eff = theta_pre - delta_b
         nonpositive = has_nonpositive(theta_eff)  # one check per call, shared by count and train
         k = spike_count(x, T, theta_eff, psi, psi_da, nonpositive=nonpositive)
         ctx.save_for_backward(x, delta_b, theta_pre, theta_post, lambda_pc, bias, width)
-        ctx.spike = spike
+        ctx.spike, ctx.surrogate = spike, surrogate
         if spike:
             return count_to_weighted_spikes(k, ladder, theta_eff, theta_post, nonpositive=nonpositive)
         return count_to_rate(k, T, theta_post, inplace=True)  # k is ours: no second [B, ...] buffer
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.surrogate == "ste":
+            return _ste_backward(ctx, g)
         x, delta_b, theta_pre, theta_post, lambda_pc, bias, width = ctx.saved_tensors
         T = lambda_pc.numel()
         base = per_channel(delta_b - theta_pre, x)  # Δb − θ_pre
@@ -352,7 +359,22 @@ class _ParallelFire(torch.autograd.Function):
         scale = tp if ctx.spike else g * tp / T
         grad_x = sum_sig_lam * scale if ctx.needs_input_grad[0] else None
         grad_db = _channel_sum(sum_sig * scale) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_db, None, None, None, None, None, None, None, None, None
+        return grad_x, grad_db, None, None, None, None, None, None, None, None, None, None
+
+
+def _ste_backward(ctx, g: Tensor) -> tuple:
+    """The ``surrogate="ste"`` backward of :class:`_ParallelFire` (its docstring)."""
+    x, delta_b, theta_pre, theta_post, lambda_pc, bias, _ = ctx.saved_tensors
+    T = lambda_pc.numel()
+    th = per_channel(theta_pre - delta_b, x)
+    th = torch.where(th.abs() > 0, th, torch.full_like(th, torch.finfo(x.dtype).tiny))
+    # bias[T-1] = ψ + T·ψ_DA (the slot with n_t = 1), so y = x·T + bias[T-1]
+    q = (x * T + per_channel(bias[-1], x)) / th
+    inside = ((q > 0) & (q < T)).to(x.dtype)
+    g_k = (g.sum(dim=0) if ctx.spike else g) * per_channel(theta_post, x) / T * inside  # ∂L/∂k, inside only
+    grad_x = g_k * (T / th) if ctx.needs_input_grad[0] else None
+    grad_db = _channel_sum(g_k * q / th) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_db, None, None, None, None, None, None, None, None, None, None
 
 
 def parallel_fire(
@@ -368,10 +390,13 @@ def parallel_fire(
     bias: Tensor,
     width: Tensor,
     spike: bool,
+    surrogate: str = "triangle",
 ) -> Tensor:
     """Functional form of :class:`fxsnn.nn.ParallelIF`; see :class:`_ParallelFire`.
 
     ``ladder``, ``lambda_pc`` ``[T]`` and ``bias`` ``[T, C]`` are the neuron's
     precomputed ``n_t``, ``Λ_PC(t)`` and ``b(t)`` (with ``T·ψ_DA`` folded in).
+    ``surrogate``: the backward's estimator, ``"triangle"`` (Appendix C) or ``"ste"``.
     """
-    return _ParallelFire.apply(x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike)
+    args = (x, delta_b, theta_pre, theta_post, psi, psi_da, ladder, lambda_pc, bias, width, spike, surrogate)
+    return _ParallelFire.apply(*args)

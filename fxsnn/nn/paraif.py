@@ -30,7 +30,10 @@ class ParallelIF(nn.Module):
     ``lambda_pc`` ``[T]`` = ``Λ_PC(t)``, ``bias`` ``[T, C]`` = ``b(t)`` with the DA
     shift folded in (``(ψ + T·ψ_DA)/n_t``, Alg. 1 l. 20). Parameter: ``delta_b``
     ``[C]``, zero-initialised (Eq. 17-18). Buffer ``surrogate_width`` (scalar):
-    the triangle surrogate's half-width as a fraction of ``θ_pre``.
+    the triangle surrogate's half-width as a fraction of ``θ_pre``. Attribute
+    ``surrogate`` (default ``"triangle"``; ``"ste"``: the straight-through
+    estimator of :class:`fxsnn.nn.functional._ParallelFire`): the backward's
+    gradient estimator, a training choice Stage 2 sets while it trains.
 
     Modes (DESIGN convention 7):
 
@@ -79,6 +82,7 @@ class ParallelIF(nn.Module):
         self.mode = check_mode(mode, where="ParallelIF")
         self.fused = bool(fused)
         self.direct = False
+        self.surrogate = "triangle"
         theta_pre = _float_vector(theta_pre)
         if not bool((theta_pre > 0).all()):
             raise ValueError(f"ParallelIF: every theta_pre must be > 0; got min {float(theta_pre.min())}")
@@ -159,6 +163,7 @@ class ParallelIF(nn.Module):
             bias=self.bias,
             width=self.surrogate_width,
             spike=spike,
+            surrogate=getattr(self, "surrogate", "triangle"),
         )
         return out.flatten(0, 1) if spike else out
 

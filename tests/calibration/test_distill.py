@@ -1,0 +1,188 @@
+"""Label-free calibration (objective="distill", fxsnn.calibration.distill) and Stage 2's straight-through estimator."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import changed_keys, state, tiny_da, tiny_data, tiny_model
+
+import fxsnn
+from fxsnn.calibration import Stage1Config, Stage2Config
+from fxsnn.calibration.distill import Distilled, kl_loss
+from fxsnn.validation import ConfigError
+
+DISTILL = fxsnn.ConvertConfig().override("stage1.objective=distill", "stage2.objective=distill")
+
+
+def test_kl_loss_is_the_tempered_kl_divergence_times_tau_squared():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    for tau in (1.0, 2.0, 4.0):
+        want = F.kl_div(F.log_softmax(s / tau, 1), F.log_softmax(t / tau, 1), log_target=True, reduction="batchmean")
+        torch.testing.assert_close(kl_loss(tau)(s, t), want * tau * tau)
+    assert float(kl_loss(2.0)(t, t)) == pytest.approx(0.0, abs=1e-7)
+    dense_s, dense_t = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    per_pos = kl_loss()(dense_s.permute(0, 2, 3, 1).reshape(-1, 3), dense_t.permute(0, 2, 3, 1).reshape(-1, 3))
+    torch.testing.assert_close(kl_loss()(dense_s, dense_t), per_pos)
+
+
+@pytest.mark.parametrize("form", ["tuple", "tensor", "labelled"])
+def test_distilled_data_pairs_each_input_with_the_teachers_logits(form):
+    model = tiny_model()
+    data = tiny_data(targets=form == "labelled")
+    data = [b[0] for b in data] if form == "tensor" else data
+    pairs = list(Distilled(data, model, where="test"))
+    assert len(pairs) == len(data)
+    for (x, z), b in zip(pairs, data):
+        xb = b if form == "tensor" else b[0]
+        assert x is xb
+        torch.testing.assert_close(z, model(xb))
+        assert not z.requires_grad
+
+
+@pytest.mark.parametrize("method", ["spatial", "temporal", "full"])
+@pytest.mark.parametrize("form", ["tuple", "tensor"])
+def test_convert_with_distillation_needs_no_targets_and_leaves_the_teacher_untouched(method, form):
+    model = tiny_model()
+    before = state(model)
+    data = tiny_data(targets=False)
+    data = [b[0] for b in data] if form == "tensor" else data
+    snn = fxsnn.convert(model, data, T=2, method=method, config=DISTILL, progress=False)
+    assert not changed_keys(before, state(model)) and not model.training
+    assert all(p.grad is None for p in model.parameters())
+    reports = [snn.meta.get(k) for k in ("fxsnn.stage1", "fxsnn.stage2") if k in snn.meta]
+    if method != "spatial":
+        assert snn.meta["fxsnn.stage2"].steps > 0
+    assert all(r.steps > 0 for r in reports if r is not None)
+
+
+def test_labels_objective_still_needs_targets():
+    with pytest.raises(fxsnn.DataError, match="needs targets"):
+        fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="full", progress=False)
+
+
+def test_stage1_distillation_lowers_the_kl_to_the_teacher():
+    model = tiny_model()
+    data = tiny_data()
+    da = fxsnn.front_end(model, data, levels=2, progress=False)
+    tuned = fxsnn.recalibrate_bn(da, data, objective="distill", epochs=6, teacher=model, progress=False)
+    kl = kl_loss()
+    with torch.no_grad():
+        start = sum(
+            float(kl(fxsnn.calibration.reestimate_bn_stats(da, data, progress=False)(x), model(x))) for x, _ in data
+        )
+        end = sum(float(kl(tuned(x), model(x))) for x, _ in data)
+    assert end < start
+    losses = tuned.meta["fxsnn.stage1"].losses
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_stage2_distillation_trains_delta_b_on_input_only_batches():
+    model = tiny_model()
+    snn = fxsnn.passes.lower_to_paraif(tiny_da(T=2), T=2)
+    data = [x for x, _ in tiny_data()]
+    out = fxsnn.tune_delta_b(snn, data, objective="distill", teacher=model, epochs=2, holdout=1, progress=False)
+    rep = out.meta["fxsnn.stage2"]
+    assert rep.steps > 0 and rep.holdout and all(h >= 0 for _, h in rep.holdout)
+    assert any(bool(n.delta_b.abs().gt(0).any()) for n in fxsnn.modes.neurons(out).values()) or rep.best_step == 0
+
+
+def test_distillation_without_a_teacher_is_refused_before_any_work():
+    da = tiny_da(T=2)
+    with pytest.raises(fxsnn.CalibrationError, match="teacher="):
+        fxsnn.recalibrate_bn(da, tiny_data(targets=False), objective="distill", progress=False)
+    snn = fxsnn.passes.lower_to_paraif(da, T=2)
+    with pytest.raises(fxsnn.CalibrationError, match="teacher="):
+        fxsnn.tune_delta_b(snn, tiny_data(targets=False), objective="distill", progress=False)
+
+
+@pytest.mark.parametrize("kind", [Stage1Config, Stage2Config])
+@pytest.mark.parametrize(
+    "kw, msg", [(dict(objective="kd"), "objective must be one of"), (dict(temperature=0), "temperature")]
+)
+def test_bad_objective_and_temperature_are_refused(kind, kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        kind(**kw)
+
+
+# -- Stage 2's straight-through estimator ------------------------------------------------------------------
+
+
+def one_neuron(T, dtype=torch.float64, spike=False):
+    theta = torch.tensor([1.0, 0.5], dtype=dtype)
+    n = fxsnn.nn.ParallelIF(
+        theta, T=T, mode="spike" if spike else "rate", psi_da=torch.tensor([0.05, -0.02], dtype=dtype)
+    )
+    n.surrogate = "ste"
+    return n
+
+
+def test_ste_gradient_is_q_over_theta_inside_the_range_and_zero_outside():
+    T = 4
+    n = one_neuron(T)
+    with torch.no_grad():
+        n.delta_b.copy_(torch.tensor([0.1, -0.05], dtype=torch.float64))
+    x = torch.linspace(-0.5, 2.0, 40, dtype=torch.float64).view(20, 2).requires_grad_(True)
+    n(x).sum().backward()
+    th = n.theta_pre - n.delta_b.detach()
+    q = ((x.detach() + n.psi_da) * T + n.psi) / th
+    inside = ((q > 0) & (q < T)).double()
+    assert 0 < inside.sum() < inside.numel()  # both cases occur
+    torch.testing.assert_close(x.grad, inside * n.theta_post / th)
+    torch.testing.assert_close(n.delta_b.grad, (inside * n.theta_post / T * q / th).sum(0))
+
+
+def test_ste_rate_and_spike_mode_give_the_same_gradient_float64():
+    snn = fxsnn.passes.lower_to_paraif(tiny_da(T=3, dtype=torch.float64), T=3)
+    data = tiny_data(dtype=torch.float64)
+    for n in fxsnn.modes.neurons(snn).values():
+        n.surrogate = "ste"
+    grads = {}
+    for mode in ("rate", "spike"):
+        fxsnn.set_mode(snn, mode)
+        for n in fxsnn.modes.neurons(snn).values():
+            n.delta_b.grad = None
+        sum(F.cross_entropy(snn(x), y, reduction="sum") for x, y in data).backward()
+        grads[mode] = [n.delta_b.grad.clone() for n in fxsnn.modes.neurons(snn).values()]
+    assert any(bool(g.abs().gt(1e-6).any()) for g in grads["rate"])
+    for a, b in zip(grads["rate"], grads["spike"]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_stage2_with_the_ste_trains_delta_b_and_restores_the_surrogate():
+    snn = fxsnn.passes.lower_to_paraif(tiny_da(T=4), T=4)
+    out = fxsnn.tune_delta_b(
+        snn, tiny_data(), surrogate="ste", steps=3, lr=0.05, warmup=0, holdout=None, progress=False
+    )
+    cells = list(fxsnn.modes.neurons(out).values())
+    assert any(bool(n.delta_b.abs().gt(0).any()) for n in cells)
+    assert all(n.surrogate == "triangle" for n in cells)
+
+
+def test_adapted_teacher_has_the_calibration_statistics_and_the_model_is_untouched(monkeypatch):
+    from fxsnn.calibration import stage1
+
+    model = tiny_model()
+    before = state(model)
+    data = tiny_data(targets=False)
+    seen = []
+    real = stage1.objective_heads
+
+    def spy(config, data, *, teacher, **kw):
+        seen.append(teacher)
+        return real(config, data, teacher=teacher, **kw)
+
+    monkeypatch.setattr(stage1, "objective_heads", spy)
+    cfg = DISTILL.replace(teacher="adapted")
+    snn = fxsnn.convert(model, data, T=2, method="spatial", config=cfg, progress=False)
+    assert "teacher" in snn.meta["fxsnn.convert"]["seconds"]
+    want = fxsnn.calibration.reestimate_bn_stats(model, data, progress=False)
+    torch.testing.assert_close(seen[0].bn1.running_mean, want.bn1.running_mean)
+    assert not torch.equal(seen[0].bn1.running_mean, model.bn1.running_mean)
+    assert not changed_keys(before, state(model))
+    labels = fxsnn.convert(model, tiny_data(), T=2, method="spatial", progress=False)
+    assert "teacher" not in labels.meta["fxsnn.convert"]["seconds"]
+
+
+def test_teacher_choice_is_validated():
+    with pytest.raises(ConfigError, match="teacher must be one of"):
+        fxsnn.ConvertConfig(teacher="ann")
