@@ -48,6 +48,7 @@ def _timed(timings: dict, name: str, fn, *args, **kwargs):
 
 
 NO_BATCHNORM = "the model has no BatchNorm layer"
+QCFS_BACKBONE = "a QCFS-trained backbone: θ and the levels L are the model's own"
 
 
 def _has_batchnorm(gm: nn.Module) -> bool:
@@ -71,6 +72,8 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         **trace_args,
     )
     timings.update(gm.meta["fxsnn.front_end"]["seconds"])
+    if gm.meta["fxsnn.front_end"]["theta"] == "model":
+        skipped["recorders"] = QCFS_BACKBONE
     if method in ("spatial", "full") and not _has_batchnorm(gm):
         skipped["stage1"] = NO_BATCHNORM
         warnings.warn(
@@ -131,6 +134,7 @@ def convert(
     (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked from a tensor,
     a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense ``[B, classes, H, W]`` logits).
 
+    A QCFS-trained backbone skips the recorders (θ, L are its own; :func:`fxsnn.front_end`, ``skipped``).
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
 

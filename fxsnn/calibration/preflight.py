@@ -16,7 +16,7 @@ from ..graph.rate import rate_mode_blockers
 from ..graph.tracing import trace
 from ..nn import ParallelIF
 from ..passes.base import swap_sites_
-from ..passes.recorders import insert_recorders
+from ..passes.normalize import normalize
 from .finetune import check_trainable_dtype
 from .stage1 import check_running_stats
 from .stage2 import training_mode
@@ -55,10 +55,11 @@ def validate(
 
 
 def _skeleton(model: nn.Module, T: int, leaf_modules=(), concrete_args=None) -> fx.GraphModule:
-    """The structure of the lowered network, without data: every ReLU site a (never run) ParallelIF."""
+    """The structure of the lowered network, without data: every site (ReLU, or a QCFS-trained backbone's QCFS)
+    a (never run) ParallelIF."""
     with warnings.catch_warnings():  # front_end traces again and says it then
         warnings.simplefilter("ignore")
-        skeleton = insert_recorders(trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args))
+        skeleton = normalize(trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args))
     return swap_sites_(skeleton, lambda site, module, node: ParallelIF(torch.ones(1), T=T))
 
 
