@@ -364,3 +364,18 @@ def test_the_user_model_is_deep_copied_not_touched_by_tracing():
     snapshot = copy.deepcopy(model)
     fxsnn.find_sites(fxsnn.trace(model))
     assert _same_state(model, _state(snapshot)) and model.training is False
+
+
+@pytest.mark.filterwarnings("ignore:.*quantised with levels=4 but are lowered with T=2")
+@pytest.mark.parametrize("method", ["fspc", "fspc_da"])
+def test_a_converted_qcfs_backbone_saves_and_loads_bit_identically(tmp_path, method):
+    model = _finetuned(lambda: MyFloor(1.5, 4), steps=5)
+    snn = fxsnn.convert(model, _data(), T=2, method=method, progress=False)
+    path = fxsnn.save(snn, tmp_path / "net.fxsnn")
+    again = fxsnn.load(path, model=model)
+    x = _data()[0][0]
+    with torch.no_grad():
+        assert torch.equal(again(x), snn(x))
+    relu = Net(nn.ReLU).eval()  # the same architecture with ReLUs is not the backbone the file was made from
+    with pytest.raises(fxsnn.FxsnnError, match="adopt_qcfs"):
+        fxsnn.load(path, model=relu)

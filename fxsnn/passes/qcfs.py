@@ -15,6 +15,8 @@ from .base import graph_pass, stage_error, swap_sites_
 __all__ = ["to_qcfs", "to_da_qcfs", "adopt_qcfs", "site_theta", "as_fxsnn_qcfs"]
 
 _SOURCES = ("recorder", "qcfs", "da-qcfs")
+#: ``gm.meta`` key set by :func:`adopt_qcfs` (kept by the later passes and stages, which copy ``meta``)
+BACKBONE_KEY = "fxsnn.qcfs_backbone"
 
 
 def site_theta(site: Site, module: nn.Module) -> Tensor:
@@ -67,13 +69,14 @@ def adopt_qcfs(gm: fx.GraphModule) -> fx.GraphModule:
     θ and L come from the model (no recorder, no data); the result computes the same activations (to float
     rounding at a bin edge, see :mod:`fxsnn.graph.conventions`) and can be lowered as it is, or re-quantised
     with :func:`to_da_qcfs` for the DA error calibration. fxsnn's QCFS / DA-QCFS sites are kept. Returns a new
-    GraphModule.
+    GraphModule, with ``meta["fxsnn.qcfs_backbone"] = True`` (what :func:`fxsnn.save` records).
 
     Example::
 
         >>> gm = fxsnn.passes.adopt_qcfs(fxsnn.trace(qcfs_trained_model))
         >>> snn = fxsnn.passes.lower_to_paraif(gm, T=4)
     """
+    gm.meta[BACKBONE_KEY] = True  # fxsnn.save records the rebuild from the model as adopt_qcfs, not recorders
     return swap_sites_(gm, lambda site, m, node: m if isinstance(m, QCFS) else as_fxsnn_qcfs(site, m))
 
 
