@@ -12,12 +12,13 @@ public code (matched by class name and attributes, then checked on a probe input
 
 - ``MyFloor(up, t)`` of the QCFS code (Bu et al., 2022, github.com/putshua/SNN_conversion_QCFS): a learnable
   ``up`` (``nn.Parameter`` of shape ``[1]``) is θ, ``t`` is L; ``x/up``, ``⌊x·t + 0.5⌋/t``, clamp to [0, 1], ``·up``.
-- ``IF(T, L, thresh)`` of the later ANN_SNN_QCFS code: ``thresh`` (``[1]``) is θ, ``L`` is L; a QCFS only while
-  ``T == 0`` (its ANN mode; with ``T > 0`` it is a serial IF neuron and stays an opaque module).
-- ``QCFS(in_ch, up, t)`` of the FS-PC code (Hao et al., 2025, "Faster and Stronger"): ``up`` (a ``[1]``
+- ``IF(T, L, thresh)`` of the later ANN_SNN_QCFS code (github.com/putshua/ANN_SNN_QCFS, ``Models/layer.py``): ``thresh`` (``[1]``) is θ, ``L`` is L; a QCFS only while
+  ``T == 0`` (its ANN mode; with ``T > 0`` it is a serial IF neuron and no site).
+- ``QCFS(in_ch, up, t)`` of the FS-PC code (Hao et al., 2025, "Faster and Stronger"; ``modules.py``, read in the
+  copy github.com/bjourne/hao_s2025): ``up`` (a ``[1]``
   parameter, or a ``[C, 1, 1]`` buffer) is θ, ``t`` is L; with ``cab_inf`` set it is their calibrated DA-QCFS
   (Eq. 4: ``rec_in_mean`` is ψ_DA, ``rec_th_mean`` is φ_DA); while ``is_cab`` is set (their calibration pass,
-  which doubles the batch) it is no activation fxsnn can read and stays opaque.
+  which doubles the batch) it is no activation fxsnn can read and no site.
 
 **The probe.** A module matches a convention only if it *computes* it: on a probe input of a few values per
 channel, two inside each quantisation bin of every channel (a quarter of a bin from either edge; bins below 0
@@ -27,7 +28,8 @@ probe values sit well inside the bins, so the different order in which a user's 
 ``(x·L + θ/2)/θ``) cannot change the bin; on real inputs the two can differ by one level where a value falls
 within a rounding error of a bin edge (fxsnn's own :class:`fxsnn.nn.QCFS` computes the same expression as the
 spiking neurons, so it reproduces them bit for bit). A module of a built-in convention's class name that fails
-the probe stays an opaque module (with a warning); a *registered* class that fails it raises
+the probe is no site (with a warning): it is traced through as any module, or stays an opaque module where it
+is a leaf, as without this registry; a *registered* class that fails it raises
 :class:`fxsnn.ConversionError` (its declaration is wrong).
 """
 
@@ -250,7 +252,7 @@ def qcfs_reading(m: nn.Module | None) -> QCFSReading | None:
 
     Raises :class:`fxsnn.ConversionError` for a module of a *registered* class whose θ / L / φ cannot be read
     or that fails the probe (see the module docstring); a built-in convention's class name that fails either
-    stays an opaque module (a ``UserWarning`` says so when it has the attributes but fails the probe).
+    is no site (a ``UserWarning`` says so when it has the attributes but fails the probe).
     """
     if m is None:
         return None
@@ -278,7 +280,7 @@ def qcfs_reading(m: nn.Module | None) -> QCFSReading | None:
             )
         warnings.warn(
             f"a {type(m).__name__} module has the attributes of the {conv.name} convention but does not compute "
-            f"QCFS on a probe input (largest deviation {dev:.3g}·θ); it stays an opaque module. If it is a QCFS "
+            f"QCFS on a probe input (largest deviation {dev:.3g}·θ); it is not converted as a site. If it is a QCFS "
             "activation, declare it with fxsnn.graph.patterns.register_qcfs",
             stacklevel=2,
         )
