@@ -182,9 +182,10 @@ def render(command: str, res: dict, args, total_s: float) -> str:
         "| Backbone | QCFS ANN (%) | T | FS-PC | FS-PC† | Full | seconds (FS-PC / FS-PC† / Full) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for T in args.T:
-        cells = [f"{100 * res['rows'][(m, T)][0]:.2f}" for m in METHODS]
-        secs = " / ".join(f"{res['rows'][(m, T)][1]:.0f}" for m in METHODS)
+    rows = res["rows"]
+    for T in args.T:  # a conversion that did not run (an interrupted run) shows as "–"
+        cells = [f"{100 * rows[(m, T)][0]:.2f}" if (m, T) in rows else "–" for m in METHODS]
+        secs = " / ".join(f"{rows[(m, T)][1]:.0f}" if (m, T) in rows else "–" for m in METHODS)
         out.append(
             f"| ResNet-20, QCFS L={args.levels} | {100 * res['qcfs']:.2f} | {T} | " + " | ".join(cells) + f" | {secs} |"
         )

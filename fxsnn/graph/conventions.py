@@ -152,7 +152,7 @@ def register_qcfs(
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_qcfs: cls must be an nn.Module subclass; got {cls!r}")
-    if type(cls).__module__.startswith("fxsnn.") or cls.__module__.startswith("fxsnn."):
+    if cls.__module__.startswith("fxsnn."):
         raise ValueError(f"register_qcfs: {cls.__name__} is fxsnn's own class; it is a site already")
     for what, reader in (("theta", theta), ("levels", levels)):
         if not (isinstance(reader, str) or callable(reader) or (what == "levels" and isinstance(reader, int))):
