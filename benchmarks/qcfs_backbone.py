@@ -157,7 +157,7 @@ def render(command: str, res: dict, args, total_s: float) -> str:
         if res["source"] == "shared" and not args.quick
         else f"{res['n_train']} / {res['n_test']} {res['source']} images (a smoke run: the numbers mean nothing)"
     )
-    losses = " → ".join(f"{v:.3f}" for v in res["losses"])
+    losses = " → ".join(f"{v:.3f}" for v in res["losses"]) or "not recorded"
     out = [
         START,
         "## QCFS-trained ResNet-20 (the paper's Table 1 path)",
