@@ -50,6 +50,7 @@ def _timed(timings: dict, name: str, fn, *args, **kwargs):
 
 
 NO_BATCHNORM = "the model has no BatchNorm layer"
+QCFS_BACKBONE = "a QCFS-trained backbone: θ and the levels L are the model's own"
 
 
 def _has_batchnorm(gm: nn.Module) -> bool:
@@ -106,6 +107,8 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         )
     timings.update(gm.meta["fxsnn.front_end"]["seconds"])
     reports[FRONT_END] = _front_end_report(gm.meta["fxsnn.front_end"], seconds=time.perf_counter() - t0)
+    if gm.meta["fxsnn.front_end"]["theta"] == "model":
+        skipped["recorders"] = QCFS_BACKBONE
     if method in ("spatial", "full") and not _has_batchnorm(gm):
         skipped["stage1"] = plan[STAGE1] = NO_BATCHNORM
         warnings.warn(
@@ -211,6 +214,8 @@ def convert(
     ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
     :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused before ``data`` is touched, with a
     :class:`fxsnn.ConversionError` listing them; ``True`` keeps them analog in a marked hybrid (docs/architecture.md).
+
+    A QCFS-trained backbone skips the recorders (θ, L are its own; :func:`fxsnn.front_end`, ``skipped``).
 
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).

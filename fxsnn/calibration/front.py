@@ -7,13 +7,15 @@ from collections.abc import Iterable
 
 from torch import fx, nn
 
+from ..errors import ConversionError
+from ..graph.sites import find_sites
 from ..graph.tracing import trace
-from ..passes.qcfs import to_da_qcfs, to_qcfs
+from ..passes.qcfs import adopt_qcfs, to_da_qcfs, to_qcfs
 from ..passes.recorders import insert_recorders
 from ..validation import check_positive_int
 from .ranges import calibrate_, calibrate_da_
 
-__all__ = ["front_end", "Head"]
+__all__ = ["front_end", "Head", "qcfs_backbone"]
 
 
 class Head:
@@ -37,6 +39,25 @@ class Head:
         return n if self.n is None else min(n, self.n)
 
 
+def qcfs_backbone(gm: fx.GraphModule) -> bool:
+    """Whether every activation site of a traced model is already a QCFS activation (fxsnn's, or the user's own
+    read by a convention of :mod:`fxsnn.graph.conventions`): a QCFS-trained backbone, whose θ and L come from the
+    model. A model that mixes QCFS activations and ReLUs is refused with :class:`fxsnn.ConversionError`."""
+    sites = find_sites(gm)
+    qcfs = [s for s in sites if s.kind in ("QCFS", "DA-QCFS") or s.kind.startswith("QCFS-like ")]
+    if not qcfs:
+        return False
+    other = [s for s in sites if s not in qcfs]
+    if other:
+        shown = ", ".join(f"'{s.name}' ({s.kind})" for s in other[:5]) + (" ..." if len(other) > 5 else "")
+        raise ConversionError(
+            f"fxsnn.front_end: the model mixes {len(qcfs)} QCFS activation(s) (e.g. '{qcfs[0].name}') with "
+            f"{len(other)} other site(s): {shown}. fxsnn converts a model whose sites are all ReLUs (θ from "
+            "recorders) or all QCFS (θ and L from the model); replace the remaining ReLUs by QCFS activations"
+        )
+    return True
+
+
 def front_end(
     model: nn.Module,
     data: Iterable,
@@ -58,6 +79,14 @@ def front_end(
     2. ``da=True``: :func:`fxsnn.passes.to_da_qcfs` with ``levels`` and the DA error calibration
        :func:`fxsnn.calibrate_da` (Algorithm 1, stage II, α = ``momentum``); ``da=False``:
        :func:`fxsnn.passes.to_qcfs` (FS-PC).
+
+    A **QCFS-trained backbone** (:func:`qcfs_backbone`: every site already a QCFS activation, fxsnn's
+    :class:`fxsnn.nn.QCFS` or the user's own) skips the recorders and ``percentile``: θ (broadcast per
+    channel) and the levels L are the model's own (:func:`fxsnn.passes.adopt_qcfs`); ``da=False`` returns that
+    QCFS network as it is (lowering it at ``T ≠ L`` warns, naming both numbers); ``da=True`` re-quantises it
+    with :func:`fxsnn.passes.to_da_qcfs` at ``levels`` and calibrates against the model's QCFS at L (Algorithm 1
+    with ``g_OA`` the QCFS of the backbone). ``result.meta["fxsnn.front_end"]["theta"]`` says where θ came
+    from: ``"recorders"`` or ``"model"``.
 
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (a ``GraphModule`` is copied, not traced
     again). ``allow_analog``: passed to :func:`fxsnn.passes.insert_recorders`; without it a network with
@@ -86,19 +115,26 @@ def front_end(
         return out
 
     gm = timed("trace", trace, model, leaf_modules=leaf_modules, concrete_args=concrete_args)
-    gm = insert_recorders(gm, percentile=percentile, allow_analog=allow_analog)
-    timed("calibrate", calibrate_, gm, calib, progress=progress)
-    used = {"calibrate": calib.count}
+    from_model = qcfs_backbone(gm)
+    if from_model:  # θ and L are the model's: no recorder, no calibration batch
+        gm = adopt_qcfs(gm)
+        percentile = None
+        used = {"calibrate": 0}
+    else:
+        gm = insert_recorders(gm, percentile=percentile, allow_analog=allow_analog)
+        timed("calibrate", calibrate_, gm, calib, progress=progress)
+        used = {"calibrate": calib.count}
     if da:
         gm = to_da_qcfs(gm, levels=levels)
         timed("calibrate_da", calibrate_da_, gm, calib, momentum=momentum, progress=progress)
         used["calibrate_da"] = calib.count
-    else:
+    elif not from_model:
         gm = to_qcfs(gm, levels=levels)
     gm.meta["fxsnn.front_end"] = {
         "levels": levels,
         "percentile": percentile,
         "da": da,
+        "theta": "model" if from_model else "recorders",
         "seconds": seconds,
         "batches": used,
     }

@@ -17,7 +17,7 @@ from ..graph.sites import AnalogTable, annotate_sites_, check_analog_, find_site
 from ..graph.tracing import trace
 from ..nn import ParallelIF
 from ..passes.base import swap_sites_
-from ..passes.recorders import insert_recorders
+from ..passes.normalize import normalize
 from .finetune import check_trainable_dtype
 from .stage1 import check_running_stats
 from .stage2 import training_mode
@@ -69,10 +69,11 @@ def _trace(model: nn.Module, leaf_modules=(), concrete_args=None) -> fx.GraphMod
 
 
 def _skeleton(traced: fx.GraphModule, T: int) -> fx.GraphModule:
-    """The structure of the lowered network, without data: every ReLU site a (never run) ParallelIF."""
+    """The structure of the lowered network, without data: every site (ReLU, or a QCFS-trained backbone's QCFS)
+    a (never run) ParallelIF."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        skeleton = insert_recorders(traced)  # the hybrid ops were checked (and marked when allowed) on ``traced``
+        skeleton = normalize(traced)  # the hybrid ops were checked (and marked when allowed) on ``traced``
     return swap_sites_(skeleton, lambda site, module, node: ParallelIF(torch.ones(1), T=T))
 
 

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .conventions import QCFSConvention, qcfs_reading, register_qcfs, unregister_qcfs
+
 __all__ = [
+    "register_qcfs",
+    "unregister_qcfs",
+    "QCFSConvention",
+    "qcfs_reading",
     "relu_inplace",
     "relu_clip",
     "is_relu",
@@ -294,6 +300,8 @@ def analog_kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
         for t in type(m).__mro__:
             if t in _ANALOG_MODULES:
                 return _ANALOG_MODULES[t]
+        if qcfs_reading(m) is not None:  # a QCFS activation of the user's code: a site (fxsnn.graph.conventions)
+            return None
         return None if type(m).__module__.startswith(("torch.", "fxsnn.nn.")) else "opaque module"
     if node.op == "call_function":
         return _ANALOG_FUNCTIONS.get(node.target)

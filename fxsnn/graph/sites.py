@@ -31,7 +31,17 @@ from ..errors import ConversionError
 from ..nn import SITE_MODULES
 from ..report.table import Rows
 from .edit import node_scope, require_graph_module
-from .patterns import BATCHNORMS, WEIGHTED, analog_kind, is_add, is_max_pool, is_relu, is_view, relu_clip
+from .patterns import (
+    BATCHNORMS,
+    WEIGHTED,
+    analog_kind,
+    is_add,
+    is_max_pool,
+    is_relu,
+    is_view,
+    qcfs_reading,
+    relu_clip,
+)
 from .rate import is_channel_cat, returns_metadata
 
 __all__ = [
@@ -126,8 +136,9 @@ class Site:
         name: qualified module path of the site (after ``normalize``), or the
             node name for a ReLU spelling that is not yet a module.
         node: the graph node's name.
-        kind: ``"ReLU"``, ``"F.relu"``-style spelling, or the fxsnn module kind
-            (``"recorder"``, ``"QCFS"``, ``"DA-QCFS"``, ``"ParallelIF"``).
+        kind: ``"ReLU"``, ``"F.relu"``-style spelling, the fxsnn module kind
+            (``"recorder"``, ``"QCFS"``, ``"DA-QCFS"``, ``"ParallelIF"``), or ``"QCFS-like <class>"`` for a
+            QCFS activation of the user's code (:mod:`fxsnn.graph.conventions`).
         pattern: the producer chain, e.g. ``"conv→bn→relu"``, ``"add→relu"``, ``"relu"``.
         producers: module paths of the chain's producers (conv, bn), in order.
         channels: number of channels, or ``None`` when it cannot be
@@ -207,6 +218,8 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
         m = modules.get(node.target)
         if isinstance(m, SITE_MODULES):
             return getattr(m, "kind", None) or "recorder"
+        if qcfs_reading(m) is not None:  # the user's own QCFS activation (fxsnn.graph.conventions)
+            return f"QCFS-like {type(m).__name__}"
     if is_relu(node, modules):
         if node.op == "call_module":
             return "ReLU"

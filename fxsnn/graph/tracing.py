@@ -1,4 +1,8 @@
-"""``fxsnn.trace``: symbolic tracing of a deep copy, with errors that say where and what to do."""
+"""``fxsnn.trace``: symbolic tracing of a deep copy, with errors that say where and what to do.
+
+Activation sites stay whole (one ``call_module`` each, never traced through): fxsnn's own modules and the
+user's QCFS activations that :mod:`fxsnn.graph.conventions` reads (:func:`_site_tracer`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from typing import Any
 from torch import fx, nn
 
 from ..errors import TraceError
+from ..nn import SITE_MODULES
+from .conventions import qcfs_reading
 from .standardize import batch_norm_modules_
 
 __all__ = ["trace"]
@@ -41,6 +47,15 @@ class _LocatingTracer(fx.Tracer):
             raise
         finally:
             self.scope_stack.pop()
+
+
+def _site_tracer(root: nn.Module, leaf_types: tuple[type, ...], leaf_names: frozenset[str]) -> _LocatingTracer:
+    """The tracer, with every activation site a leaf: fxsnn's site modules (:class:`fxsnn.nn.QCFS`, ``DAQCFS``,
+    recorders, ``ParallelIF``) and the user's QCFS activations that a convention of
+    :mod:`fxsnn.graph.conventions` reads (public QCFS / FS-PC code, ``register_qcfs``). Those are read (and
+    probed) here, before tracing patches ``nn.Module`` attribute access and calls."""
+    sites = frozenset(n for n, m in root.named_modules() if n and qcfs_reading(m) is not None)
+    return _LocatingTracer(leaf_types + SITE_MODULES, leaf_names | sites)
 
 
 def _warn_hooks(model: nn.Module) -> None:
@@ -138,7 +153,7 @@ def trace(
         raise ValueError(
             f"fxsnn.trace: leaf_modules names no such submodule: {unknown}; known names look like {sorted(known - {''})[:5]}"
         )
-    tracer = _LocatingTracer(leaf_types, leaf_names)
+    tracer = _site_tracer(root, leaf_types, leaf_names)
     try:
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as exc:  # torch.fx raises many types; wrap them all

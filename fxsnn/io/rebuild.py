@@ -86,14 +86,16 @@ def _keys(d, what: str, keys: dict) -> dict:
 _PASS_ARGS = {
     "normalize": {},
     "insert_recorders": {"percentile": _percentile, "bins": _bins},
+    "adopt_qcfs": {},
     "to_qcfs": {"levels": _int},
     "to_da_qcfs": {"levels": _int},
     "lower_to_paraif": {"T": _int, "mode": _mode},
 }
 _NEXT = {
-    None: ("normalize", "insert_recorders"),
+    None: ("normalize", "insert_recorders", "adopt_qcfs"),
     "normalize": ("insert_recorders",),
     "insert_recorders": ("to_qcfs", "to_da_qcfs", "lower_to_paraif"),
+    "adopt_qcfs": ("to_qcfs", "to_da_qcfs", "lower_to_paraif"),
     "to_qcfs": ("to_da_qcfs", "lower_to_paraif"),
     "to_da_qcfs": ("lower_to_paraif",),
     "lower_to_paraif": (),
@@ -171,9 +173,9 @@ def _prime(gm: nn.Module, tensors: dict, recorded: dict) -> None:
 
 
 def _run_passes(gm: fx.GraphModule, steps, tensors: dict, recorded: dict, hybrid: bool) -> fx.GraphModule:
-    from ..passes import insert_recorders, lower_to_paraif, normalize, to_da_qcfs, to_qcfs
+    from ..passes import adopt_qcfs, insert_recorders, lower_to_paraif, normalize, to_da_qcfs, to_qcfs
 
-    passes = {f.__name__: f for f in (normalize, insert_recorders, to_qcfs, to_da_qcfs, lower_to_paraif)}
+    passes = {f.__name__: f for f in (normalize, insert_recorders, adopt_qcfs, to_qcfs, to_da_qcfs, lower_to_paraif)}
     for name, kwargs in steps:
         if name not in ("normalize", "insert_recorders"):
             _prime(gm, tensors, recorded)

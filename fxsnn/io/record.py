@@ -129,7 +129,10 @@ def _passes(gm: fx.GraphModule, sites) -> list[dict]:
     if kind == "ActivationRecorder":
         rec = {"name": "insert_recorders", "percentile": _uniform(mods, "percentile"), "bins": _uniform(mods, "bins")}
         return [rec]
-    steps = [{"name": "insert_recorders", "percentile": None, "bins": 1024}]
+    if getattr(gm, "meta", {}).get("fxsnn.qcfs_backbone"):  # θ and L came from the model (passes.adopt_qcfs)
+        steps = [{"name": "adopt_qcfs"}]
+    else:
+        steps = [{"name": "insert_recorders", "percentile": None, "bins": 1024}]
     if kind == "QCFS":
         return steps + [{"name": "to_qcfs", "levels": _uniform(mods, "levels")}]
     if kind == "DAQCFS":

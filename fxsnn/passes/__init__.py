@@ -6,8 +6,8 @@ ensures; it copies its input once, finishes once and prefixes its errors with it
 
 from .lower import lower_to_paraif
 from .normalize import normalize
-from .qcfs import to_da_qcfs, to_qcfs
+from .qcfs import adopt_qcfs, to_da_qcfs, to_qcfs
 from .recorders import insert_recorders
 from .serial import to_serial
 
-__all__ = ["normalize", "insert_recorders", "to_qcfs", "to_da_qcfs", "lower_to_paraif", "to_serial"]
+__all__ = ["normalize", "insert_recorders", "to_qcfs", "to_da_qcfs", "adopt_qcfs", "lower_to_paraif", "to_serial"]

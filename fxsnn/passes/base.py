@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from torch import fx, nn
 
 from ..errors import CalibrationError, ConversionError, FxsnnError
+from ..graph.conventions import qcfs_reading
 from ..graph.edit import copy_graph_module, describe_node, finish, first_tensor, require_graph_module, set_submodule
 from ..graph.sites import Site, annotate_sites_, check_analog_, find_sites, no_site_message
 from ..nn import DAQCFS, QCFS, ActivationRecorder, ParallelIF
@@ -74,7 +75,7 @@ def site_stage(node: fx.Node, module: nn.Module | None) -> str:
         return "paraif"
     if isinstance(module, DAQCFS):
         return "da-qcfs"
-    if isinstance(module, QCFS):
+    if isinstance(module, QCFS) or qcfs_reading(module) is not None:  # fxsnn's, or the user's QCFS activation
         return "qcfs"
     if isinstance(module, ActivationRecorder):
         return "recorder"

@@ -11,6 +11,7 @@ from ..modes import set_mode
 from ..nn import DAQCFS, ParallelIF, TimeExpand, TimeMean
 from ..validation import check_mode, check_positive_int
 from .base import graph_pass, swap_sites_
+from .qcfs import as_fxsnn_qcfs
 
 __all__ = ["lower_to_paraif"]
 
@@ -19,7 +20,8 @@ __all__ = ["lower_to_paraif"]
 def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogate_width: float = 0.5) -> fx.GraphModule:
     """Lower every QCFS / DA-QCFS site to a :class:`fxsnn.nn.ParallelIF` (Alg. 1, stage III).
 
-    Per site: ``θ_pre = θ``, ``θ_post = θ + φ_DA``, ``ψ = θ/2``, ``ψ_DA`` copied,
+    Per site (fxsnn's QCFS / DA-QCFS, or a QCFS activation of the user's code read by
+    :func:`fxsnn.passes.qcfs.as_fxsnn_qcfs`): ``θ_pre = θ``, ``θ_post = θ + φ_DA``, ``ψ = θ/2``, ``ψ_DA`` copied,
     ``Λ_PC`` and ``b(t)`` built once for ``T`` (Eq. 6-7, 16; Alg. 1 l. 20-25),
     ``Δb = 0`` (Eq. 17). Recorders are refused with :class:`fxsnn.ConversionError`:
     quantise them first with ``fxsnn.passes.to_qcfs(gm, levels=T)`` (plain FS-PC)
@@ -50,6 +52,7 @@ def lower_to_paraif(gm: fx.GraphModule, *, T: int, mode: str = "spike", surrogat
     mismatched: dict[int, list[str]] = {}
 
     def swap(site, module, node):
+        module = as_fxsnn_qcfs(site, module)  # the user's own QCFS activation: θ and L read from it
         if module.levels != T:
             mismatched.setdefault(int(module.levels), []).append(str(node.target))
         theta = module.theta.detach()
