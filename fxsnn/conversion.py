@@ -182,53 +182,43 @@ def convert(
 ) -> fx.GraphModule:
     """Convert a trained ReLU network into a parallel SNN with ``T`` time steps; returns the lowered GraphModule.
 
-    ``method`` is a row of the paper's ablation (Table 3):
+    ``method`` is a row of the paper's ablation (Table 3): ``"fspc"`` (FS-PC: recorders with the running max →
+    QCFS with ``L = T`` → ParallelIF), ``"fspc_da"`` (FS-PC†: DA-QCFS and its error calibration, Algorithm 1
+    stage II), ``"spatial"`` (fxsnn's front end, :func:`fxsnn.front_end`, + Stage 1, :func:`fxsnn.recalibrate_bn`),
+    ``"temporal"`` (front end + Stage 2, :func:`fxsnn.tune_delta_b`), ``"full"`` (front end + both stages). The
+    stages need targets, unless their ``objective`` is ``"distill"`` (label-free: the KL divergence to the ANN's
+    logits, :mod:`fxsnn.calibration.distill`).
 
-    - ``"fspc"``: FS-PC — recorders (running max) → QCFS (``L = T``) → ParallelIF. No targets needed.
-    - ``"fspc_da"``: FS-PC† — DA-QCFS with its error calibration (Algorithm 1, stage II). No targets needed.
-    - ``"spatial"``: fxsnn's front end (:func:`fxsnn.front_end`: θ at ``theta_percentile``, DA-QCFS, error
-      calibration) + Stage 1 (:func:`fxsnn.recalibrate_bn`). Needs targets.
-    - ``"temporal"``: the same front end + Stage 2 (:func:`fxsnn.tune_delta_b`). Needs targets.
-    - ``"full"``: front end + Stage 1 + Stage 2. Needs targets.
+    ``data``: a re-iterable of ``(input, target)`` batches (or input-only batches for label-free stages) — a
+    list, or a DataLoader (``shuffle=True`` for the stages); it is passed over several times. ``seed`` seeds
+    torch's global generator for the whole conversion (inside :func:`torch.random.fork_rng`) and, when ``data``
+    is a DataLoader with its own ``generator=`` (or a sampler with one), that generator too; both are put back
+    afterwards. The same seed then gives a bit-identical network whenever all the randomness of ``data`` comes
+    from those torch generators (shuffling, in the main process or in workers seeded by the DataLoader); it does
+    **not** hold for augmentations drawing from ``random`` / NumPy, a sampler with another random source, or
+    data that changes between calls. ``config``: every knob, a :class:`ConvertConfig` (default: fxsnn's recipe,
+    :data:`fxsnn.config.FXSNN`), e.g. ``ConvertConfig.recipe("paper").override("stage1.epochs=2")``. ``model``
+    is never modified. Before touching ``data`` it refuses BatchNorm without running statistics and a hybrid
+    not asked for (:class:`fxsnn.ConversionError`), float16 models for the methods that fine-tune
+    (:class:`fxsnn.DataError`) and ``output_mode="rate"`` for a network that cannot run in rate mode
+    (:class:`fxsnn.ModeError`).
 
-    ``data``: a re-iterable of ``(input, target)`` batches — a list, or a DataLoader (``shuffle=True`` for the
-    stages); it is passed over several times. ``seed`` seeds torch's global generator for the whole conversion
-    (inside :func:`torch.random.fork_rng`) and, when ``data`` is a DataLoader with its own ``generator=``
-    (or a sampler with one), that generator too; both are put back afterwards, so the caller's random state
-    is untouched. The same seed then gives a bit-identical network whenever all the randomness of ``data``
-    comes from those torch generators, e.g. shuffling, in the main process or in workers seeded by the
-    DataLoader: it does **not** hold for augmentations drawing from ``random`` / NumPy, for a custom sampler
-    with another random source, or for data that changes between calls. ``config``: every knob, a
-    :class:`ConvertConfig` (default: fxsnn's recipe, :data:`fxsnn.config.FXSNN`); override fields by dotted
-    key, e.g. ``config=ConvertConfig.recipe("paper").override("stage1.epochs=2")``. ``model`` is never
-    modified. Before touching ``data`` it refuses BatchNorm without running statistics
-    (:class:`fxsnn.ConversionError`), float16 models for the methods that fine-tune (:class:`fxsnn.DataError`)
-    and ``output_mode="rate"`` for a network that cannot run in rate mode (:class:`fxsnn.ModeError`).
-
-    ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (module types or qualified names kept
-    opaque; non-tensor arguments specialised); a ``GraphModule`` you traced yourself is copied, not traced
-    again. ``loss_fn(output, target)`` / ``output(model_output)``: the stages' loss and output adaptor
-    (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked from a tensor,
-    a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense ``[B, classes, H, W]`` logits).
-
+    ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace`; a ``GraphModule`` you traced yourself
+    is copied, not traced again. ``loss_fn(output, target)`` / ``output(model_output)``: the stages' loss and
+    output adaptor (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked
+    from a tensor, a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense logits).
     ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
-    :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused before ``data`` is touched, with a
-    :class:`fxsnn.ConversionError` listing them; ``True`` keeps them analog in a marked hybrid (docs/architecture.md).
+    :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused, listed in the error; ``True`` keeps them analog in a
+    marked hybrid (docs/architecture.md). A QCFS-trained backbone skips the recorders (θ and L are its own).
+    A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` skip it with a warning.
 
-    A QCFS-trained backbone skips the recorders (θ, L are its own; :func:`fxsnn.front_end`, ``skipped``).
-
-    A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
-    ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
-
-    The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
-    summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps,
-    ``hybrid`` and its ``analog`` ops) whose
-    ``"stages"`` entry says what each stage did: a :class:`fxsnn.report.StageReports` table with one
-    :class:`fxsnn.report.StageReport` per stage — the front end (θ calibration batches and percentile, DA
-    calibration batches), Stage 1 (BatchNorm re-estimation batches) and Stage 2, each with its epochs, steps,
-    training and held-out loss from start to end, whether early stopping kept step 0 or restored another
-    step, and seconds; a stage that did not run says why. With ``progress``, each bar's description says
-    which stage it belongs to (``stage 2 of 3, Stage 1: recalibrate_bn epoch 1 of 3``).
+    The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches).
+    ``result.meta["fxsnn.convert"]`` holds method, T, seed, config, per-step seconds, ``skipped`` steps with
+    their reasons (e.g. ``{"stage1": "the model has no BatchNorm layer"}``), ``hybrid`` and its ``analog`` ops,
+    and ``"stages"``: a :class:`fxsnn.report.StageReports` table, one :class:`fxsnn.report.StageReport` per
+    stage (batches, epochs, steps, training and held-out loss start → end, whether early stopping kept step 0,
+    seconds; a stage that did not run says why). With ``progress``, each bar says its stage
+    (``stage 2 of 3, Stage 1: recalibrate_bn epoch 1 of 3``).
 
     Example::
 

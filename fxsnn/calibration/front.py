@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 
 from torch import fx, nn
 
 from ..errors import ConversionError
-from ..graph.sites import find_sites
+from ..graph.sites import check_analog_, find_sites
 from ..graph.tracing import trace
 from ..passes.qcfs import adopt_qcfs, to_da_qcfs, to_qcfs
 from ..passes.recorders import insert_recorders
@@ -80,21 +81,18 @@ def front_end(
        :func:`fxsnn.calibrate_da` (Algorithm 1, stage II, α = ``momentum``); ``da=False``:
        :func:`fxsnn.passes.to_qcfs` (FS-PC).
 
-    A **QCFS-trained backbone** (:func:`qcfs_backbone`: every site already a QCFS activation, fxsnn's
-    :class:`fxsnn.nn.QCFS` or the user's own) skips the recorders and ``percentile``: θ (broadcast per
-    channel) and the levels L are the model's own (:func:`fxsnn.passes.adopt_qcfs`); ``da=False`` returns that
-    QCFS network as it is (lowering it at ``T ≠ L`` warns, naming both numbers); ``da=True`` re-quantises it
-    with :func:`fxsnn.passes.to_da_qcfs` at ``levels`` and calibrates against the model's QCFS at L (Algorithm 1
-    with ``g_OA`` the QCFS of the backbone). ``result.meta["fxsnn.front_end"]["theta"]`` says where θ came
-    from: ``"recorders"`` or ``"model"``.
+    A **QCFS-trained backbone** (:func:`qcfs_backbone`: every site already a QCFS activation, fxsnn's or the
+    user's) skips the recorders and ``percentile``: θ (per channel) and L are the model's own
+    (:func:`fxsnn.passes.adopt_qcfs`); ``da=False`` returns that QCFS network (lowering it at ``T ≠ L`` warns);
+    ``da=True`` re-quantises it at ``levels`` and calibrates against the model's QCFS at L (Algorithm 1, ``g_OA``
+    the backbone's QCFS). ``meta["fxsnn.front_end"]["theta"]`` says where θ came from (``"recorders"``/``"model"``).
 
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (a ``GraphModule`` is copied, not traced
-    again). ``allow_analog``: passed to :func:`fxsnn.passes.insert_recorders`; without it a network with
-    nonlinear ops that would stay analog (GELU, SiLU, Sigmoid, ...) is refused with
-    :class:`fxsnn.ConversionError` listing them, before any data is read; with it they stay analog (a hybrid).
-    ``calibration_batches``: use at most this many leading batches of ``data`` (``None``: all). ``model`` is
-    never modified. The seconds of each step are in ``result.meta["fxsnn.front_end"]["seconds"]``, the batches
-    each data pass used in ``["batches"]`` (``{"calibrate": n, "calibrate_da": n}``).
+    again). ``allow_analog=False`` refuses a network with nonlinear ops that would stay analog (GELU, SiLU,
+    Sigmoid, ...) with :class:`fxsnn.ConversionError` listing them, before any data is read; ``True`` keeps them
+    analog (a hybrid). ``calibration_batches``: at most this many leading batches of ``data`` (``None``: all).
+    ``model`` is never modified. ``result.meta["fxsnn.front_end"]`` holds each step's ``"seconds"`` and the
+    batches each data pass used (``"batches"``: ``{"calibrate": n, "calibrate_da": n}``).
 
     Example::
 
@@ -107,17 +105,12 @@ def front_end(
         check_positive_int(calibration_batches, "calibration_batches", where=where)
     calib = Head(data, calibration_batches)
     seconds: dict[str, float] = {}
-
-    def timed(name, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        seconds[name] = time.perf_counter() - t0
-        return out
-
+    timed = functools.partial(_timed, seconds)
     gm = timed("trace", trace, model, leaf_modules=leaf_modules, concrete_args=concrete_args)
     from_model = qcfs_backbone(gm)
     if from_model:  # θ and L are the model's: no recorder, no calibration batch
         gm = adopt_qcfs(gm)
+        check_analog_(gm, allow_analog=allow_analog, where=where)  # marks a hybrid's ops for the later passes
         percentile = None
         used = {"calibrate": 0}
     else:
@@ -139,3 +132,11 @@ def front_end(
         "batches": used,
     }
     return gm
+
+
+def _timed(seconds: dict[str, float], name: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, its wall time written to ``seconds[name]``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    seconds[name] = time.perf_counter() - t0
+    return out
