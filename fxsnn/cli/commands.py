@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import traceback
 from typing import TYPE_CHECKING
 
@@ -44,21 +43,15 @@ class _InputProblem(Exception):
 
 # -- shared steps -----------------------------------------------------------------------
 def _check_out(path: str | None, flag: str) -> None:
+    """``fxsnn.io.paths.check_writable`` before any work, its message prefixed with the option (exit 2)."""
+    from ..io.paths import check_writable
+
     if path is None:
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise _InputProblem(
-            f"{flag} {path}: directory {parent} does not exist; create it (mkdir -p {parent}) or choose another path"
-        )
-    if os.path.isdir(path):
-        raise _InputProblem(f"{flag} {path} is a directory; give a file name, e.g. {os.path.join(path, 'out')}")
-    try:  # found now, not after the work: a read-only or unwritable directory
-        fd, probe = tempfile.mkstemp(prefix=".fxsnn-probe-", dir=parent)
-        os.close(fd)
-        os.remove(probe)
+    try:
+        check_writable(path)
     except OSError as exc:
-        raise _InputProblem(f"{flag} {path}: cannot write in {parent} ({exc.strerror}); choose another path") from None
+        raise _InputProblem(f"{flag} {exc}") from None
 
 
 def _write_json(path: str, data, flag: str) -> None:
