@@ -465,7 +465,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     model = _model(args)
     data = _data(args, args.data)
     try:
-        report = analyze(model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches)
+        report = analyze(
+            model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches, serial=args.serial
+        )
     except ConversionError as exc:  # the ANN given does not match the SNN: an input problem
         raise _InputProblem(str(exc)) from None
     print(report)

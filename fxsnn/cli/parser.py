@@ -203,6 +203,14 @@ def _add_analyze(sub: _Subparsers) -> None:
     g.add_argument("--layers", metavar="A,B,...", help="sites to compare (names or indices; default all)")
     g.add_argument("--batches", type=int, metavar="N", help="use at most N batches")
     g.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
+    g.add_argument(
+        "--serial",
+        action="store_true",
+        help="also run the serial IF network (fxsnn.passes.to_serial: same weights and thresholds, one time step "
+        "at a time, as serial neuromorphic hardware would) and report its gap to the parallel SNN: max |logit "
+        "difference|, prediction agreement and, with labels, its top-1. Expensive: T forward passes per batch, "
+        "about one more spike-mode run",
+    )
     g.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default 4.6)")
     g.add_argument("--e-ac", type=float, default=0.9, help="energy per AC in pJ (default 0.9)")
     g.add_argument("--plot", metavar="FILE.png", help="write ANN vs SNN histograms of the chosen sites")
