@@ -449,4 +449,6 @@ def test_analyze_serial_reports_the_serial_gap(files, capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["analyze", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--serial also run the serial IF network" in help_text and "Expensive: T forward passes per batch" in help_text
+    assert (
+        "--serial also run the serial IF network" in help_text and "Expensive: T forward passes per batch" in help_text
+    )
