@@ -308,6 +308,13 @@ def _channels_last(shape: tuple[int, ...], nhwc: bool | None, channels: int | No
                 f"[N, H, W, C] and permuted to [N, C, H, W] ({off})",
             )
             return True
+        if shape[1] != channels:
+            say(
+                "warning",
+                f"x has shape {list(shape)} but the model's first convolution takes {channels} input channels, "
+                f"neither dim 1 nor the last dim; kept as it is ({say.spell('nhwc', True)} / "
+                f"{say.spell('nhwc', False)} choose the layout)",
+            )
         return False
     if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
         say(

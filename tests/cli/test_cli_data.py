@@ -153,3 +153,14 @@ def test_data_covering_few_classes_warns(files, capsys, tmp_path):
     assert "add --eval-random-subset or raise --eval-limit" in err
     code, _, err = run(argv + ["--limit", "30", "--random-subset"], capsys)
     assert code == 0 and "cover only" not in err
+
+
+def test_a_layout_matching_neither_dim_warns(tmp_path, capsys):
+    g = np.random.RandomState(0)
+    np.savez(tmp_path / "d5.npz", x=g.rand(6, 8, 8, 5).astype("float32"), y=g.randint(0, 3, 6))
+    code, _, err = run(["eval", "--model", RGB, "--data", tmp_path / "d5.npz"], capsys)
+    assert code == 2
+    assert (
+        f"warning: --data {tmp_path / 'd5.npz'}: x has shape [6, 8, 8, 5] but the model's first convolution takes 3 "
+        "input channels, neither dim 1 nor the last dim; kept as it is (--nhwc / --nchw choose the layout)" in err
+    )
