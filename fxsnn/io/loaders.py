@@ -562,7 +562,7 @@ def data_summary(loader: DataLoader) -> DataSummary:
     ds = loader.dataset
     source = ds.dataset if isinstance(ds, Subset) else ds
     every, used = _labels(source), _labels(ds)
-    if not isinstance(ds, Subset):
+    if not isinstance(ds, Subset) or len(ds) == len(source):  # a limit of at least every sample takes them all
         selection = "all"
     else:
         selection = "first" if list(ds.indices) == list(range(len(ds.indices))) else "random"

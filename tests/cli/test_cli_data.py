@@ -137,6 +137,8 @@ def test_limit_applies_to_calibration_data_only_and_is_in_the_summary(files, cap
     assert "(--eval-limit 30)" in out and "(30 samples)" in out.split("ANN: ")[1].splitlines()[0]
     code, _, err = run(argv + ["--eval-limit", "30"], capsys)
     assert code == 2 and "--eval-limit / --eval-random-subset apply to --eval-data" in err
+    code, out, err = run(argv + ["--limit", "100"], capsys)  # a limit above the size takes every sample
+    assert code == 0 and f"--data {path}: all 60 samples, 3 classes" in out
 
 
 def test_data_covering_few_classes_warns(files, capsys, tmp_path):
