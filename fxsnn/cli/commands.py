@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import traceback
 from typing import TYPE_CHECKING
 
@@ -44,21 +43,15 @@ class _InputProblem(Exception):
 
 # -- shared steps -----------------------------------------------------------------------
 def _check_out(path: str | None, flag: str) -> None:
+    """``fxsnn.io.paths.check_writable`` before any work, its message prefixed with the option (exit 2)."""
+    from ..io.paths import check_writable
+
     if path is None:
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise _InputProblem(
-            f"{flag} {path}: directory {parent} does not exist; create it (mkdir -p {parent}) or choose another path"
-        )
-    if os.path.isdir(path):
-        raise _InputProblem(f"{flag} {path} is a directory; give a file name, e.g. {os.path.join(path, 'out')}")
-    try:  # found now, not after the work: a read-only or unwritable directory
-        fd, probe = tempfile.mkstemp(prefix=".fxsnn-probe-", dir=parent)
-        os.close(fd)
-        os.remove(probe)
+    try:
+        check_writable(path)
     except OSError as exc:
-        raise _InputProblem(f"{flag} {path}: cannot write in {parent} ({exc.strerror}); choose another path") from None
+        raise _InputProblem(f"{flag} {exc}") from None
 
 
 def _write_json(path: str, data, flag: str) -> None:
@@ -128,7 +121,7 @@ def _model(args: argparse.Namespace) -> nn.Module:
     return args.built_model
 
 
-# the flag of each load_data argument that an InputError can name
+# the flag of each load_data argument that an InputError or a note can name
 _DATA_FLAGS = {
     "batch_size": "--batch-size",
     "limit": "--limit",
@@ -136,34 +129,124 @@ _DATA_FLAGS = {
     "scale": "--scale",
     "mean": "--mean",
     "std": "--std",
+    "normalize": "--normalize",
+    "random_subset": "--random-subset",
 }
+_EVAL_FLAGS = {**_DATA_FLAGS, "limit": "--eval-limit", "random_subset": "--eval-random-subset"}
 
 
-def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False) -> OnDevice:
+def _spelling(flags: dict[str, str]):
+    """How a note from the loaders names an argument: as this command's flag (``nhwc=False`` is ``--nchw``)."""
+
+    def spell(name: str, value: object = ...) -> str:
+        if name == "nhwc" and value is not ...:
+            return "--nhwc" if value else "--nchw"
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if value is ...:
+            return flag
+        return f"{flag} {value:.8g}" if isinstance(value, float) else f"{flag} {value}"
+
+    return spell
+
+
+def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False, evaluation: bool = False) -> OnDevice:
+    """``path`` through ``load_data`` with the data flags (``--eval-limit`` / ``--eval-random-subset`` for
+    ``--eval-data``); what the loaders detect is printed as a note or warning naming ``path`` and the flag."""
     from torch.utils.data import DataLoader
 
-    from ..io.loaders import InputError, OnDevice, load_data
+    from ..io.loaders import InputError, OnDevice, input_channels, load_data
 
+    flags = _EVAL_FLAGS if evaluation else _DATA_FLAGS
+    source = "--eval-data" if evaluation else "--data"
+
+    def report(level: str, text: str) -> None:
+        print(f"{level}: {source} {path}: {text}", file=sys.stderr)
+
+    model = getattr(args, "built_model", None)
     try:
         loader = load_data(
             path,
             batch_size=args.batch_size,
-            limit=args.limit,
+            limit=args.eval_limit if evaluation else args.limit,
             nhwc=args.nhwc,
             scale=args.scale,
             mean=args.mean,
             std=args.std,
+            normalize=args.normalize,
             image_size=args.image_size,
-            random_subset=args.random_subset,
+            random_subset=args.eval_random_subset if evaluation else args.random_subset,
+            channels=input_channels(model) if model is not None else None,
+            report=report,
+            spell=_spelling(flags),
         )
     except InputError as exc:
-        flags = [_DATA_FLAGS[a] for a in exc.arguments if a in _DATA_FLAGS]
-        if not flags:
+        shown = [flags[a] for a in exc.arguments if a in flags]
+        if not shown:
             raise
-        raise _InputProblem(f"{'/'.join(flags)}: {exc}") from exc
+        raise _InputProblem(f"{'/'.join(shown)}: {exc}") from exc
+    _check_classes(args, loader, source, path, flags)
     if shuffle:
         loader = DataLoader(loader.dataset, batch_size=args.batch_size, shuffle=True)
     return OnDevice(loader, args.device)
+
+
+def _model_classes(args: argparse.Namespace, loader) -> int | None:
+    """The number of classes the model outputs, from one sample (``None`` when it cannot tell)."""
+    import torch
+
+    model = getattr(args, "built_model", None)
+    if model is None:
+        return None
+    if getattr(args, "model_classes", None) is None:
+        try:
+            with torch.no_grad():
+                out = model(loader.dataset[0][0].unsqueeze(0).to(args.device))
+            args.model_classes = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
+        except Exception:  # noqa: BLE001 - only a hint for a warning; the conversion's checks name the real problem
+            args.model_classes = 0
+    return args.model_classes or None
+
+
+def _check_classes(args: argparse.Namespace, loader, source: str, path: str, flags: dict[str, str]) -> None:
+    """Record the data's summary for the run summary; warn when it covers fewer than half the classes."""
+    from ..io.loaders import data_summary
+
+    summary = data_summary(loader)
+    args.data_summaries = [*getattr(args, "data_summaries", []), (source, path, summary, flags)]
+    outputs = _model_classes(args, loader)
+    expected = max(outputs or 0, summary.label_range)
+    if 2 * summary.classes >= expected:
+        return
+    of = (
+        f"{outputs} classes the model outputs"
+        if outputs and outputs >= summary.label_range
+        else (f"{summary.label_range} classes of the file's labels (0..{summary.label_range - 1})")
+    )
+    if summary.selection == "first":
+        fix = f"the first {summary.used} samples of a file sorted by class? add {flags['random_subset']} or raise {flags['limit']}"
+    elif summary.selection == "random":
+        fix = f"raise {flags['limit']}"
+    else:
+        fix = "give data with every class"
+    print(
+        f"warning: {source} {path}: the {summary.used} samples used cover only {summary.classes} of the {of}; "
+        f"accuracy on them is not an accuracy over the classes ({fix})",
+        file=sys.stderr,
+    )
+
+
+def _data_lines(args: argparse.Namespace) -> list[str]:
+    """One run-summary line per data source: samples used, how chosen, classes covered."""
+    lines = []
+    for source, path, s, flags in getattr(args, "data_summaries", []):
+        if s.selection == "all":
+            how = f"all {s.total} samples"
+        elif s.selection == "first":
+            how = f"the first {s.used} of {s.total} samples ({flags['limit']} {s.used})"
+        else:
+            how = f"{s.used} of {s.total} samples, a fixed random subset ({flags['limit']} {s.used} {flags['random_subset']})"
+        lines.append(f"{source} {path}: {how}, {s.classes} class{'' if s.classes == 1 else 'es'}")
+    return lines
 
 
 def _recorded_model(header: dict) -> tuple[str | None, dict]:
@@ -222,9 +305,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     except (TypeError, ValueError):
         raise _InputProblem("--model-arg values must be numbers, strings, lists or dicts (they are recorded)") from None
     _check_out(args.out, "--out")
+    if not args.eval_data and (args.eval_limit is not None or args.eval_random_subset):
+        raise _InputProblem("--eval-limit / --eval-random-subset apply to --eval-data; give --eval-data PATH")
     model = _model(args)
     data = _data(args, args.data, shuffle=True)
-    eval_data = _data(args, args.eval_data) if args.eval_data else None
+    eval_data = _data(args, args.eval_data, evaluation=True) if args.eval_data else None
     trace_args = {"leaf_modules": args.leaf_module, "concrete_args": parse_kwargs(args.concrete_arg) or None}
     snn = convert(
         model,
@@ -240,6 +325,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     print(summary(snn))
     print(f"\nwhat each stage did (method={args.method}, T={args.T}):")
     print(snn.meta["fxsnn.convert"]["stages"])
+    print("\n".join(_data_lines(args)))
     if eval_data is not None:
         ann_res, snn_res = evaluate(model, eval_data), evaluate(snn, eval_data)
         print(f"ANN: {ann_res}\nSNN: {snn_res}  (T={args.T}, method={args.method})")
@@ -276,6 +362,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         note = find_hybrid_ops(snn).hybrid_note()
         if note:
             print(f"\n{args.snn}: {note}")
+    print("\n".join(_data_lines(args)))
     return 0
 
 
@@ -400,10 +487,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     model = _model(args)
     data = _data(args, args.data)
     try:
-        report = analyze(model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches)
+        report = analyze(
+            model, snn, data, layers=layers, energy=energy, mode=args.mode, max_batches=args.batches, serial=args.serial
+        )
     except ConversionError as exc:  # the ANN given does not match the SNN: an input problem
         raise _InputProblem(str(exc)) from None
     print(report)
+    print("\n".join(_data_lines(args)))
     _write_analysis(args, report)
     return 0
 

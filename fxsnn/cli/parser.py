@@ -41,14 +41,38 @@ def _add_data(p: argparse.ArgumentParser, *, flag: str = "--data", required: boo
         help="an .npz file with arrays x (inputs) and y (integer labels), or an image folder (DIR/<class>/<image>)",
     )
     g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    g.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    g.add_argument("--limit", type=int, metavar="N", help=f"use only the first N samples of {flag}")
     g.add_argument(
         "--random-subset",
         action="store_true",
         help="with --limit: take N samples by a fixed random permutation (for files sorted by class)",
     )
-    g.add_argument("--nhwc", action="store_true", help=".npz images are [N, H, W, C]: permute to [N, C, H, W]")
-    g.add_argument("--scale", type=float, default=1.0, help="multiply .npz inputs by this (e.g. 0.00392156 = 1/255)")
+    # -- input layout, scale and normalisation (issue 9 item 16); they apply to every data file of the command
+    layout = g.add_mutually_exclusive_group()
+    layout.add_argument(
+        "--nhwc",
+        action="store_const",
+        const=True,
+        default=None,
+        help=".npz images are [N, H, W, C]: permute to [N, C, H, W] (default: detected from the model's input "
+        "channels, else guessed when the last dim is 1, 3 or 4 and dim 1 is not; said when it permutes)",
+    )
+    layout.add_argument(
+        "--nchw", dest="nhwc", action="store_const", const=False, help=".npz images are [N, C, ...]: never permute"
+    )
+    g.add_argument(
+        "--scale",
+        type=float,
+        help="multiply .npz inputs by this (e.g. 0.00392156 = 1/255; default: uint8 inputs are divided by 255, "
+        "others kept; --scale 1 keeps uint8 as 0..255)",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=("imagenet", "cifar10", "none"),
+        help="subtract/divide a per-channel mean/std preset from pixels in [0, 1]: imagenet (0.485, 0.456, 0.406) / "
+        "(0.229, 0.224, 0.225), cifar10 (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2616); none: no "
+        "normalisation and no warning that the inputs look unnormalised",
+    )
     g.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean to subtract (with --std)")
     g.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std to divide by (with --mean)")
     g.add_argument("--image-size", type=int, metavar="PX", help="image folders: resize and centre-crop to PX")
@@ -131,7 +155,17 @@ def _add_convert(sub: _Subparsers) -> None:
     )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
-    g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")
+    g.add_argument(
+        "--eval-data",
+        metavar="PATH",
+        help="also report ANN and SNN accuracy on this data (read like --data; --limit does not apply to it)",
+    )
+    g.add_argument("--eval-limit", type=int, metavar="N", help="use only the first N samples of --eval-data")
+    g.add_argument(
+        "--eval-random-subset",
+        action="store_true",
+        help="with --eval-limit: take N samples by a fixed random permutation (for files sorted by class)",
+    )
 
 
 def _add_eval(sub: _Subparsers) -> None:
@@ -176,6 +210,14 @@ def _add_analyze(sub: _Subparsers) -> None:
     g.add_argument("--layers", metavar="A,B,...", help="sites to compare (names or indices; default all)")
     g.add_argument("--batches", type=int, metavar="N", help="use at most N batches")
     g.add_argument("--mode", choices=("spike", "rate"), help="run the SNN in this mode (default: as saved)")
+    g.add_argument(
+        "--serial",
+        action="store_true",
+        help="also run the serial IF network (fxsnn.passes.to_serial: same weights and thresholds, one time step "
+        "at a time, as serial neuromorphic hardware would) and report its gap to the parallel SNN: max |logit "
+        "difference|, prediction agreement and, with labels, its top-1. Expensive: T forward passes per batch, "
+        "about one more spike-mode run",
+    )
     g.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default 4.6)")
     g.add_argument("--e-ac", type=float, default=0.9, help="energy per AC in pJ (default 0.9)")
     g.add_argument("--plot", metavar="FILE.png", help="write ANN vs SNN histograms of the chosen sites")

@@ -12,7 +12,10 @@ import ast
 import difflib
 import importlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +31,24 @@ if TYPE_CHECKING:
 
 _Norm = tuple[torch.Tensor, torch.Tensor]  # per-channel (mean, std)
 
-__all__ = ["InputError", "load_model", "load_weights", "load_data", "parse_kwargs", "OnDevice"]
+__all__ = [
+    "InputError",
+    "load_model",
+    "load_weights",
+    "load_data",
+    "parse_kwargs",
+    "OnDevice",
+    "NORMALIZE_PRESETS",
+    "input_channels",
+    "DataSummary",
+    "data_summary",
+]
+
+#: ``normalize=`` presets: per-channel (mean, std) of pixels in [0, 1].
+NORMALIZE_PRESETS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
 
 
 class InputError(FxsnnError, ValueError):
@@ -224,7 +244,8 @@ class OnDevice:
             yield tuple(out)
 
 
-def _npz_tensors(path: str, *, nhwc: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``x`` and ``y`` of an ``.npz`` file (no pickles), checked: same length, not empty, integer 1-D ``y``."""
     try:
         with np.load(path, allow_pickle=False) as d:
             keys = sorted(d.files)
@@ -246,6 +267,72 @@ def _npz_tensors(path: str, *, nhwc: bool, scale: float) -> tuple[torch.Tensor, 
         raise InputError(
             f"data file {path!r}: y must be a 1-D array of integer class labels; got {y.dtype} of shape {y.shape}"
         )
+    return x, y
+
+
+class _Notes:
+    """Where the loaders say what they detected: ``note`` (a choice made for the user) and ``warn`` (a likely
+    mistake), each naming the argument that changes it as the caller spells it (``spell(name, value)``)."""
+
+    def __init__(self, report: Callable[[str, str], None] | None, spell: Callable[..., str] | None) -> None:
+        self.report, self.spell = report, spell or _python_spelling
+
+    def __call__(self, level: str, text: str) -> None:
+        if self.report is not None:
+            self.report(level, text)
+        else:  # attributed to the first caller outside this module
+            level, frame = 2, sys._getframe(1)
+            while frame is not None and frame.f_globals.get("__name__") == __name__:
+                level, frame = level + 1, frame.f_back
+            warnings.warn(f"fxsnn.io.load_data: {text}", UserWarning, stacklevel=level)
+
+
+def _python_spelling(name: str, value: object = ...) -> str:
+    return name if value is ... else f"{name}={value!r}"
+
+
+def _channels_last(shape: tuple[int, ...], nhwc: bool | None, channels: int | None, say: _Notes) -> bool:
+    """Whether ``x`` of ``shape`` is ``[N, H, W, C]``: ``nhwc`` when given, else detected (and said)."""
+    if nhwc is not None:
+        if nhwc and len(shape) != 4:
+            raise InputError(f"nhwc=True needs 4-D images [N, H, W, C]; x has shape {shape}", arguments=("nhwc",))
+        return bool(nhwc)
+    if len(shape) != 4 or shape[1] == shape[-1]:
+        return False
+    off = f"{say.spell('nhwc', False)} if it is not"
+    if channels is not None:
+        if shape[-1] == channels and shape[1] != channels:
+            say(
+                "note",
+                f"x has shape {list(shape)} and the model takes {channels} input channels: read as channels-last "
+                f"[N, H, W, C] and permuted to [N, C, H, W] ({off})",
+            )
+            return True
+        if shape[1] != channels:
+            say(
+                "warning",
+                f"x has shape {list(shape)} but the model's first convolution takes {channels} input channels, "
+                f"neither dim 1 nor the last dim; kept as it is ({say.spell('nhwc', True)} / "
+                f"{say.spell('nhwc', False)} choose the layout)",
+            )
+        return False
+    if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        say(
+            "note",
+            f"x has shape {list(shape)}: guessed channels-last [N, H, W, C] (the last dim is {shape[-1]}, dim 1 is "
+            f"{shape[1]}; the model's input channels are not known) and permuted to [N, C, H, W] ({off}; "
+            f"{say.spell('nhwc', True)} to force it)",
+        )
+        return True
+    return False
+
+
+def _npz_tensors(
+    path: str, *, nhwc: bool | None, scale: float | None, channels: int | None, say: _Notes
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as float32 ``[N, C, ...]`` (uint8 divided by 255 unless ``scale`` is given; layout detected unless
+    ``nhwc`` is given) and ``y`` as int64."""
+    x, y = _read_npz(path)
     xt = torch.from_numpy(np.ascontiguousarray(x)).float()
     if not bool(torch.isfinite(xt).all()):
         bad = (
@@ -255,13 +342,14 @@ def _npz_tensors(path: str, *, nhwc: bool, scale: float) -> tuple[torch.Tensor, 
             f"data file {path!r}: x holds NaN or ±Inf (in {bad} of {len(xt)} samples, or beyond float32's range); "
             "remove or repair those samples before converting"
         )
-    if nhwc:
-        if xt.dim() != 4:
-            raise InputError(
-                f"nhwc=True needs 4-D images [N, H, W, C]; x has shape {tuple(x.shape)}", arguments=("nhwc",)
-            )
+    if _channels_last(tuple(x.shape), nhwc, channels, say):
         xt = xt.permute(0, 3, 1, 2).contiguous()
-    return xt * scale, torch.from_numpy(y.astype(np.int64))
+    if scale is not None:
+        xt = xt * scale
+    elif x.dtype == np.uint8:
+        xt = xt.div_(255)
+        say("note", f"x is uint8 (0..255): divided by 255 to [0, 1] ({say.spell('scale', 1.0)} keeps 0..255)")
+    return xt, torch.from_numpy(y.astype(np.int64))
 
 
 def _image_folder(path: str, image_size: int | None) -> ImageFolder:
@@ -287,41 +375,92 @@ def load_data(
     *,
     batch_size: int = 64,
     limit: int | None = None,
-    nhwc: bool = False,
-    scale: float = 1.0,
+    nhwc: bool | None = None,
+    scale: float | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    normalize: str | None = None,
     image_size: int | None = None,
     random_subset: bool = False,
+    channels: int | None = None,
+    report: Callable[[str, str], None] | None = None,
+    spell: Callable[..., str] | None = None,
 ) -> DataLoader:
     """A DataLoader of ``(x, y)`` batches from an ``.npz`` file (arrays ``x``, ``y``) or an image folder.
 
-    ``.npz``: ``x`` ``[N, ...]`` is used as float32 times ``scale``
-    (``nhwc=True`` permutes ``[N, H, W, C] → [N, C, H, W]``), ``y`` ``[N]``
-    integer labels; NaN/±Inf in ``x`` and a ``std`` that is not finite and > 0 are refused. A directory is read with ``torchvision.datasets.ImageFolder``
-    (``image_size``: resize + centre crop; pixels in [0, 1]). Then
-    ``(x − mean)/std`` per channel if given, and the first ``limit`` samples
-    (with ``random_subset``, ``limit`` samples drawn by a fixed permutation,
-    seed 0: for files sorted by class). Batches are not shuffled.
+    ``.npz``: ``x`` ``[N, ...]`` is used as float32, ``y`` ``[N]`` integer labels; NaN/±Inf in ``x`` are refused.
+
+    - layout: ``nhwc=True`` permutes ``[N, H, W, C] → [N, C, H, W]``, ``nhwc=False`` keeps ``x`` as it is;
+      ``None`` (default) detects channels-last 4-D ``x``: when ``channels`` (the model's input channels, see
+      :func:`input_channels`) is known, ``x`` is channels-last iff its last dim equals ``channels`` and dim 1
+      does not; otherwise by the heuristic "last dim in {1, 3, 4} and dim 1 not".
+    - scale: ``x`` times ``scale`` when given; ``None`` (default): uint8 ``x`` is divided by 255 (to [0, 1]),
+      any other dtype is kept.
+
+    A directory is read with ``torchvision.datasets.ImageFolder`` (``image_size``: resize + centre crop; pixels
+    in [0, 1]). Then ``(x − mean)/std`` per channel: ``mean``/``std`` (finite, ``std`` > 0), or ``normalize``
+    = ``"imagenet"`` / ``"cifar10"`` (:data:`NORMALIZE_PRESETS`) or ``"none"`` (no normalisation, and no
+    warning). Then the first ``limit`` samples (with ``random_subset``, ``limit`` samples drawn by a fixed
+    permutation, seed 0: for files sorted by class). Batches are not shuffled.
+
+    What was detected is reported as ``report("note", text)``, and inputs that look unnormalised (every value
+    in [0, 1] or in [0, 255], with no normalisation given) as ``report("warning", text)``; each text names the
+    argument that changes it, spelled by ``spell(name, value)`` (default ``name=value``; the command line
+    passes its flags). Without ``report`` both become ``UserWarning`` warnings.
     """
     path = os.fspath(path)
+    say = _Notes(report, spell)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1; got {batch_size}", arguments=("batch_size",))
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"data {path!r} does not exist; give an .npz file with arrays x and y, or an image folder"
         )
-    norm = _normalisation(mean, std)
+    norm = _normalisation(mean, std, normalize)
     if os.path.isdir(path):
         ds = _folder_dataset(path, image_size=image_size, scale=scale, norm=norm)
+        if norm is None and normalize != "none":
+            _warn_unnormalised(0.0, 1.0, "the images are read as pixels in [0, 1]", say)
     elif path.endswith(".npz"):
-        ds = _npz_dataset(path, nhwc=nhwc, scale=scale, norm=norm)
+        preset = normalize if normalize in NORMALIZE_PRESETS else None
+        ds = _npz_dataset(path, nhwc=nhwc, scale=scale, norm=norm, preset=preset, channels=channels, say=say)
+        if norm is None and normalize != "none":
+            x = ds.tensors[0]
+            _warn_unnormalised(float(x.min()), float(x.max()), "x", say)
     else:
         raise InputError(f"unknown data format {path!r}: give an .npz file with arrays x and y, or an image folder")
     return DataLoader(_first(ds, limit, random_subset=random_subset), batch_size=batch_size, shuffle=False)
 
 
-def _normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) -> _Norm | None:
+def _warn_unnormalised(lo: float, hi: float, what: str, say: _Notes) -> None:
+    """Warn when every input lies in [0, 1] or in [0, 255] and no normalisation was given."""
+    if lo < 0 or hi > 255:
+        return
+    where = "[0, 1]" if hi <= 1 else "[0, 255]"
+    scale = f"; {say.spell('scale', 1 / 255)} maps 0..255 to [0, 1]" if hi > 1 else ""
+    presets = " or ".join(say.spell("normalize", k) for k in NORMALIZE_PRESETS)
+    say(
+        "warning",
+        f"{what} lies in {where} (min {lo:g}, max {hi:g}) and no normalisation was given: most trained networks "
+        f"expect normalised inputs. Give {presets} or {say.spell('mean')}/{say.spell('std')}{scale}; "
+        f"{say.spell('normalize', 'none')} if the model takes these values as they are",
+    )
+
+
+def _normalisation(
+    mean: Sequence[float] | None, std: Sequence[float] | None, preset: str | None = None
+) -> _Norm | None:
+    if preset is not None:
+        if preset != "none" and preset not in NORMALIZE_PRESETS:
+            raise InputError(
+                f"normalize must be one of {', '.join(NORMALIZE_PRESETS)} or none; got {preset!r}",
+                arguments=("normalize",),
+            )
+        if mean is not None or std is not None:
+            raise InputError(f"give normalize={preset!r} or mean/std, not both", arguments=("normalize", "mean", "std"))
+        if preset == "none":
+            return None
+        mean, std = NORMALIZE_PRESETS[preset]
     if mean is None and std is None:
         return None
     if mean is None or std is None or len(mean) != len(std):
@@ -336,24 +475,34 @@ def _normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) ->
     return m, s
 
 
-def _folder_dataset(path: str, *, image_size: int | None, scale: float, norm: _Norm | None) -> Dataset:
+def _folder_dataset(path: str, *, image_size: int | None, scale: float | None, norm: _Norm | None) -> Dataset:
     ds = _image_folder(path, image_size)
+    if scale is not None and scale != 1.0:
+        raise InputError("scale applies to .npz data; image folders are read as pixels in [0, 1]", arguments=("scale",))
     if norm is not None:
         from torchvision import transforms
 
         ds.transform = transforms.Compose([ds.transform, transforms.Normalize(*norm)])
-    elif scale != 1.0:
-        raise InputError("scale applies to .npz data; image folders are read as pixels in [0, 1]", arguments=("scale",))
     return ds
 
 
-def _npz_dataset(path: str, *, nhwc: bool, scale: float, norm: _Norm | None) -> Dataset:
-    x, y = _npz_tensors(path, nhwc=nhwc, scale=scale)
+def _npz_dataset(
+    path: str,
+    *,
+    nhwc: bool | None,
+    scale: float | None,
+    norm: _Norm | None,
+    preset: str | None,
+    channels: int | None,
+    say: _Notes,
+) -> TensorDataset:
+    x, y = _npz_tensors(path, nhwc=nhwc, scale=scale, channels=channels, say=say)
     if norm is not None:
         if x.dim() < 2 or x.shape[1] != len(norm[0]):
+            given = f"normalize={preset!r} gives" if preset else "mean/std give"
             raise InputError(
-                f"mean/std give {len(norm[0])} channels but x has shape {tuple(x.shape)} (channels in dim 1)",
-                arguments=("mean", "std"),
+                f"{given} {len(norm[0])} channels but x has shape {tuple(x.shape)} (channels in dim 1)",
+                arguments=("normalize",) if preset else ("mean", "std"),
             )
         view = (1, -1) + (1,) * (x.dim() - 2)
         x = (x - norm[0].view(view)) / norm[1].view(view)
@@ -371,3 +520,51 @@ def _first(ds: Dataset, limit: int | None, *, random_subset: bool) -> Dataset:
     else:
         idx = range(min(limit, len(ds)))
     return Subset(ds, idx)
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """The input channels of ``model``'s first convolution (module registration order), ``None`` without one.
+
+    Used by :func:`load_data` (``channels=``) to tell ``[N, C, H, W]`` from ``[N, H, W, C]`` data.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(m.in_channels)
+    return None
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What a :func:`load_data` loader holds.
+
+    ``used`` of ``total`` samples, chosen by ``selection`` (``"all"``, ``"first"`` or ``"random"``);
+    ``classes``: distinct labels among the used samples; ``label_range``: ``max label + 1`` over the whole
+    source (the used samples and the rest).
+    """
+
+    used: int
+    total: int
+    selection: str
+    classes: int
+    label_range: int
+
+
+def _labels(ds: Dataset) -> torch.Tensor:
+    if isinstance(ds, Subset):
+        return _labels(ds.dataset)[torch.as_tensor(list(ds.indices), dtype=torch.long)]
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[1]
+    return torch.as_tensor(ds.targets, dtype=torch.long)  # ImageFolder
+
+
+def data_summary(loader: DataLoader) -> DataSummary:
+    """The :class:`DataSummary` of a loader made by :func:`load_data` (labels only: no image is read)."""
+    ds = loader.dataset
+    source = ds.dataset if isinstance(ds, Subset) else ds
+    every, used = _labels(source), _labels(ds)
+    if not isinstance(ds, Subset) or len(ds) == len(source):  # a limit of at least every sample takes them all
+        selection = "all"
+    else:
+        selection = "first" if list(ds.indices) == list(range(len(ds.indices))) else "random"
+    label_range = int(every.max()) + 1 if every.numel() else 0
+    return DataSummary(len(used), len(every), selection, int(torch.unique(used).numel()), label_range)

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import FxsnnError
 from .archive import FORMAT, FORMAT_VERSION, SaveFileError, read_archive, write_archive
-from .paths import check_parent_dir
+from .paths import check_writable
 
 if TYPE_CHECKING:
     from ..report.stages import StageReports
@@ -99,7 +99,7 @@ def save(
     if not isinstance(gm, nn.Module):
         raise TypeError(f"fxsnn.save expects an nn.Module (the converted GraphModule); got {type(gm).__name__}")
     path = os.fspath(path)
-    check_parent_dir(path)
+    check_writable(path)
     if any(m._forward_hooks or m._forward_pre_hooks for m in gm.modules()):
         raise FxsnnError(
             "fxsnn.save could not serialise the network: it has forward hooks, which are code; remove them first"

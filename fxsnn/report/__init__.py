@@ -16,6 +16,7 @@ _EXPORTS = {
     "analyze": ".analysis",
     "Report": ".analysis",
     "SiteReport": ".analysis",
+    "SerialGap": ".analysis",
     "EnergyModel": ".energy",
     "SynapticLayer": ".energy",
     "plot_distributions": ".plots",
@@ -29,7 +30,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .analysis import Report, SiteReport, analyze
+    from .analysis import Report, SerialGap, SiteReport, analyze
     from .energy import EnergyModel, SynapticLayer
     from .evaluation import EvalResult, evaluate
     from .plots import plot_distributions, plot_layers

@@ -38,11 +38,11 @@ from ..graph.sites import AnalogOp, AnalogTable, find_hybrid_ops, find_sites
 from ..modes import get_mode, neurons, set_mode, time_steps
 from ..nn import SITE_MODULES, ParallelIF
 from ..nn import functional as Fx
-from ..passes import normalize
+from ..passes import normalize, to_serial
 from .energy import WEIGHTED_LAYERS, EnergyModel, SynapticLayer, energy_table, format_energy, layer_macs
 from .table import Rows
 
-__all__ = ["analyze", "Report", "SiteReport", "resolve_layers"]
+__all__ = ["analyze", "Report", "SiteReport", "SerialGap", "resolve_layers"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,22 @@ class SiteReport:
     mae: float
     wasserstein: float
     spike_rate: float
+
+
+@dataclass(frozen=True)
+class SerialGap:
+    """The serial IF network (:func:`fxsnn.passes.to_serial`: same weights and thresholds, one time step at a
+    time) against the parallel SNN on the same inputs: what serial neuromorphic hardware would lose.
+
+    Attributes:
+        max_abs_diff: largest ``|serial logit − parallel logit|`` over every input and class.
+        agreement: fraction of inputs where both predict the same class.
+        top1: the serial network's accuracy (``None`` without targets).
+    """
+
+    max_abs_diff: float
+    agreement: float
+    top1: float | None
 
 
 _SITE_HEADERS = {
@@ -108,6 +124,8 @@ class Report:
         T, mode, samples: time steps, execution mode used, number of inputs.
         ann_top1, snn_top1: accuracies (``None`` without targets);
         agreement: fraction of inputs where ANN and SNN predict the same class.
+        serial: :class:`SerialGap` of the serial IF network against the SNN (``None`` unless
+            ``analyze(..., serial=True)``).
         ann_macs, snn_macs, snn_sops: per-input totals (``snn_macs`` = analog layers).
         ann_energy, snn_energy: per-input energy in joules; ``energy_model``: the constants.
         values: ``{site: (ann, snn)}`` paired numpy samples used for W1 and the plots.
@@ -131,8 +149,10 @@ class Report:
         values: dict[str, tuple[np.ndarray, np.ndarray]],
         spike_rates: Mapping[str, float],
         hybrid: Sequence[AnalogOp] = (),
+        serial: SerialGap | None = None,
     ) -> None:
         self.sites = Rows(sites, _SITE_HEADERS)
+        self.serial = serial
         self.energy = Rows(energy, _ENERGY_HEADERS)
         self.T, self.mode, self.samples = T, mode, samples
         self.ann_top1, self.snn_top1, self.agreement = ann_top1, snn_top1, agreement
@@ -170,7 +190,20 @@ class Report:
             "e_mac_pj": self.energy_model.e_mac,
             "e_ac_pj": self.energy_model.e_ac,
             "hybrid": bool(self.hybrid),
+            "serial_max_abs_logit_diff": self.serial.max_abs_diff if self.serial else None,
+            "serial_agreement": self.serial.agreement if self.serial else None,
+            "serial_top1": self.serial.top1 if self.serial else None,
         }
+
+    def _serial_line(self) -> list[str]:
+        if self.serial is None:
+            return []
+        g = self.serial
+        acc = "" if g.top1 is None else f"; top-1 serial {100 * g.top1:.2f} % vs parallel {100 * self.snn_top1:.2f} %"
+        return [
+            f"serial IF network (fxsnn.passes.to_serial, same weights and thresholds) vs this parallel SNN: "
+            f"max |logit difference| {g.max_abs_diff:.4g}, predictions agree on {100 * g.agreement:.2f} %{acc}",
+        ]
 
     def __str__(self) -> str:
         acc = ""
@@ -184,6 +217,7 @@ class Report:
             + [
                 f"fxsnn.analyze: T={self.T} ({self.mode} mode), {self.samples} inputs{acc}; "
                 f"predictions agree on {100 * self.agreement:.2f} %",
+                *self._serial_line(),
                 "",
                 str(self.sites),
                 "",
@@ -486,6 +520,23 @@ class _Tally:
         return correct / self.samples if self.has_targets and self.samples else None
 
 
+@dataclass
+class _SerialTally:
+    """The serial network against the parallel one: largest logit difference, agreeing predictions, correct."""
+
+    max_abs_diff: float = 0.0
+    agree: int = 0
+    correct: int = 0
+
+    def add(self, serial_logits: Tensor, snn_logits: Tensor, y: Tensor | None) -> None:
+        diff = (serial_logits - snn_logits).abs()
+        self.max_abs_diff = max(self.max_abs_diff, float(diff.max()) if diff.numel() else 0.0)
+        ps = serial_logits.argmax(dim=1)
+        self.agree += int((ps == snn_logits.argmax(dim=1)).sum())
+        if y is not None:
+            self.correct += int((ps == y.to(ps.device)).sum())
+
+
 def _run(
     ann_gm: fx.GraphModule,
     snn: fx.GraphModule,
@@ -496,9 +547,11 @@ def _run(
     max_batches: int | None,
     progress: bool,
     where: str,
-) -> _Tally:
-    """Feed ``data`` through both networks (eval, SNN in ``mode``), state restored after; returns the tally."""
-    tally = _Tally()
+    serial: nn.Module | None = None,
+) -> tuple[_Tally, _SerialTally | None]:
+    """Feed ``data`` through both networks (eval, SNN in ``mode``; and the serial network when given), state
+    restored after; returns the tallies."""
+    tally, serial_tally = _Tally(), (_SerialTally() if serial is not None else None)
     with preserved_state(ann_gm, snn), _removed(probes.register(ann_gm, snn)), _mode_kept(snn):
         if mode is not None:
             set_mode(snn, mode)
@@ -514,10 +567,21 @@ def _run(
             snn_logits = snn(x)
             probes.batch_done()
             tally.add(x.shape[0], ann_logits, snn_logits, y)
-    return tally
+            if serial is not None:
+                serial_tally.add(serial.eval()(x), snn_logits, y)
+    return tally, serial_tally
 
 
-def _report(snn: fx.GraphModule, probes: _Probes, tally: _Tally, *, T: int, mode: str, energy: EnergyModel) -> Report:
+def _report(
+    snn: fx.GraphModule,
+    probes: _Probes,
+    tally: _Tally,
+    serial: _SerialTally | None,
+    *,
+    T: int,
+    mode: str,
+    energy: EnergyModel,
+) -> Report:
     """Assemble the :class:`Report` from what the probes and the tally collected."""
     stats, chosen, snn_modules = probes.stats, probes.chosen, dict(snn.named_modules())
     site_rows = [stats[n].row(n, snn_modules[n].channels, T) for n in chosen]
@@ -537,6 +601,14 @@ def _report(snn: fx.GraphModule, probes: _Probes, tally: _Tally, *, T: int, mode
         values=values,
         spike_rates={n: (s / c / T if c else 0.0) for n, (s, c) in rates.items()},
         hybrid=find_hybrid_ops(snn),
+        serial=None if serial is None else _serial_gap(serial, tally),
+    )
+
+
+def _serial_gap(serial: _SerialTally, tally: _Tally) -> SerialGap:
+    n = tally.samples
+    return SerialGap(
+        serial.max_abs_diff, serial.agree / n if n else float("nan"), tally.top1(serial.correct) if n else None
     )
 
 
@@ -553,6 +625,7 @@ def analyze(
     max_samples: int = 100_000,
     seed: int = 0,
     progress: bool = True,
+    serial: bool = False,
 ) -> Report:
     """Compare ``ann`` and its converted ``snn`` site by site on ``data``, and count SOPs and energy.
 
@@ -571,6 +644,11 @@ def analyze(
             (restored after); ``None`` keeps its mode. Spike counts are the same.
         max_batches: stop after this many batches.
         max_samples: per-site paired subsample kept for W1 and plots.
+        serial: also run the serial IF network of ``snn`` (:func:`fxsnn.passes.to_serial`: the same weights,
+            θ, ψ_DA and Δb, one time step at a time — not an equivalent network: its neurons see their input late
+            and can fire early) on every batch and report its gap to the parallel SNN in ``Report.serial``
+            (:class:`SerialGap`: max |logit difference|, prediction agreement, top-1 with targets). It costs T
+            forward passes per batch, about one more spike-mode run.
 
     Memory: one batch of the ANN's activations at the chosen sites is held
     while the SNN runs (for the paired MAE); lower the batch size for large models.
@@ -591,5 +669,7 @@ def analyze(
     ann_gm = _ann_graph(ann, where)
     _check_ann_sites(ann_gm, chosen, where)
     probes = _Probes(names, chosen, max_samples=max_samples, seed=seed, where=where)
-    tally = _run(ann_gm, snn, data, probes, mode=mode, max_batches=max_batches, progress=progress, where=where)
-    return _report(snn, probes, tally, T=T, mode=get_mode(snn) if mode is None else mode, energy=energy)
+    serial_net = to_serial(snn) if serial else None  # a copy, made before any hook is registered on snn
+    run = {"mode": mode, "max_batches": max_batches, "progress": progress, "where": where, "serial": serial_net}
+    tally, serial_tally = _run(ann_gm, snn, data, probes, **run)
+    return _report(snn, probes, tally, serial_tally, T=T, mode=get_mode(snn) if mode is None else mode, energy=energy)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..io.paths import check_parent_dir
+from ..io.paths import check_writable
 from .analysis import Report, resolve_layers
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def _check(report: Report, path: str | os.PathLike) -> None:
         raise TypeError(f"expected the Report returned by fxsnn.analyze; got {type(report).__name__}")
     if not os.fspath(path).lower().endswith(".png"):
         raise ValueError(f"plots are written as PNG; give a path ending in .png, got {os.fspath(path)!r}")
-    check_parent_dir(path)
+    check_writable(path)
 
 
 def plot_distributions(

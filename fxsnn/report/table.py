@@ -17,7 +17,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ..io.paths import check_parent_dir
+from ..io.paths import check_writable
 
 __all__ = ["Rows", "format_value"]
 
@@ -106,7 +106,7 @@ class Rows(tuple):
             writer.writerow(line)
         text = buf.getvalue()
         if path is not None:
-            check_parent_dir(path)
+            check_writable(path)
             with open(path, "w", newline="") as fh:
                 fh.write(text)
         return text

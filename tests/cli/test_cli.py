@@ -432,3 +432,32 @@ def test_loaders_accept_old_checkpoints_and_random_subsets(tmp_path):
     first = next(iter(load_data(tmp_path / "sorted.npz", limit=6, batch_size=6)))[1]
     mixed = next(iter(load_data(tmp_path / "sorted.npz", limit=6, batch_size=6, random_subset=True)))[1]
     assert first.tolist() == [0] * 6 and 0 < int(mixed.sum()) < 6
+
+
+def test_analyze_serial_reports_the_serial_gap(files, capsys, tmp_path):
+    base = ["analyze", "--snn", files / "snn.fxsnn", "--model", SPEC, "--weights", files / "w.pt"]
+    base += ["--data", files / "data.npz"]
+    code, out, err = run(base + ["--json", tmp_path / "plain.json"], capsys)
+    assert code == 0, err
+    assert "serial IF network" not in out
+    assert json.loads((tmp_path / "plain.json").read_text())["totals"]["serial_top1"] is None
+    code, out, err = run(base + ["--serial", "--json", tmp_path / "serial.json"], capsys)
+    assert code == 0, err
+    totals = json.loads((tmp_path / "serial.json").read_text())["totals"]
+    x, y = np.load(files / "data.npz")["x"], np.load(files / "data.npz")["y"]
+    model = tiny_resnet()
+    model.load_state_dict(torch.load(files / "w.pt"))
+    snn = fxsnn.load(files / "snn.fxsnn", model=model)
+    with torch.no_grad():
+        xs = torch.from_numpy(x)
+        serial, parallel = fxsnn.passes.to_serial(snn)(xs), snn(xs)
+    assert totals["serial_max_abs_logit_diff"] == pytest.approx(float((serial - parallel).abs().max()), rel=1e-5)
+    assert totals["serial_top1"] == float((serial.argmax(1) == torch.from_numpy(y)).double().mean())
+    assert totals["serial_agreement"] == float((serial.argmax(1) == parallel.argmax(1)).double().mean())
+    assert "serial IF network (fxsnn.passes.to_serial, same weights and thresholds) vs this parallel SNN" in out
+    with pytest.raises(SystemExit):
+        cli.main(["analyze", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--serial also run the serial IF network" in help_text and "Expensive: T forward passes per batch" in help_text
+    )

@@ -92,7 +92,17 @@ def test_data_errors_name_the_loader_arguments_not_cli_flags(tmp_path):
         (dict(path=tmp_path / "d.npz", limit=0), r"limit must be >= 1; got 0", ("limit",)),
         (dict(path=tmp_path / "d.npz", batch_size=0), r"batch_size must be >= 1; got 0", ("batch_size",)),
         (dict(path=tmp_path / "d.npz", std=[1.0]), "give mean and std together", ("mean", "std")),
-        (dict(path=tmp_path / "d.npz", mean=[0.0] * 3, std=[1.0] * 3), "mean/std give 3 channels", ("mean", "std")),
+        (  # nhwc=False: [4, 2, 3, 3] would be detected as channels-last (3 channels) by default
+            dict(path=tmp_path / "d.npz", mean=[0.0] * 3, std=[1.0] * 3, nhwc=False),
+            "mean/std give 3 channels",
+            ("mean", "std"),
+        ),
+        (dict(path=tmp_path / "flat.npz", normalize="cifar10"), "normalize='cifar10' gives 3 channels", ("normalize",)),
+        (
+            dict(path=tmp_path / "d.npz", normalize="cifar"),
+            "normalize must be one of imagenet, cifar10 or none",
+            ("normalize",),
+        ),
         (dict(path=tmp_path / "imgs", scale=2.0), r"scale applies to .npz data", ("scale",)),
     ]
     for kwargs, message, arguments in cases:

@@ -303,3 +303,28 @@ def test_wrong_networks_are_refused(tiny):
         EnergyModel(e_ac=-1)
     with pytest.raises(TypeError, match="EnergyModel"):
         fxsnn.analyze(model, snn, data, energy=4.6, progress=False)
+
+
+def test_analyze_reports_the_serial_networks_gap(tiny):
+    """Item 15: with serial=True the report holds the serial IF network's gap to the parallel SNN, brute-forced."""
+    model, data, snn = tiny
+    plain = fxsnn.analyze(model, snn, data, progress=False)
+    assert plain.serial is None and plain.totals()["serial_top1"] is None and "serial IF" not in str(plain)
+    rep = fxsnn.analyze(model, snn, data, progress=False, serial=True)
+    serial = fxsnn.passes.to_serial(snn)
+    with torch.no_grad():
+        pairs = [(serial(x), snn(x), y) for x, y in data]
+    diff = max(float((s - p).abs().max()) for s, p, _ in pairs)
+    agree = sum(int((s.argmax(1) == p.argmax(1)).sum()) for s, p, _ in pairs) / rep.samples
+    top1 = sum(int((s.argmax(1) == y).sum()) for s, _, y in pairs) / rep.samples
+    assert isinstance(rep.serial, fxsnn.report.SerialGap)
+    assert rep.serial.max_abs_diff == diff and rep.serial.agreement == agree and rep.serial.top1 == top1
+    assert diff > 0  # the serial network is not the parallel one (its neurons see their input late)
+    totals = json.loads(json.dumps(rep.to_dict()))["totals"]
+    assert totals["serial_max_abs_logit_diff"] == diff and totals["serial_agreement"] == agree
+    assert totals["serial_top1"] == top1
+    assert f"max |logit difference| {diff:.4g}, predictions agree on {100 * agree:.2f} %" in str(rep)
+    assert f"top-1 serial {100 * top1:.2f} % vs parallel {100 * rep.snn_top1:.2f} %" in str(rep)
+    assert rep.sites.to_dict() == plain.sites.to_dict()  # the serial run does not disturb the site statistics
+    no_targets = fxsnn.analyze(model, snn, [x for x, _ in data], progress=False, serial=True)
+    assert no_targets.serial.top1 is None and no_targets.serial.max_abs_diff == diff
