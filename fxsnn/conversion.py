@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
 from .calibration.preflight import seeded, validate
@@ -134,6 +135,13 @@ def convert(
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
 
+    **Many processes**: under an initialised ``torch.distributed`` process group (``torchrun --nproc_per_node N``;
+    gloo on CPU, NCCL with each rank on ``cuda:LOCAL_RANK``) every rank calls ``convert`` with its own shard of the
+    data — a DataLoader with a ``DistributedSampler`` (a DataLoader without one gets a warning and is used as
+    given), or a list of that rank's batches — and gets the same network; the global batch of each step is the
+    concatenation of the ranks' batches and progress bars show on rank 0 only. See ``docs/distributed.md`` and
+    :mod:`fxsnn.calibration.distributed` for what is exact.
+
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
     summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps).
 
@@ -145,6 +153,7 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
+    check_sharded(data, where="fxsnn.convert")
     validate(model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args)
     run = {
         "seconds": {},

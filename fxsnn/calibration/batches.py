@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError, FxsnnError
 from ..graph.edit import first_tensor
+from .distributed import is_main
 
 __all__ = ["batches", "check_batch", "check_finite", "check_targets", "run_batch"]
 
@@ -35,7 +36,8 @@ def batches(
     progress: bool = True,
     total: int | None = None,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Yield ``(input, target_or_None)`` from any iterable of batches, with a tqdm bar.
+    """Yield ``(input, target_or_None)`` from any iterable of batches, with a tqdm bar (under a
+    ``torch.distributed`` process group: on rank 0 only).
 
     Raises :class:`fxsnn.DataError` for a bare tensor (it would iterate sample
     by sample), a batch of the wrong form, missing targets where
@@ -60,7 +62,8 @@ def batches(
             total = None
     n = 0
     for n, batch in enumerate(
-        tqdm(iterator, desc=where.rpartition(".")[2], total=total, disable=not progress, leave=False), start=1
+        tqdm(iterator, desc=where.rpartition(".")[2], total=total, disable=not (progress and is_main()), leave=False),
+        start=1,
     ):
         x, y = _split(batch, n - 1, where)
         if need_targets and y is None:

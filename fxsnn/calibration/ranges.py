@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -12,6 +13,7 @@ from ..errors import ConversionError, DataError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..nn import DAQCFS, ActivationRecorder
 from ..nn.recorder import NonFiniteActivation
+from . import distributed
 from .batches import batches, check_finite, run_batch
 from .state import preserved_state
 
@@ -45,6 +47,8 @@ def calibrate(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> f
     ``data``: any iterable of batches — input tensors or ``(input, target, ...)``
     tuples (targets unused). Runs in eval mode under ``torch.no_grad()``;
     calibrating the result again accumulates. ``gm`` is untouched (:func:`calibrate_` works in place).
+    Under a ``torch.distributed`` process group ``data`` is this rank's shard and θ is bit-identical to one
+    process fed the concatenated batches (:mod:`fxsnn.calibration.distributed`).
     Raises :class:`fxsnn.DataError` on empty data and :class:`fxsnn.ConversionError` when ``gm`` has no
     recorder.
 
@@ -62,7 +66,13 @@ def calibrate_(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> 
         raise ConversionError("fxsnn.calibrate: the model has no recorder; run fxsnn.passes.insert_recorders(gm) first")
     where = "fxsnn.calibrate"
     names = {m: n for n, m in gm.named_modules() if isinstance(m, ActivationRecorder)}
-    with preserved_state(gm), recording(gm), torch.no_grad():
+    with (
+        distributed.guard(where),
+        preserved_state(gm),
+        recording(gm) as recs,
+        torch.no_grad(),
+        _global(recs, data, where),
+    ):
         gm.eval()
         for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
             try:
@@ -74,6 +84,29 @@ def calibrate_(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> 
                     "kept its statistics from before that batch. Check that batch's inputs and the network's weights"
                 ) from None
     return gm
+
+
+@contextlib.contextmanager
+def _global(recs: list[ActivationRecorder], data: Iterable, where: str) -> Iterator[None]:
+    """Under a process group: check the ranks' batch counts agree, all-reduce each batch's max (MAX) inside the
+    recorders, and sum the histogram counts the pass added (exact integers) at the end. Nothing otherwise."""
+    if not distributed.active():
+        yield
+        return
+    distributed.same_batches(data, where=where)
+    reduce_max = functools.partial(distributed.all_max_, where=where)
+    before = [r.hist.clone() for r in recs if r.percentile is not None]
+    for r in recs:
+        r.batch_max_hook = reduce_max
+    try:
+        yield
+    finally:
+        for r in recs:
+            del r.batch_max_hook
+    hists = [r.hist for r in recs if r.percentile is not None]
+    if [h.shape for h in hists] != [b.shape for b in before]:  # first calibration: the recorders sized themselves
+        before = [torch.zeros_like(h) for h in hists]
+    distributed.sum_histograms_(hists, before, where=where)
 
 
 class _MeanProbe:
@@ -104,6 +137,15 @@ def _probe_pass(gm, x, sites, probes, *, reference: bool, where: str, index: int
     return [(p.pre, p.post) for p in probes]
 
 
+def _global_means(probes: list[_MeanProbe], ref: list, batch: int, *, where: str) -> None:
+    """Replace each probe's and reference's channel means by the global batch's (one all-reduce)."""
+    flat = [t for (pre_oa, post_oa), p in zip(ref, probes) for t in (pre_oa, post_oa, p.pre, p.post)]
+    means = iter(distributed.mean_over_ranks(flat, batch, where=where))
+    for k, p in enumerate(probes):
+        ref[k] = (next(means), next(means))
+        p.pre, p.post = next(means), next(means)
+
+
 def calibrate_da(
     gm: fx.GraphModule, data: Iterable, *, momentum: float = 0.99, progress: bool = True
 ) -> fx.GraphModule:
@@ -128,7 +170,10 @@ def calibrate_da_(
         e_post = μ(r_OA^l) − μ(r_DA^l)                φ_DA ← α φ_DA + (1 − α) e_post
 
     with ``α = momentum``. ``W r^{l-1}`` is the site's input (its pre-activation).
-    Both passes of a batch use the same ψ_DA, φ_DA; all sites update together.
+    Both passes of a batch use the same ψ_DA, φ_DA; all sites update together. Under a ``torch.distributed``
+    process group ``data`` is this rank's shard and every μ is the global batch's (the ranks' means averaged,
+    weighted by their batch sizes; one all-reduce per batch), so ψ_DA, φ_DA are the same on every rank and equal
+    one process's on the concatenated batches up to floating-point reduction order.
     """
     where = "fxsnn.calibrate_da"
     gm = require_graph_module(gm, where=where)
@@ -143,11 +188,14 @@ def calibrate_da_(
     probes = [_MeanProbe(n) for n, _ in named]
     handles = [m.register_forward_hook(p) for m, p in zip(sites, probes)]
     try:
-        with preserved_state(gm), torch.no_grad():
+        with distributed.guard(where), preserved_state(gm), torch.no_grad():
             gm.eval()
+            distributed.same_batches(data, where=where)
             for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
                 ref = _probe_pass(gm, x, sites, probes, reference=True, where=where, index=i)
                 _probe_pass(gm, x, sites, probes, reference=False, where=where, index=i)
+                if distributed.active():
+                    _global_means(probes, ref, x.shape[0], where=where)
                 for m, p, (pre_oa, post_oa) in zip(sites, probes, ref):
                     m.psi_da.mul_(momentum).add_((pre_oa - p.pre).to(m.psi_da.dtype), alpha=1 - momentum)
                     m.phi_da.mul_(momentum).add_((post_oa - p.post).to(m.phi_da.dtype), alpha=1 - momentum)

@@ -12,6 +12,7 @@ from ..errors import ConversionError, DataError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
+from . import distributed
 from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
 from .finetune import check_reiterable, check_trainable_dtype, fine_tune
@@ -34,8 +35,8 @@ class _MomentProbe:
     half-way (or is interrupted) adds nothing.
     """
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, where: str = "fxsnn.calibration.reestimate_bn_stats"):
+        self.name, self.where = name, where
         self.n = 0
         self.s1 = self.s2 = None
         self.batch: tuple | None = None
@@ -44,6 +45,25 @@ class _MomentProbe:
         x = args[0].detach()
         rows = x.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64)
         self.batch = (rows.sum(dim=1), (rows * rows).sum(dim=1), rows.shape[1])
+        if distributed.active():  # the global batch's sums, on every rank
+            c = x.shape[1]
+            flat = torch.cat([self.batch[0], self.batch[1], rows.new_tensor([float(rows.shape[1])])])
+            distributed.all_sum_(flat, where=self.where)
+            self.batch = (flat[:c], flat[c : 2 * c], int(flat[-1]))
+
+    def normalize(self, module, args, output):
+        """Forward hook under a process group: the BN's train-mode output recomputed with the *global* batch's
+        mean and biased variance (what one process fed the concatenated batch normalises with; SyncBatchNorm's
+        semantics), ``γ ⊙ (x − μ_B)/√(σ²_B + ε) + β``, in float64 then cast to the input's dtype."""
+        x = args[0]
+        s1, s2, n = self.batch
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp(min=0.0)
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        out = (x.to(torch.float64) - mean.view(shape)) * torch.rsqrt(var + module.eps).view(shape)
+        if module.affine:
+            out = out * module.weight.to(torch.float64).view(shape) + module.bias.to(torch.float64).view(shape)
+        return out.to(x.dtype)
 
     def commit(self, *, where: str, index: int) -> None:
         if self.batch is None:
@@ -63,6 +83,9 @@ class _MomentProbe:
 def _accumulate(gm: nn.Module, bns: list, probes: list, data: Iterable, *, where: str, progress: bool) -> None:
     """One pass over ``data`` with the BN layers in train mode, the probes' sums committed batch by batch."""
     handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
+    if distributed.active():
+        handles += [b.register_forward_hook(p.normalize) for b, p in zip(bns, probes)]
+    distributed.same_batches(data, where=where)
     try:
         with preserved_state(gm):
             gm.eval()
@@ -88,6 +111,7 @@ def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True)
 
 
 @torch.no_grad()
+@distributed.guard("fxsnn.calibration.reestimate_bn_stats")
 def reestimate_bn_stats_(
     gm: nn.Module, data: Iterable, *, progress: bool = True, where: str = "fxsnn.calibration.reestimate_bn_stats"
 ) -> nn.Module:
@@ -102,7 +126,10 @@ def reestimate_bn_stats_(
     — a cumulative average over the whole set, not an exponential one. ``running_var`` stores the unbiased
     ``(σ̂^l)²·n/(n−1)`` as PyTorch does. BN layers without running statistics are left alone. The statistics are
     written once, after the whole pass: if it fails or is interrupted, every BN keeps the statistics it had.
-    Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
+    Under a ``torch.distributed`` process group ``data`` is this rank's shard: each batch's float64 sums and
+    counts are summed over ranks (one all-reduce per BN and batch), every BN normalises with the *global*
+    batch's statistics (as one process fed the concatenated batch does; SyncBatchNorm's semantics), and Eq. 10
+    is taken over the global data, on every rank — equal to one process's up to floating-point rounding. Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
     batch that gives a BN one value per channel (a one-sample batch: use ``drop_last=True``).
     """
     named = [(n, b) for n, b in gm.named_modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
@@ -110,7 +137,7 @@ def reestimate_bn_stats_(
     if not named:
         raise ConversionError(f"{where}: the model has no BatchNorm layer with running statistics to re-estimate")
     bns = [b for _, b in named]
-    probes = [_MomentProbe(n) for n, _ in named]
+    probes = [_MomentProbe(n, where) for n, _ in named]
     # BN in train mode updates its running statistics on every batch: keep them, and put them back unless the
     # whole pass succeeds (an error or Ctrl-C mid-pass leaves the statistics as they were).
     saved = [{k: t.clone() for k, t in b.named_buffers(recurse=False)} for b in bns]

@@ -1,0 +1,281 @@
+"""Data steps on many processes (``torch.distributed``): one rank's shard each, the network of one process.
+
+Without an initialised process group of two or more ranks every function here is the identity (or a no-op), so
+the single-process code paths are unchanged bit for bit. With one (``torchrun --nproc_per_node N``, any backend:
+gloo on CPU, NCCL on CUDA with each rank on ``cuda:LOCAL_RANK``), each data step runs on every rank with that
+rank's batches, and the **global batch** of step ``i`` is the concatenation of the ranks' batch ``i``; every rank
+must yield the same number of batches per pass (a :class:`~torch.utils.data.distributed.DistributedSampler`
+gives that), which is checked. What is reduced, and how exactly it matches one process fed the global batches:
+
+- recorder calibration: each batch's per-channel maximum is all-reduced with MAX *before* it is recorded, so
+  every rank keeps the same running max and grows its histogram range ``hist_hi`` exactly as one process would;
+  the histogram counts (int64) are summed once at the end. Max and integer counts are exact: θ is
+  **bit-identical** to one process;
+- DA error calibration (Algorithm 1): the channel means μ(·) of each batch are averaged over ranks weighted by
+  the ranks' batch sizes (the global batch mean), every step — equal up to floating-point reduction order;
+- BatchNorm re-estimation (Eq. 10): the float64 sums Σx, Σx² and the counts are summed (to float64 rounding);
+- fine-tuning (Stages 1 and 2): the gradients of the few trained tensors are averaged, weighted by each rank's
+  number of targets (the gradient of the global batch's mean loss), with **one all-reduce of a flat buffer per
+  step** — not DDP: fxsnn trains a few ``[C]`` tensors that are not the parameters of one module (Stage 1 trains
+  ``z = θ/c``, Stage 2 a parametrization's ``original``), DDP would also broadcast every buffer and wrap the
+  forward, and a single flat all-reduce is the least communication there is. The held-out loss is the global
+  one, so early stopping and the best state are decided identically on every rank (the final state is also
+  broadcast from rank 0); a non-finite loss on one rank raises :class:`NonFiniteLossError` on every rank.
+
+**Faults.** Every collective goes through :func:`_collective`: when it fails (a peer died, or did not arrive
+within the process group's ``timeout``) the rank raises :class:`RankFailure`. A rank on which a data step raises
+destroys the process group (:func:`guard`) so the others, waiting in a collective, fail at once with
+:class:`RankFailure` instead of waiting for the timeout; errors that every rank raises together (mismatched
+batch counts, a non-finite loss, the global held-out loss) leave the group alone.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..errors import CalibrationError, DataError
+
+__all__ = [
+    "RankFailure",
+    "active",
+    "rank",
+    "world_size",
+    "is_main",
+    "all_max_",
+    "all_sum_",
+    "sum_histograms_",
+    "mean_over_ranks",
+    "same_count",
+    "same_batches",
+    "reduce_step_",
+    "broadcast_",
+    "guard",
+    "check_sharded",
+]
+
+
+class RankFailure(CalibrationError):
+    """A collective of a distributed data step failed: another rank raised, died, or did not arrive within the
+    process group's timeout. The other ranks' logs hold the first error."""
+
+
+def active() -> bool:
+    """True when ``torch.distributed`` has an initialised process group of two or more ranks."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """The number of ranks (1 without a process group)."""
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and without a process group): the rank that prints progress and writes files."""
+    return rank() == 0
+
+
+def _timeout() -> str:
+    try:
+        from torch.distributed.distributed_c10d import _get_default_group
+
+        t = _get_default_group().options._timeout  # gloo / NCCL keep the group's timeout here
+        return f"{t.total_seconds():g} s"
+    except Exception:  # noqa: BLE001 - only used to word the message
+        return "the process group's timeout"
+
+
+def _comm_device(t: Tensor) -> torch.device:
+    """Where a collective on ``t`` runs: NCCL needs this rank's CUDA device, gloo takes CPU (or CUDA) tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device
+
+
+def _collective(fn, t: Tensor, *args, where: str, **kwargs) -> Tensor:
+    """Run ``fn(buf, ...)`` in place on ``t`` (moved to the communication device and back); RankFailure if it fails."""
+    dev = _comm_device(t)
+    buf = t if t.device == dev else t.to(dev)
+    try:
+        fn(buf, *args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - gloo/NCCL raise RuntimeError or DistBackendError subclasses
+        raise RankFailure(
+            f"{where}: rank {dist.get_rank()} of {dist.get_world_size()}: a collective ({fn.__name__}) failed — another "
+            f"rank raised, died, or did not arrive within {_timeout()}. The other ranks' logs hold the first error; "
+            f"raise the timeout with torch.distributed.init_process_group(timeout=...) if a rank is just slow "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if buf is not t:
+        t.copy_(buf)
+    return t
+
+
+def all_max_(t: Tensor, *, where: str) -> Tensor:
+    """``t ← max over ranks of t``, elementwise, in place (exact); ``t`` unchanged without a process group."""
+    return _collective(dist.all_reduce, t, op=dist.ReduceOp.MAX, where=where) if active() else t
+
+
+def all_sum_(t: Tensor, *, where: str) -> Tensor:
+    """``t ← Σ over ranks of t``, in place (exact for integer tensors); ``t`` unchanged without a process group."""
+    return _collective(dist.all_reduce, t, op=dist.ReduceOp.SUM, where=where) if active() else t
+
+
+def sum_histograms_(hists: Sequence[Tensor], before: Sequence[Tensor], *, where: str) -> None:
+    """``h ← before + Σ_ranks (h − before)`` for each integer histogram: the counts this call added on every rank,
+    summed exactly (one all-reduce of the concatenated counts), on top of the counts the ranks shared before."""
+    if not active() or not hists:
+        return
+    flat = torch.cat([(h - b).reshape(-1) for h, b in zip(hists, before)])
+    all_sum_(flat, where=where)
+    offset = 0
+    for h, b in zip(hists, before):
+        n = h.numel()
+        h.copy_(b + flat[offset : offset + n].view_as(h))
+        offset += n
+
+
+def mean_over_ranks(tensors: Sequence[Tensor], weight: float, *, where: str) -> list[Tensor]:
+    """``Σ_r w_r·t_r / Σ_r w_r`` for each tensor (one all-reduce, float64): the mean over the global batch of
+    per-rank means ``t_r`` over ``w_r`` items each. ``tensors`` themselves without a process group."""
+    if not active():
+        return list(tensors)
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) * weight for t in tensors])
+    flat = torch.cat([flat, torch.tensor([float(weight)], dtype=torch.float64, device=flat.device)])
+    all_sum_(flat, where=where)
+    total, out, offset = flat[-1], [], 0
+    for t in tensors:
+        out.append((flat[offset : offset + t.numel()] / total).view_as(t).to(t.dtype))
+        offset += t.numel()
+    return out
+
+
+def same_count(n: int, *, what: str, where: str) -> int:
+    """``n`` (e.g. batches per pass), after checking that every rank has the same: else a DataError on every rank."""
+    if not active():
+        return n
+    both = torch.tensor([n, -n], dtype=torch.float64)
+    all_max_(both, where=where)
+    hi, lo = int(both[0]), -int(both[1])
+    if hi != lo:
+        err = DataError(
+            f"{where}: the ranks have between {lo} and {hi} {what} (this rank, {rank()}: {n}); every rank must yield "
+            "the same number of batches per pass. Shard the data with a torch.utils.data.distributed."
+            "DistributedSampler (it pads every rank to the same length) and the same batch_size on every rank"
+        )
+        err.agreed = True  # every rank raises it: the process group stays usable
+        raise err
+    return n
+
+
+def same_batches(data: Iterable, *, where: str) -> None:
+    """Check that every rank's ``data`` has the same number of batches per pass (``len(data)``, or a dry pass
+    over a re-iterable without a length; a one-shot iterator is not counted). No-op without a process group."""
+    if not active():
+        return
+    try:
+        n = len(data)
+    except TypeError:
+        if isinstance(data, collections.abc.Iterator):
+            return
+        n = sum(1 for _ in data)
+    same_count(n, what="batches per pass", where=where)
+
+
+def reduce_step_(params: Sequence[Tensor], weight: float, problem: str | None, loss: float, *, where: str):
+    """One fine-tuning step's reduction, a single all-reduce of a flat buffer: the collective "did any rank fail"
+    check, the gradients and the loss. Returns ``(problem, loss)``: ``problem`` is ``None`` when no rank had one,
+    else this rank's own or a message naming the failing ranks; ``loss`` the global batch's mean loss. When no
+    rank failed, every ``p.grad`` ← ``Σ_r w_r·grad_r / Σ_r w_r`` with ``w_r`` the rank's number of targets (with a
+    mean-reduced loss: the gradient of the global batch's mean loss); a tensor without a gradient on a rank counts
+    as zero there and keeps ``grad=None`` only if it has none on every rank, as one process would.
+    Without a process group: ``(problem, loss)``, gradients untouched."""
+    if not active():
+        return problem, loss
+    ref = next((p for p in params if p.grad is not None), params[0])
+    dev, n = ref.device, world_size()
+    ok = problem is None
+    grads = [
+        p.grad.detach().reshape(-1).to(torch.float64) * weight if ok and p.grad is not None else torch.zeros(p.numel())
+        for p in params
+    ]
+    flags = [0.0] * n
+    flags[rank()] = 0.0 if ok else 1.0
+    head = [float(weight), loss * weight if ok else 0.0] + flags + [float(ok and p.grad is not None) for p in params]
+    flat = torch.cat([torch.tensor(head, dtype=torch.float64, device=dev)] + [g.to(dev, torch.float64) for g in grads])
+    all_sum_(flat, where=where)
+    bad = [r for r in range(n) if flat[2 + r] > 0]
+    if bad:
+        return problem or f"rank(s) {', '.join(map(str, bad))} had a non-finite loss or gradient", loss
+    total, offset = flat[0], 2 + n + len(params)
+    for i, p in enumerate(params):
+        grad = (flat[offset : offset + p.numel()] / total).view_as(p).to(p.dtype)
+        p.grad = grad if flat[2 + n + i] > 0 else None
+        offset += p.numel()
+    return None, float(flat[1] / total)
+
+
+def broadcast_(tensors: Iterable[Tensor], *, src: int = 0, where: str) -> None:
+    """Each tensor ← rank ``src``'s, in place (one broadcast of a flat buffer per dtype); no-op without a group."""
+    if not active():
+        return
+    by_dtype: dict = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    with torch.no_grad():
+        for group in by_dtype.values():
+            flat = torch.cat([t.detach().reshape(-1) for t in group])
+            _collective(dist.broadcast, flat, src, where=where)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+
+@contextlib.contextmanager
+def guard(where: str) -> Iterator[None]:
+    """Around a distributed data step: when it raises on this rank an error the other ranks do not raise with it,
+    destroy the process group, so that the others — waiting in a collective — fail at once with
+    :class:`RankFailure` rather than after the timeout. Without a process group: nothing."""
+    try:
+        yield
+    except BaseException as exc:
+        if active() and not getattr(exc, "agreed", False):
+            warnings.warn(
+                f"{where}: rank {rank()} failed ({type(exc).__name__}); destroying the process group so that the "
+                "other ranks stop",
+                stacklevel=3,
+            )
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+        raise
+
+
+def check_sharded(data: object, *, where: str) -> None:
+    """Warn (on every rank) when a process group is active and ``data`` is a DataLoader without a
+    DistributedSampler: each rank would then see the whole data set, not a shard, and the global batch would
+    hold every sample ``world_size`` times. Lists and other iterables are taken as the rank's shard as given."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    if not active() or not isinstance(data, DataLoader):
+        return
+    samplers = (data.sampler, getattr(data.batch_sampler, "sampler", None))
+    if not any(isinstance(s, DistributedSampler) for s in samplers):
+        warnings.warn(
+            f"{where}: a process group of {world_size()} ranks is active but the DataLoader has no "
+            "DistributedSampler, so every rank reads the whole data set (each rank's loader is taken as its shard). "
+            "Pass DataLoader(dataset, batch_size=..., sampler=torch.utils.data.distributed.DistributedSampler("
+            "dataset, seed=...)) to give each rank its share",
+            stacklevel=3,
+        )
