@@ -22,17 +22,19 @@ gives that), which is checked. What is reduced, and how exactly it matches one p
   one, so early stopping and the best state are decided identically on every rank (the final state is also
   broadcast from rank 0); a non-finite loss on one rank raises :class:`NonFiniteLossError` on every rank.
 
-**Faults.** Every collective goes through :func:`_collective`: when it fails (a peer died, or did not arrive
-within the process group's ``timeout``) the rank raises :class:`RankFailure`. A rank on which a data step raises
-destroys the process group (:func:`guard`) so the others, waiting in a collective, fail at once with
-:class:`RankFailure` instead of waiting for the timeout; errors that every rank raises together (mismatched
-batch counts, a non-finite loss, the global held-out loss) leave the group alone.
+**Faults.** Every collective goes through :func:`_collective`: it is issued asynchronously and waited for while
+polling the rendezvous store; when it fails (a peer died: gloo reports the closed connection at once; or a peer
+did not arrive within the process group's ``timeout``) the rank raises :class:`RankFailure`. A rank on which a
+data step raises leaves its error in the store (:func:`guard`), so the others, waiting in a collective, stop at
+once with a :class:`RankFailure` that quotes it instead of waiting for the timeout; errors that every rank
+raises together (mismatched batch counts, a non-finite loss, the global held-out loss) are not reported there.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import contextlib
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -103,17 +105,58 @@ def _comm_device(t: Tensor) -> torch.device:
     return t.device
 
 
+#: the key of the rendezvous store under which a failing rank leaves its error for the others
+FAILED_KEY = "fxsnn/failed"
+
+
+def _store():
+    """The default process group's rendezvous store, or ``None`` (then only the group's timeout ends a wait)."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return _get_default_store()
+    except Exception:  # noqa: BLE001 - a private helper of torch.distributed; without it, the timeout still holds
+        return None
+
+
+def _reported_failure(store) -> str | None:
+    try:
+        return store.get(FAILED_KEY).decode(errors="replace") if store.check([FAILED_KEY]) else None
+    except Exception:  # noqa: BLE001 - the store's host (rank 0) may itself be gone: the collective reports that
+        return None
+
+
+def _wait(work, *, where: str) -> None:
+    """Wait for an async collective, polling the store for a failure another rank reported (sleeps 0.1 ms, doubling
+    to 50 ms), so a rank that raised ends the others' waits at once; ``work.wait()`` raises the backend's error
+    (a peer that died, or the process group's timeout)."""
+    store, delay = _store(), 1e-4
+    while store is not None and not work.is_completed():
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
+        note = _reported_failure(store)
+        if note is not None:
+            raise RankFailure(
+                f"{where}: rank {dist.get_rank()} of {dist.get_world_size()} stopped because another rank failed: "
+                f"{note}"
+            )
+    work.wait()
+
+
 def _collective(fn, t: Tensor, *args, where: str, **kwargs) -> Tensor:
-    """Run ``fn(buf, ...)`` in place on ``t`` (moved to the communication device and back); RankFailure if it fails."""
+    """Run ``fn(buf, ..., async_op=True)`` in place on ``t`` (moved to the communication device and back) and wait
+    for it (:func:`_wait`); :class:`RankFailure` when it fails."""
     dev = _comm_device(t)
     buf = t if t.device == dev else t.to(dev)
     try:
-        fn(buf, *args, **kwargs)
+        _wait(fn(buf, *args, async_op=True, **kwargs), where=where)
+    except RankFailure:
+        raise
     except Exception as exc:  # noqa: BLE001 - gloo/NCCL raise RuntimeError or DistBackendError subclasses
         raise RankFailure(
             f"{where}: rank {dist.get_rank()} of {dist.get_world_size()}: a collective ({fn.__name__}) failed — another "
-            f"rank raised, died, or did not arrive within {_timeout()}. The other ranks' logs hold the first error; "
-            f"raise the timeout with torch.distributed.init_process_group(timeout=...) if a rank is just slow "
+            f"rank died or did not arrive within {_timeout()}. The other ranks' logs hold the first error; raise the "
+            f"timeout with torch.distributed.init_process_group(timeout=...) if a rank is just slow "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from exc
     if buf is not t:
@@ -245,19 +288,16 @@ def broadcast_(tensors: Iterable[Tensor], *, src: int = 0, where: str) -> None:
 @contextlib.contextmanager
 def guard(where: str) -> Iterator[None]:
     """Around a distributed data step: when it raises on this rank an error the other ranks do not raise with it,
-    destroy the process group, so that the others — waiting in a collective — fail at once with
-    :class:`RankFailure` rather than after the timeout. Without a process group: nothing."""
+    leave ``"rank r: <error>"`` in the rendezvous store (key :data:`FAILED_KEY`), where the other ranks, waiting
+    in a collective, find it and stop at once with :class:`RankFailure` rather than after the timeout. Without a
+    process group: nothing. After a :class:`RankFailure`, start the job again (the key stays)."""
     try:
         yield
     except BaseException as exc:
-        if active() and not getattr(exc, "agreed", False):
-            warnings.warn(
-                f"{where}: rank {rank()} failed ({type(exc).__name__}); destroying the process group so that the "
-                "other ranks stop",
-                stacklevel=3,
-            )
+        store = _store() if active() and not getattr(exc, "agreed", False) else None
+        if store is not None and not isinstance(exc, RankFailure):
             with contextlib.suppress(Exception):
-                dist.destroy_process_group()
+                store.set(FAILED_KEY, f"rank {rank()} raised {type(exc).__name__} in {where}: {exc}"[:2000])
         raise
 
 

@@ -199,7 +199,8 @@ def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
 
 def _agreed(exc: NonFiniteLossError) -> NonFiniteLossError:
     """Mark ``exc`` as raised on every rank together (under a process group the loss, the gradients and the
-    held-out loss it is decided from are global), so :func:`fxsnn.calibration.distributed.guard` keeps the group."""
+    held-out loss it is decided from are global), so :func:`fxsnn.calibration.distributed.guard` does not report it
+    to the other ranks as a failure of this one."""
     exc.agreed = distributed.active()
     return exc
 
@@ -375,7 +376,6 @@ class _Loop:
         )
 
 
-@distributed.guard("fxsnn fine-tuning")
 def fine_tune(
     model: nn.Module,
     params: Sequence[Tensor],
@@ -413,16 +413,16 @@ def fine_tune(
         raise ValueError(f"{where}: nothing to train")
     distributed.check_sharded(data, where=where)
     check_trainable_dtype(model, where=where)
-    loop = _Loop(
-        model,
-        params,
-        data,
-        spec,
-        where=where,
-        state=state,
-        after_backward=after_backward,
-        after_step=after_step,
-        progress=progress,
-        heads={"loss_fn": loss_fn, "output": output},
-    )
-    return loop.run()
+    with distributed.guard(where):
+        return _Loop(
+            model,
+            params,
+            data,
+            spec,
+            where=where,
+            state=state,
+            after_backward=after_backward,
+            after_step=after_step,
+            progress=progress,
+            heads={"loss_fn": loss_fn, "output": output},
+        ).run()

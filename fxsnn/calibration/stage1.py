@@ -111,7 +111,6 @@ def reestimate_bn_stats(gm: nn.Module, data: Iterable, *, progress: bool = True)
 
 
 @torch.no_grad()
-@distributed.guard("fxsnn.calibration.reestimate_bn_stats")
 def reestimate_bn_stats_(
     gm: nn.Module, data: Iterable, *, progress: bool = True, where: str = "fxsnn.calibration.reestimate_bn_stats"
 ) -> nn.Module:
@@ -132,6 +131,11 @@ def reestimate_bn_stats_(
     is taken over the global data, on every rank — equal to one process's up to floating-point rounding. Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
     batch that gives a BN one value per channel (a one-sample batch: use ``drop_last=True``).
     """
+    with distributed.guard(where):
+        return _reestimate(gm, data, progress=progress, where=where)
+
+
+def _reestimate(gm: nn.Module, data: Iterable, *, progress: bool, where: str) -> nn.Module:
     named = [(n, b) for n, b in gm.named_modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
     named = [(n, b) for n, b in named if b.track_running_stats]
     if not named:
