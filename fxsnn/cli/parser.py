@@ -125,6 +125,15 @@ def _add_convert(sub: _Subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", required=True, metavar="FILE", help="where to save the SNN (e.g. snn.fxsnn)")
     g.add_argument("--eval-data", metavar="PATH", help="also report ANN and SNN accuracy on this data")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="under torchrun --nproc_per_node N: the process group's timeout, after which the other ranks stop "
+        "when one hangs (default 1800); each rank reads its shard of --data (--batch-size per rank) and rank 0 "
+        "alone prints and writes --out",
+    )
 
 
 def _add_eval(sub: _Subparsers) -> None:

@@ -205,3 +205,29 @@ def test_on_cuda_each_rank_uses_its_local_gpu_and_gets_the_same_network(tmp_path
         for k, v in _floats(single[part]).items():
             assert torch.equal(r0[part][k], r1[part][k]), (part, k)
             torch.testing.assert_close(r0[part][k], v, rtol=1e-3, atol=1e-4, msg=f"{part} {k}")
+
+
+def test_torchrun_runs_the_cli_convert_and_only_rank_0_prints_and_writes(tmp_path):
+    """``torchrun --nproc_per_node 2 -m fxsnn.cli convert ...`` (gloo on CPU): one saved file, printed once."""
+    import numpy as np
+
+    import fxsnn
+
+    g = np.random.RandomState(0)
+    np.savez(tmp_path / "data.npz", x=g.randn(48, 1, 8, 8).astype("float32"), y=g.randint(0, 3, 48))
+    tests = ROOT / "tests"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{tests}", OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    cmd += ["-m", "fxsnn.cli", "convert", "--model", "helpers:tiny_resnet", "--data", str(tmp_path / "data.npz")]
+    cmd += ["--T", "2", "--method", "full", "--set", "stage1.epochs=1", "--set", "stage2.holdout=None"]
+    cmd += ["--batch-size", "8", "--timeout", "60", "--out", str(tmp_path / "snn.fxsnn")]
+    proc = subprocess.run(cmd, env=env, cwd=tests, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("saved ") == 1, proc.stdout
+    from helpers import tiny_resnet
+
+    snn = fxsnn.load(tmp_path / "snn.fxsnn", model=tiny_resnet())
+    report = snn.meta["fxsnn.convert"]
+    assert report["method"] == "full"
