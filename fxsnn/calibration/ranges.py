@@ -118,8 +118,11 @@ class _MeanProbe:
 
     def __call__(self, module, args, output):
         axis = getattr(module, "channel_axis", 1)
-        self.pre = _channel_mean(args[0].detach(), axis)
-        self.post = _channel_mean(output.detach(), axis)
+        pre, post = args[0].detach(), output.detach()
+        if distributed.active():  # the global batch, concatenated as one process holds it
+            pre, post = (distributed.cat_batches(t, where="fxsnn.calibrate_da")[0] for t in (pre, post))
+        self.pre = _channel_mean(pre, axis)
+        self.post = _channel_mean(post, axis)
 
     def check(self, *, where: str, index: int) -> None:
         site = f"site '{self.name}'"
@@ -135,15 +138,6 @@ def _probe_pass(gm, x, sites, probes, *, reference: bool, where: str, index: int
     for p in probes:
         p.check(where=where, index=index)
     return [(p.pre, p.post) for p in probes]
-
-
-def _global_means(probes: list[_MeanProbe], ref: list, batch: int, *, where: str) -> None:
-    """Replace each probe's and reference's channel means by the global batch's (one all-reduce)."""
-    flat = [t for (pre_oa, post_oa), p in zip(ref, probes) for t in (pre_oa, post_oa, p.pre, p.post)]
-    means = iter(distributed.mean_over_ranks(flat, batch, where=where))
-    for k, p in enumerate(probes):
-        ref[k] = (next(means), next(means))
-        p.pre, p.post = next(means), next(means)
 
 
 def calibrate_da(
@@ -171,9 +165,9 @@ def calibrate_da_(
 
     with ``α = momentum``. ``W r^{l-1}`` is the site's input (its pre-activation).
     Both passes of a batch use the same ψ_DA, φ_DA; all sites update together. Under a ``torch.distributed``
-    process group ``data`` is this rank's shard and every μ is the global batch's (the ranks' means averaged,
-    weighted by their batch sizes; one all-reduce per batch), so ψ_DA, φ_DA are the same on every rank and equal
-    one process's on the concatenated batches up to floating-point reduction order.
+    process group ``data`` is this rank's shard and every μ is taken over the global batch (each site's input and
+    output all-gathered), so ψ_DA, φ_DA are the same on every rank and bit-identical to one process's on the
+    concatenated batches.
     """
     where = "fxsnn.calibrate_da"
     gm = require_graph_module(gm, where=where)
@@ -194,8 +188,6 @@ def calibrate_da_(
             for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
                 ref = _probe_pass(gm, x, sites, probes, reference=True, where=where, index=i)
                 _probe_pass(gm, x, sites, probes, reference=False, where=where, index=i)
-                if distributed.active():
-                    _global_means(probes, ref, x.shape[0], where=where)
                 for m, p, (pre_oa, post_oa) in zip(sites, probes, ref):
                     m.psi_da.mul_(momentum).add_((pre_oa - p.pre).to(m.psi_da.dtype), alpha=1 - momentum)
                     m.phi_da.mul_(momentum).add_((post_oa - p.post).to(m.phi_da.dtype), alpha=1 - momentum)

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..errors import ConversionError, DataError
@@ -40,30 +41,24 @@ class _MomentProbe:
         self.n = 0
         self.s1 = self.s2 = None
         self.batch: tuple | None = None
+        self.gathered: tuple | None = None
 
     def __call__(self, module, args):
         x = args[0].detach()
+        if distributed.active():  # the global batch, concatenated as one process holds it
+            x, offset = distributed.cat_batches(x, where=self.where)
+            self.gathered = (x, offset, args[0].shape[0])
         rows = x.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64)
         self.batch = (rows.sum(dim=1), (rows * rows).sum(dim=1), rows.shape[1])
-        if distributed.active():  # the global batch's sums, on every rank
-            c = x.shape[1]
-            flat = torch.cat([self.batch[0], self.batch[1], rows.new_tensor([float(rows.shape[1])])])
-            distributed.all_sum_(flat, where=self.where)
-            self.batch = (flat[:c], flat[c : 2 * c], int(flat[-1]))
 
     def normalize(self, module, args, output):
-        """Forward hook under a process group: the BN's train-mode output recomputed with the *global* batch's
-        mean and biased variance (what one process fed the concatenated batch normalises with; SyncBatchNorm's
-        semantics), ``γ ⊙ (x − μ_B)/√(σ²_B + ε) + β``, in float64 then cast to the input's dtype."""
-        x = args[0]
-        s1, s2, n = self.batch
-        mean = s1 / n
-        var = (s2 / n - mean * mean).clamp(min=0.0)
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        out = (x.to(torch.float64) - mean.view(shape)) * torch.rsqrt(var + module.eps).view(shape)
-        if module.affine:
-            out = out * module.weight.to(torch.float64).view(shape) + module.bias.to(torch.float64).view(shape)
-        return out.to(x.dtype)
+        """Forward hook under a process group: this rank's rows of the BN's train-mode output for the *global*
+        batch (normalised with the global batch's statistics, as one process fed the concatenated batch is)."""
+        x, offset, n = self.gathered
+        self.gathered = None
+        stats = [None if t is None else t.clone() for t in (module.running_mean, module.running_var)]
+        out = F.batch_norm(x, *stats, module.weight, module.bias, True, module.momentum or 0.0, module.eps)
+        return out[offset : offset + n]
 
     def commit(self, *, where: str, index: int) -> None:
         if self.batch is None:
@@ -125,10 +120,10 @@ def reestimate_bn_stats_(
     — a cumulative average over the whole set, not an exponential one. ``running_var`` stores the unbiased
     ``(σ̂^l)²·n/(n−1)`` as PyTorch does. BN layers without running statistics are left alone. The statistics are
     written once, after the whole pass: if it fails or is interrupted, every BN keeps the statistics it had.
-    Under a ``torch.distributed`` process group ``data`` is this rank's shard: each batch's float64 sums and
-    counts are summed over ranks (one all-reduce per BN and batch), every BN normalises with the *global*
-    batch's statistics (as one process fed the concatenated batch does; SyncBatchNorm's semantics), and Eq. 10
-    is taken over the global data, on every rank — equal to one process's up to floating-point rounding. Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
+    Under a ``torch.distributed`` process group ``data`` is this rank's shard: each BN's input is all-gathered
+    per batch, every BN normalises the *global* batch with its statistics (as one process fed the concatenated
+    batch does) and Eq. 10 sums the global batch in float64, on every rank — bit-identical to one process when
+    the network is (:mod:`fxsnn.calibration.distributed`). Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
     batch that gives a BN one value per channel (a one-sample batch: use ``drop_last=True``).
     """
     with distributed.guard(where):
