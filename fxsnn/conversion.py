@@ -58,6 +58,7 @@ def _has_batchnorm(gm: nn.Module) -> bool:
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:
     """The method's pipeline: front end, Stage 1 (skipped without BatchNorm), lowering, Stage 2."""
     timings, skipped, trace_args, head = run["seconds"], run["skipped"], run["trace"], run["head"]
+    check_sharded(data, where="fxsnn.convert")
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     gm = front_end(
@@ -125,6 +126,7 @@ def convert(
     modified. Before touching ``data`` it refuses BatchNorm without running statistics
     (:class:`fxsnn.ConversionError`), float16 models for the methods that fine-tune (:class:`fxsnn.DataError`)
     and ``output_mode="rate"`` for a network that cannot run in rate mode (:class:`fxsnn.ModeError`).
+    Under ``torch.distributed``, ``data`` is this rank's shard and every rank gets the same network (docs/distributed.md).
 
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace` (module types or qualified names kept
     opaque; non-tensor arguments specialised); a ``GraphModule`` you traced yourself is copied, not traced
@@ -134,13 +136,6 @@ def convert(
 
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` then skip it with a warning, and
     ``result.meta["fxsnn.convert"]["skipped"]`` says so (``{"stage1": "the model has no BatchNorm layer"}``).
-
-    **Many processes**: under an initialised ``torch.distributed`` process group (``torchrun --nproc_per_node N``;
-    gloo on CPU, NCCL with each rank on ``cuda:LOCAL_RANK``) every rank calls ``convert`` with its own shard of the
-    data — a DataLoader with a ``DistributedSampler`` (a DataLoader without one gets a warning and is used as
-    given), or a list of that rank's batches — and gets the same network; the global batch of each step is the
-    concatenation of the ranks' batches and progress bars show on rank 0 only. See ``docs/distributed.md`` and
-    :mod:`fxsnn.calibration.distributed` for what is exact.
 
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches) and keeps a
     summary in ``result.meta["fxsnn.convert"]`` (method, T, seed, config, per-step seconds, skipped steps).
@@ -153,7 +148,6 @@ def convert(
     cfg = _check_arguments(model, T, method, seed, config)
     T = int(T)
     check_reiterable(data, where="fxsnn.convert")
-    check_sharded(data, where="fxsnn.convert")
     validate(model, T, method, cfg, leaf_modules=leaf_modules, concrete_args=concrete_args)
     run = {
         "seconds": {},

@@ -194,7 +194,8 @@ def sum_histograms_(hists: Sequence[Tensor], before: Sequence[Tensor], *, where:
 
 
 def _all_gather(out: Tensor, inp: Tensor, *, async_op: bool):
-    return dist.all_gather_into_tensor(out, inp, async_op=async_op)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the new name since torch 2.14
+    return gather(out, inp, async_op=async_op)
 
 
 def cat_batches(t: Tensor, *, where: str) -> tuple[Tensor, int]:
@@ -215,7 +216,17 @@ def cat_batches(t: Tensor, *, where: str) -> tuple[Tensor, int]:
     out = buf.new_empty((most * world_size(), *buf.shape[1:]))
     _collective(_all_gather, out, buf.to(_comm_device(out)), where=where)
     parts = [out[r * most : r * most + n] for r, n in enumerate(counts)]
-    return torch.cat(parts), sum(counts[: rank()])
+    return torch.cat(parts).contiguous(memory_format=_memory_format(t)), sum(counts[: rank()])
+
+
+def _memory_format(t: Tensor) -> torch.memory_format:
+    """``t``'s layout (channels-last or contiguous): the gathered batch keeps it, so that kernels that depend on
+    the layout (a channels-last BatchNorm reduces in another order) compute what they compute for one process."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if t.dim() == 5 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def same_count(n: int, *, what: str, where: str) -> int:
@@ -250,7 +261,9 @@ def same_batches(data: Iterable, *, where: str) -> None:
     same_count(n, what="batches per pass", where=where)
 
 
-def reduce_step_(params: Sequence[Tensor], weight: float, problem: str | None, loss: float, *, where: str):
+def reduce_step_(
+    params: Sequence[Tensor], weight: float, problem: str | None, loss: float, *, where: str
+) -> tuple[str | None, float]:
     """One fine-tuning step's reduction, a single all-reduce of a flat buffer: the collective "did any rank fail"
     check, the gradients and the loss. Returns ``(problem, loss)``: ``problem`` is ``None`` when no rank had one,
     else this rank's own or a message naming the failing ranks; ``loss`` the global batch's mean loss. When no
@@ -319,10 +332,13 @@ def guard(where: str) -> Iterator[None]:
 def check_sharded(data: object, *, where: str) -> None:
     """Warn (on every rank) when a process group is active and ``data`` is a DataLoader without a
     DistributedSampler: each rank would then see the whole data set, not a shard, and the global batch would
-    hold every sample ``world_size`` times. Lists and other iterables are taken as the rank's shard as given."""
+    hold every sample ``world_size`` times (also through a wrapper's ``.loader``, e.g.
+    :class:`fxsnn.io.loaders.OnDevice`). Lists and other iterables are taken as the rank's shard as given."""
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
+    if isinstance(getattr(data, "loader", None), DataLoader):  # a wrapper such as fxsnn.io.loaders.OnDevice
+        data = data.loader
     if not active() or not isinstance(data, DataLoader):
         return
     samplers = (data.sampler, getattr(data.batch_sampler, "sampler", None))

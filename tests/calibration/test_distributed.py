@@ -178,6 +178,8 @@ def test_a_dataloader_without_distributed_sampler_gets_a_warning_under_a_process
     from torch.utils.data import DataLoader, TensorDataset
     from torch.utils.data.distributed import DistributedSampler
 
+    from fxsnn.io.loaders import OnDevice
+
     loader = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
     sharded = DataLoader(loader.dataset, batch_size=2, sampler=DistributedSampler(loader.dataset, 2, 0))
     with warnings.catch_warnings():
@@ -189,9 +191,11 @@ def test_a_dataloader_without_distributed_sampler_gets_a_warning_under_a_process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         distributed.check_sharded(loader, where="fxsnn.convert")
+        distributed.check_sharded(OnDevice(loader), where="fxsnn.convert")  # seen through the wrapper
         distributed.check_sharded(sharded, where="fxsnn.convert")
+        distributed.check_sharded(OnDevice(sharded), where="fxsnn.convert")
         distributed.check_sharded([(torch.zeros(2, 1),)], where="fxsnn.convert")  # a list is the rank's shard
-    assert len(caught) == 1
+    assert len(caught) == 2
     assert "fxsnn.convert" in str(caught[0].message) and "DistributedSampler" in str(caught[0].message)
 
 
