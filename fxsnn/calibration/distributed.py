@@ -16,9 +16,11 @@ gives that), which is checked. What is reduced, and how exactly it matches one p
 - BatchNorm re-estimation (Eq. 10): each BN's input is all-gathered, the BN normalises the global batch with
   its statistics (as one process does in train mode) and the float64 sums Σx, Σx² are those of the global
   batch. Given the same network, ψ_DA, φ_DA and the BN statistics are then **bit-identical** to one process
-  (this moves every site's and BN's activations once per batch: these are one pass over the data each, and
+  (this moves every site's and BN's activations once per batch of those passes, in their own memory layout;
   exactness matters here because a QCFS floor turns a last-bit difference in one layer into whole quanta in
-  the next; averaging per-rank means or sums instead gave BN statistics 0.1 apart on ResNet-20);
+  the next: normalising with the ranks' summed float64 moments instead gave ResNet-20 BN statistics 0.18
+  apart). It assumes that a sample's forward pass does not depend on the batch size (true of the CPU kernels
+  measured; cuDNN may pick other kernels for another batch size, and then these agree up to rounding only);
 - fine-tuning (Stages 1 and 2): the gradients of the few trained tensors are averaged, weighted by each rank's
   number of targets (the gradient of the global batch's mean loss), with **one all-reduce of a flat buffer per
   step** — not DDP: fxsnn trains a few ``[C]`` tensors that are not the parameters of one module (Stage 1 trains
