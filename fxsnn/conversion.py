@@ -11,6 +11,7 @@ from typing import Any
 from torch import fx, nn
 
 from .calibration.batches import progress_stage
+from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
 from .calibration.preflight import seeded, validate
@@ -89,6 +90,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         return progress_stage(f"stage {running.index(name) + 1} of {len(running)}, {name}")
 
     teacher = _teacher(model, data, method, cfg, timings, progress)
+    check_sharded(data, where="fxsnn.convert")
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     t0 = time.perf_counter()
@@ -211,6 +213,7 @@ def convert(
     :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused, listed in the error; ``True`` keeps them analog in a
     marked hybrid (docs/architecture.md). A QCFS-trained backbone skips the recorders (θ and L are its own).
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` skip it with a warning.
+    check_sharded(data, where="fxsnn.convert")
 
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches).
     ``result.meta["fxsnn.convert"]`` holds method, T, seed, config, per-step seconds, ``skipped`` steps with

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError, FxsnnError
 from ..graph.edit import first_tensor
+from .distributed import is_main
 
 __all__ = ["batches", "check_batch", "check_finite", "check_targets", "run_batch", "progress_stage"]
 
@@ -60,6 +61,7 @@ def batches(
 
     The bar reads ``desc`` (default: the last part of ``where``), after the label of an enclosing
     :func:`progress_stage`.
+    Under a ``torch.distributed`` process group the bar shows on rank 0 only.
 
     Raises :class:`fxsnn.DataError` for a bare tensor (it would iterate sample
     by sample), a batch of the wrong form, missing targets where
@@ -84,7 +86,8 @@ def batches(
             total = None
     n = 0
     for n, batch in enumerate(
-        tqdm(iterator, desc=_description(where, desc), total=total, disable=not progress, leave=False), start=1
+        tqdm(iterator, desc=_description(where, desc), total=total, disable=not (progress and is_main()), leave=False),
+        start=1,
     ):
         x, y = _split(batch, n - 1, where)
         if need_targets and y is None:

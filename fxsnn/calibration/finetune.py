@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import CalibrationError, DataError
+from . import distributed
 from .batches import batches, check_targets, run_batch
 from .config import TrainSpec
 from .measure import head, measure
@@ -188,7 +189,7 @@ class _Plan:
 
 
 def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
-    n_batches = count_batches(data, where=where)
+    n_batches = distributed.same_count(count_batches(data, where=where), what="batches per pass", where=where)
     explicit, k_hold = None, 0
     if spec.holdout is not None and not isinstance(spec.holdout, numbers.Real):
         explicit = spec.holdout
@@ -203,6 +204,14 @@ def _plan(spec: TrainSpec, data: Iterable, *, where: str) -> _Plan:
     warm = int(spec.warmup) if spec.warmup >= 1 else int(round(spec.warmup * total))
     eval_every = spec.eval_every or max(1, per_epoch // 4)
     return _Plan(n_batches, k_hold, explicit, total, min(warm, total), eval_every)
+
+
+def _agreed(exc: NonFiniteLossError) -> NonFiniteLossError:
+    """Mark ``exc`` as raised on every rank together (under a process group the loss, the gradients and the
+    held-out loss it is decided from are global), so :func:`fxsnn.calibration.distributed.guard` does not report it
+    to the other ranks as a failure of this one."""
+    exc.agreed = distributed.active()
+    return exc
 
 
 class _Checkpoints:
@@ -225,18 +234,22 @@ class _Checkpoints:
         """Record the held-out loss at ``step`` (in eval mode); True when patience is exhausted."""
         with preserved_state(self.model):
             self.model.eval()
-            loss = measure(self.model, held, where=self.where + " (holdout)", progress=False, **self.heads).loss
+            loss = measure(
+                self.model, held, where=self.where + " (holdout)", progress=False, distributed=True, **self.heads
+            ).loss
         report.holdout.append((step, loss))
         if not math.isfinite(loss):
             self.restore_best(report)
-            raise NonFiniteLossError(
-                f"{self.where}: the held-out loss is {loss} at step {step}; training stopped and the tuned tensors "
-                "were restored to the best evaluated state (the error's .model; the starting state if none). Check the "
-                "held-out batches for inputs the network cannot handle, or lower lr / set clip_grad",
-                step=step,
-                epoch=None,
-                batch=None,
-                model=self.model,
+            raise _agreed(
+                NonFiniteLossError(
+                    f"{self.where}: the held-out loss is {loss} at step {step}; training stopped and the tuned tensors "
+                    "were restored to the best evaluated state (the error's .model; the starting state if none). Check the "
+                    "held-out batches for inputs the network cannot handle, or lower lr / set clip_grad",
+                    step=step,
+                    epoch=None,
+                    batch=None,
+                    model=self.model,
+                )
             )
         if loss < self.best[0]:
             self.best, self.bad_evals = (loss, step, self.snapshot()), 0
@@ -298,6 +311,7 @@ class _Loop:
         self.report.steps, self.report.epochs = self.step, epoch
         if plan.has_holdout:
             self.checkpoints.restore_best(self.report)
+        distributed.broadcast_(self.checkpoints.state().values(), where=self.where)  # the same state on every rank
         return self.report
 
     def _epoch(self, epoch: int) -> bool:
@@ -342,6 +356,9 @@ class _Loop:
             loss.backward()
             if self.after_backward is not None:
                 self.after_backward()
+        value = float(loss.detach())
+        bad, value = distributed.reduce_step_(self.params, y.numel(), bad, value, where=self.where)
+        if bad is None:
             bad = _gradient_problem(self.params, self.spec.clip_grad)
         if bad is not None:
             self._fail(before, bad, epoch, i, lr)
@@ -352,18 +369,20 @@ class _Loop:
         bad = _non_finite_tensor(self.checkpoints.state())
         if bad is not None:
             self._fail(before, f"the optimizer step made a trained tensor ({bad}) non-finite", epoch, i, lr)
-        return float(loss.detach())
+        return value
 
     def _fail(self, before: dict, bad: str, epoch: int, i: int, lr: float) -> None:
         self.checkpoints.restore(before)
-        raise NonFiniteLossError(
-            f"{self.where}: {bad} at step {self.step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training "
-            "stopped and the tuned tensors were restored to their state before that step (the error's .model). "
-            "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
-            step=self.step + 1,
-            epoch=epoch,
-            batch=i,
-            model=self.model,
+        raise _agreed(
+            NonFiniteLossError(
+                f"{self.where}: {bad} at step {self.step + 1} (epoch {epoch}, batch {i}, lr {lr:.3g}); training "
+                "stopped and the tuned tensors were restored to their state before that step (the error's .model). "
+                "Check that batch for NaN/Inf inputs, or lower lr / set clip_grad",
+                step=self.step + 1,
+                epoch=epoch,
+                batch=i,
+                model=self.model,
+            )
         )
 
 
@@ -391,21 +410,29 @@ def fine_tune(
     snapshot for restoring (default: ``params``); ``after_backward()`` runs after each backward pass, before
     clipping (e.g. to map gradients onto the optimizer's variables); ``after_step()`` after each optimizer step
     (e.g. to write them back and clamp θ > 0).
+
+    Under a ``torch.distributed`` process group ``data`` is this rank's shard (a DataLoader without a
+    DistributedSampler gets a warning) and a step is one global step: the ranks' batches ``i`` form the global
+    batch, the gradients and the loss are averaged over it (one all-reduce per step,
+    :func:`fxsnn.calibration.distributed.reduce_step_`), every rank takes the same optimizer step, the schedule
+    counts global steps, early stopping uses the global held-out loss, a non-finite loss on any rank raises
+    :class:`NonFiniteLossError` on every rank, and the final state is broadcast from rank 0.
     """
     params = list(params)
     if not params:
         raise ValueError(f"{where}: nothing to train")
+    distributed.check_sharded(data, where=where)
     check_trainable_dtype(model, where=where)
-    loop = _Loop(
-        model,
-        params,
-        data,
-        spec,
-        where=where,
-        state=state,
-        after_backward=after_backward,
-        after_step=after_step,
-        progress=progress,
-        heads={"loss_fn": loss_fn, "output": output},
-    )
-    return loop.run()
+    with distributed.guard(where):
+        return _Loop(
+            model,
+            params,
+            data,
+            spec,
+            where=where,
+            state=state,
+            after_backward=after_backward,
+            after_step=after_step,
+            progress=progress,
+            heads={"loss_fn": loss_fn, "output": output},
+        ).run()

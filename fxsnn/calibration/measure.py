@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DataError
+from . import distributed as _dist
 from .batches import batches, check_targets, run_batch
 
 __all__ = ["measure", "EvalResult", "pick_output", "default_loss", "head"]
@@ -81,6 +82,7 @@ def measure(
     progress: bool = True,
     loss_fn: Callable | None = None,
     output: Callable | None = None,
+    distributed: bool = False,
 ) -> EvalResult:
     """The one loss/accuracy loop: top-1 and mean loss of ``model`` as it is (no mode switch), no grad.
 
@@ -91,7 +93,9 @@ def measure(
     indices shaped like the logits). Used by :func:`evaluate` and by the fine-tuning loop's held-out
     evaluation. ``where`` names the caller in data errors (batches without targets, on another device or dtype,
     non-finite inputs, with the default loss targets that are not class indices in ``[0, classes)``, inputs
-    the model cannot run).
+    the model cannot run). ``distributed=True`` under a ``torch.distributed`` process group (the fine-tuning
+    loop's held-out loss): ``data`` is this rank's shard and the sums are all-reduced, so every rank gets the
+    global result (the default, ``False``, measures this rank's data alone, as :func:`fxsnn.evaluate` does).
     """
     pick, loss_of = head(output, loss_fn)
     correct: int | None = 0
@@ -108,4 +112,14 @@ def measure(
         hits = _top1(logits, y)
         correct = None if hits is None or correct is None else correct + hits
         total += y.numel()
+    if distributed and _dist.active():
+        correct, total, loss_sum = _global_sums(correct, total, loss_sum, where=where)
     return EvalResult(float("nan") if correct is None else correct / total, loss_sum / total, total)
+
+
+def _global_sums(correct: int | None, total: int, loss_sum: float, *, where: str) -> tuple[int | None, int, float]:
+    """``(correct, total, loss_sum)`` summed over ranks (one float64 all-reduce); ``correct`` is ``None`` when it
+    is on any rank."""
+    sums = torch.tensor([float(total), loss_sum, float(correct or 0), float(correct is None)], dtype=torch.float64)
+    _dist.all_sum_(sums, where=where)
+    return (None if sums[3] > 0 else int(sums[2])), int(sums[0]), float(sums[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -12,6 +13,7 @@ from ..errors import ConversionError, DataError
 from ..graph.edit import copy_graph_module, require_graph_module
 from ..nn import DAQCFS, ActivationRecorder
 from ..nn.recorder import NonFiniteActivation
+from . import distributed
 from .batches import batches, check_finite, run_batch
 from .state import preserved_state
 
@@ -45,6 +47,8 @@ def calibrate(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> f
     ``data``: any iterable of batches — input tensors or ``(input, target, ...)``
     tuples (targets unused). Runs in eval mode under ``torch.no_grad()``;
     calibrating the result again accumulates. ``gm`` is untouched (:func:`calibrate_` works in place).
+    Under a ``torch.distributed`` process group ``data`` is this rank's shard and θ is bit-identical to one
+    process fed the concatenated batches (:mod:`fxsnn.calibration.distributed`).
     Raises :class:`fxsnn.DataError` on empty data and :class:`fxsnn.ConversionError` when ``gm`` has no
     recorder.
 
@@ -62,7 +66,13 @@ def calibrate_(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> 
         raise ConversionError("fxsnn.calibrate: the model has no recorder; run fxsnn.passes.insert_recorders(gm) first")
     where = "fxsnn.calibrate"
     names = {m: n for n, m in gm.named_modules() if isinstance(m, ActivationRecorder)}
-    with preserved_state(gm), recording(gm), torch.no_grad():
+    with (
+        distributed.guard(where),
+        preserved_state(gm),
+        recording(gm) as recs,
+        torch.no_grad(),
+        _global(recs, data, where),
+    ):
         gm.eval()
         for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
             try:
@@ -76,6 +86,29 @@ def calibrate_(gm: fx.GraphModule, data: Iterable, *, progress: bool = True) -> 
     return gm
 
 
+@contextlib.contextmanager
+def _global(recs: list[ActivationRecorder], data: Iterable, where: str) -> Iterator[None]:
+    """Under a process group: check the ranks' batch counts agree, all-reduce each batch's max (MAX) inside the
+    recorders, and sum the histogram counts the pass added (exact integers) at the end. Nothing otherwise."""
+    if not distributed.active():
+        yield
+        return
+    distributed.same_batches(data, where=where)
+    reduce_max = functools.partial(distributed.all_max_, where=where)
+    before = [r.hist.clone() for r in recs if r.percentile is not None]
+    for r in recs:
+        r.batch_max_hook = reduce_max
+    try:
+        yield
+    finally:
+        for r in recs:
+            del r.batch_max_hook
+    hists = [r.hist for r in recs if r.percentile is not None]
+    if [h.shape for h in hists] != [b.shape for b in before]:  # first calibration: the recorders sized themselves
+        before = [torch.zeros_like(h) for h in hists]
+    distributed.sum_histograms_(hists, before, where=where)
+
+
 class _MeanProbe:
     """Forward hook that keeps μ(input) and μ(output) of one DA-QCFS module for the current pass."""
 
@@ -85,8 +118,11 @@ class _MeanProbe:
 
     def __call__(self, module, args, output):
         axis = getattr(module, "channel_axis", 1)
-        self.pre = _channel_mean(args[0].detach(), axis)
-        self.post = _channel_mean(output.detach(), axis)
+        pre, post = args[0].detach(), output.detach()
+        if distributed.active():  # the global batch, concatenated as one process holds it
+            pre, post = (distributed.cat_batches(t, where="fxsnn.calibrate_da")[0] for t in (pre, post))
+        self.pre = _channel_mean(pre, axis)
+        self.post = _channel_mean(post, axis)
 
     def check(self, *, where: str, index: int) -> None:
         site = f"site '{self.name}'"
@@ -128,7 +164,10 @@ def calibrate_da_(
         e_post = μ(r_OA^l) − μ(r_DA^l)                φ_DA ← α φ_DA + (1 − α) e_post
 
     with ``α = momentum``. ``W r^{l-1}`` is the site's input (its pre-activation).
-    Both passes of a batch use the same ψ_DA, φ_DA; all sites update together.
+    Both passes of a batch use the same ψ_DA, φ_DA; all sites update together. Under a ``torch.distributed``
+    process group ``data`` is this rank's shard and every μ is taken over the global batch (each site's input and
+    output all-gathered), so ψ_DA, φ_DA are the same on every rank and bit-identical to one process's on the
+    concatenated batches.
     """
     where = "fxsnn.calibrate_da"
     gm = require_graph_module(gm, where=where)
@@ -143,8 +182,9 @@ def calibrate_da_(
     probes = [_MeanProbe(n) for n, _ in named]
     handles = [m.register_forward_hook(p) for m, p in zip(sites, probes)]
     try:
-        with preserved_state(gm), torch.no_grad():
+        with distributed.guard(where), preserved_state(gm), torch.no_grad():
             gm.eval()
+            distributed.same_batches(data, where=where)
             for i, (x, _) in enumerate(batches(data, where=where, model=gm, progress=progress)):
                 ref = _probe_pass(gm, x, sites, probes, reference=True, where=where, index=i)
                 _probe_pass(gm, x, sites, probes, reference=False, where=where, index=i)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..errors import ConversionError, DataError
@@ -14,6 +15,7 @@ from ..graph.edit import copy_graph_module, require_graph_module
 from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
 from ..report.stages import STAGE1, StageReport
+from . import distributed
 from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
 from .distill import objective_heads
@@ -37,16 +39,29 @@ class _MomentProbe:
     half-way (or is interrupted) adds nothing.
     """
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, where: str = "fxsnn.calibration.reestimate_bn_stats"):
+        self.name, self.where = name, where
         self.n = 0
         self.s1 = self.s2 = None
         self.batch: tuple | None = None
+        self.gathered: tuple | None = None
 
     def __call__(self, module, args):
         x = args[0].detach()
+        if distributed.active():  # the global batch, concatenated as one process holds it
+            x, offset = distributed.cat_batches(x, where=self.where)
+            self.gathered = (x, offset, args[0].shape[0])
         rows = x.transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64)
         self.batch = (rows.sum(dim=1), (rows * rows).sum(dim=1), rows.shape[1])
+
+    def normalize(self, module, args, output):
+        """Forward hook under a process group: this rank's rows of the BN's train-mode output for the *global*
+        batch (normalised with the global batch's statistics, as one process fed the concatenated batch is)."""
+        x, offset, n = self.gathered
+        self.gathered = None
+        stats = [None if t is None else t.clone() for t in (module.running_mean, module.running_var)]
+        out = F.batch_norm(x, *stats, module.weight, module.bias, True, module.momentum or 0.0, module.eps)
+        return out[offset : offset + n]
 
     def commit(self, *, where: str, index: int) -> None:
         if self.batch is None:
@@ -68,6 +83,9 @@ def _accumulate(gm: nn.Module, bns: list, probes: list, data: Iterable, *, where
     number of batches."""
     n = 0
     handles = [b.register_forward_pre_hook(p) for b, p in zip(bns, probes)]
+    if distributed.active():
+        handles += [b.register_forward_hook(p.normalize) for b, p in zip(bns, probes)]
+    distributed.same_batches(data, where=where)
     try:
         with preserved_state(gm):
             gm.eval()
@@ -109,22 +127,31 @@ def reestimate_bn_stats_(
     — a cumulative average over the whole set, not an exponential one. ``running_var`` stores the unbiased
     ``(σ̂^l)²·n/(n−1)`` as PyTorch does. BN layers without running statistics are left alone. The statistics are
     written once, after the whole pass: if it fails or is interrupted, every BN keeps the statistics it had.
-    Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
+    Under a ``torch.distributed`` process group ``data`` is this rank's shard: each BN's input is all-gathered
+    per batch, every BN normalises the *global* batch with its statistics (as one process fed the concatenated
+    batch does) and Eq. 10 sums the global batch in float64, on every rank — bit-identical to one process when
+    the network is (:mod:`fxsnn.calibration.distributed`). Raises :class:`fxsnn.DataError` for non-finite inputs or BN inputs (naming the batch and the BN) and for a
     batch that gives a BN one value per channel (a one-sample batch: use ``drop_last=True``).
     """
     _reestimate_(gm, data, progress=progress, where=where)
     return gm
 
 
-@torch.no_grad()
 def _reestimate_(gm: nn.Module, data: Iterable, *, progress: bool, where: str) -> int:
-    """:func:`reestimate_bn_stats_`'s work; the number of batches of its pass."""
+    """:func:`reestimate_bn_stats_`'s work, under the fault guard of :mod:`fxsnn.calibration.distributed`; the
+    number of batches of its pass."""
+    with distributed.guard(where):
+        return _reestimate_pass(gm, data, progress=progress, where=where)
+
+
+@torch.no_grad()
+def _reestimate_pass(gm: nn.Module, data: Iterable, *, progress: bool, where: str) -> int:
     named = [(n, b) for n, b in gm.named_modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
     named = [(n, b) for n, b in named if b.track_running_stats]
     if not named:
         raise ConversionError(f"{where}: the model has no BatchNorm layer with running statistics to re-estimate")
     bns = [b for _, b in named]
-    probes = [_MomentProbe(n) for n, _ in named]
+    probes = [_MomentProbe(n, where) for n, _ in named]
     # BN in train mode updates its running statistics on every batch: keep them, and put them back unless the
     # whole pass succeeds (an error or Ctrl-C mid-pass leaves the statistics as they were).
     saved = [{k: t.clone() for k, t in b.named_buffers(recurse=False)} for b in bns]

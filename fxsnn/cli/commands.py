@@ -185,7 +185,12 @@ def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False, evaluat
             raise
         raise _InputProblem(f"{'/'.join(shown)}: {exc}") from exc
     _check_classes(args, loader, source, path, flags)
-    if shuffle:
+    if shuffle and _world() > 1:  # this rank's shard (padded to the same length on every rank), reshuffled by seed
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(loader.dataset, shuffle=True, seed=args.seed)
+        loader = DataLoader(loader.dataset, batch_size=args.batch_size, sampler=sampler)
+    elif shuffle:
         loader = DataLoader(loader.dataset, batch_size=args.batch_size, shuffle=True)
     return OnDevice(loader, args.device)
 
@@ -249,6 +254,34 @@ def _data_lines(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _world() -> int:
+    """The number of ranks: torch.distributed's, or ``WORLD_SIZE`` under torchrun before the group is joined."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _join_process_group(args: argparse.Namespace) -> bool:
+    """Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1): join the process group — NCCL with this rank on
+    ``cuda:LOCAL_RANK`` for ``--device cuda``, gloo on CPU — with ``--timeout`` seconds; True if it joined one."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if _world() <= 1 or dist.is_initialized():
+        return False
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=args.timeout))
+    return True
+
+
 def _recorded_model(header: dict) -> tuple[str | None, dict]:
     ann = header.get("ann") if isinstance(header.get("ann"), dict) else {}
     spec, margs = ann.get("spec"), ann.get("args")
@@ -299,6 +332,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise _InputProblem(str(exc)) from None
     if args.T < 1:
         raise _InputProblem(f"--T must be >= 1; got {args.T}")
+    if not args.timeout > 0:
+        raise _InputProblem(f"--timeout must be a number of seconds > 0; got {args.timeout}")
     model_args = parse_kwargs(args.model_arg)
     try:
         json.dumps(model_args, allow_nan=False)  # recorded in the file, so JSON data only
@@ -307,20 +342,29 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     _check_out(args.out, "--out")
     if not args.eval_data and (args.eval_limit is not None or args.eval_random_subset):
         raise _InputProblem("--eval-limit / --eval-random-subset apply to --eval-data; give --eval-data PATH")
-    model = _model(args)
-    data = _data(args, args.data, shuffle=True)
+    joined = _join_process_group(args)
+    try:
+        model = _model(args)
+        data = _data(args, args.data, shuffle=True)
+        trace_args = {"leaf_modules": args.leaf_module, "concrete_args": parse_kwargs(args.concrete_arg) or None}
+        snn = convert(
+            model,
+            data,
+            T=args.T,
+            method=args.method,
+            seed=args.seed,
+            config=cfg,
+            allow_analog=args.allow_analog,
+            **trace_args,
+        )
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # every rank holds the same network: rank 0 alone writes and prints
     eval_data = _data(args, args.eval_data, evaluation=True) if args.eval_data else None
-    trace_args = {"leaf_modules": args.leaf_module, "concrete_args": parse_kwargs(args.concrete_arg) or None}
-    snn = convert(
-        model,
-        data,
-        T=args.T,
-        method=args.method,
-        seed=args.seed,
-        config=cfg,
-        allow_analog=args.allow_analog,
-        **trace_args,
-    )
     save(snn, args.out, model_spec=args.model, model_args=model_args)
     print(summary(snn))
     print(f"\nwhat each stage did (method={args.method}, T={args.T}):")

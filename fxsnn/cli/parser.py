@@ -166,6 +166,15 @@ def _add_convert(sub: _Subparsers) -> None:
         action="store_true",
         help="with --eval-limit: take N samples by a fixed random permutation (for files sorted by class)",
     )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="under torchrun --nproc_per_node N: the process group's timeout, after which the other ranks stop "
+        "when one hangs (default 1800); each rank reads its shard of --data (--batch-size per rank) and rank 0 "
+        "alone prints and writes --out",
+    )
 
 
 def _add_eval(sub: _Subparsers) -> None:

@@ -69,12 +69,19 @@ class ActivationRecorder(nn.Module):
     percentile of ``min(relu(x), a)`` is ``min(percentile of relu(x), a)``, so
     both θ rules are the plain ReLU's, capped.
 
+    **Many processes.** ``batch_max_hook`` (``None``: none) maps each batch's per-channel maximum before it is
+    recorded; :func:`fxsnn.calibrate` under a process group sets it to an all-reduce with MAX, so every rank
+    records the global batch's maximum and grows ``hist_hi`` as one process fed the global batches would (the
+    histogram bin edges are then the same on every rank and the counts add up exactly).
+
     Example::
 
         >>> rec = ActivationRecorder(4); rec.recording = True
         >>> _ = rec(torch.randn(8, 4, 5, 5)); rec.theta().shape
         torch.Size([4])
     """
+
+    batch_max_hook = None
 
     def __init__(
         self,
@@ -130,6 +137,8 @@ class ActivationRecorder(nn.Module):
             )
         xv, cdim = _dense_channels(x)
         batch_max = xv.amax(dim=tuple(d for d in range(xv.dim()) if d != cdim)).to(self.max_val.dtype)
+        if self.batch_max_hook is not None:
+            batch_max = self.batch_max_hook(batch_max)
         torch.maximum(self.max_val, batch_max, out=self.max_val)
         if self.percentile is not None:
             self._record_hist(xv, cdim, batch_max)
