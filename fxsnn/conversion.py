@@ -89,8 +89,8 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
     def stage(name: str):
         return progress_stage(f"stage {running.index(name) + 1} of {len(running)}, {name}")
 
-    teacher = _teacher(model, data, method, cfg, timings, progress)
     check_sharded(data, where="fxsnn.convert")
+    teacher = _teacher(model, data, method, cfg, timings, progress)
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     t0 = time.perf_counter()
@@ -212,8 +212,9 @@ def convert(
     ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
     :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused, listed in the error; ``True`` keeps them analog in a
     marked hybrid (docs/architecture.md). A QCFS-trained backbone skips the recorders (θ and L are its own).
-    A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` skip it with a warning.
-    check_sharded(data, where="fxsnn.convert")
+    A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` skip it with a warning. Under a
+    ``torch.distributed`` process group each rank passes its shard of the data and every rank gets the same
+    network (docs/distributed.md).
 
     The result runs in ``output_mode`` (spike by default; :func:`fxsnn.set_mode` switches).
     ``result.meta["fxsnn.convert"]`` holds method, T, seed, config, per-step seconds, ``skipped`` steps with
