@@ -179,3 +179,12 @@ class GeluNet(nn.Module):
 def gelu_net(seed: int = 0) -> GeluNet:
     torch.manual_seed(seed)
     return GeluNet().eval()
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """``fxsnn.cli.main(argv)`` (every item made a string) and what it printed: ``(exit code, stdout, stderr)``."""
+    from fxsnn import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

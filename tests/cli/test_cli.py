@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli as run
 from helpers import tiny_resnet
 
 import fxsnn
@@ -17,12 +18,6 @@ from fxsnn import cli
 from fxsnn.cli import commands
 
 SPEC = "helpers:tiny_resnet"
-
-
-def run(argv, capsys):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,13 @@ when the data covers only a few classes."""
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli as run
 from helpers import tiny_model
 
 import fxsnn
-from fxsnn import cli
 
 RGB = "helpers:tiny_model"  # 3 input channels, 3 classes, 8x8 inputs
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-def run(argv, capsys):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
