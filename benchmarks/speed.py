@@ -204,14 +204,15 @@ def variants(name: str, ann, x, calib, T: int) -> dict:
 COLD = ("ann", "rate", "spike")  # warmed up; "serial" runs the ANN's shapes and "sj" spike mode's (a stem aside)
 
 
-def rounds(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Interleaved timing: one warm-up call of ANN, rate and spike (oneDNN primitives per shape, spike mode's heap),
-    then ``repeats`` rounds, the order rotating per round. The serial variants get no warm-up call of their own:
-    each of their T steps runs layers of shapes already warmed up (so their first step's cost is in the timing)."""
+def rounds(fns: dict, repeats: int, warm=COLD) -> dict[str, list[float]]:
+    """Interleaved timing: one warm-up call of each variant in ``warm`` (default ANN, rate and spike: oneDNN
+    primitives per shape, spike mode's heap), then ``repeats`` rounds, the order rotating per round. By default
+    the serial variants get no warm-up call of their own: each of their T steps runs layers of shapes already
+    warmed up (so their first step's cost is in the timing)."""
     times = {k: [] for k in fns}
     names = list(fns)
     with torch.inference_mode():
-        for k in COLD:
+        for k in warm:
             fns[k]()
         for r in range(repeats):
             for k in names[r % len(names) :] + names[: r % len(names)]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import fxsnn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import shared_data  # noqa: E402
+from speed import rounds  # noqa: E402 - one interleaved-timing loop for both speed scripts
 
 VARIANTS = ("ann", "spike", "serial")
 
@@ -41,20 +41,6 @@ def setup(batch: int):
     return ann, x, calib
 
 
-def time_rounds(fns: dict, repeats: int) -> dict[str, list[float]]:
-    times = {k: [] for k in fns}
-    names = list(fns)
-    with torch.inference_mode():
-        for f in fns.values():  # warm-up
-            f()
-        for r in range(repeats):
-            for k in names[r % len(names) :] + names[: r % len(names)]:
-                t0 = time.perf_counter()
-                fns[k]()
-                times[k].append(time.perf_counter() - t0)
-    return times
-
-
 def profile_table(fn, rows: int) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -68,7 +54,7 @@ def bench(ann, x, calib, T: int, repeats: int, prof: bool) -> str:
     snn = fxsnn.passes.lower_to_paraif(fxsnn.front_end(ann, calib, levels=T, progress=False), T=T).eval()
     serial = fxsnn.passes.to_serial(snn).eval()
     fns = {"ann": lambda: ann(x), "spike": lambda: snn(x), "serial": lambda: serial(x)}
-    t = time_rounds(fns, repeats)
+    t = rounds(fns, repeats, warm=fns)  # every variant warmed up once
     med = {k: statistics.median(v) for k, v in t.items()}
     ratio = {k: statistics.median(a / b for a, b in zip(t[k], t["ann"])) for k in VARIANTS}
     vs = statistics.median(a / b for a, b in zip(t["spike"], t["serial"]))
