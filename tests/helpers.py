@@ -188,3 +188,13 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def dead_recorder() -> torch.fx.GraphModule:
+    """A 1→2-channel conv + ReLU whose recorder is calibrated on data that never activates a channel (weights and
+    bias −1, inputs in [0, 1)): every pre-activation ≤ 0, so the recorder falls back to θ = 1 with a warning."""
+    rec = fxsnn.passes.insert_recorders(fxsnn.trace(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())))
+    with torch.no_grad():
+        rec.get_submodule("0").weight.fill_(-1.0)
+        rec.get_submodule("0").bias.fill_(-1.0)
+    return fxsnn.calibrate(rec, [torch.rand(2, 1, 3, 3)], progress=False)

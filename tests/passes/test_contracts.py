@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import dead_recorder
 from torch import nn
 
 import fxsnn
@@ -99,10 +100,6 @@ def test_an_inner_error_keeps_the_inner_pass_name_and_is_prefixed_once():
 
 
 def test_warnings_inside_a_pass_name_the_pass_like_its_errors():
-    rec = fxsnn.passes.insert_recorders(fxsnn.trace(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())))
-    with torch.no_grad():
-        rec.get_submodule("0").weight.fill_(-1.0)
-        rec.get_submodule("0").bias.fill_(-1.0)
-    rec = fxsnn.calibrate(rec, [torch.rand(2, 1, 3, 3)], progress=False)
+    rec = dead_recorder()
     with pytest.warns(UserWarning, match=r"^fxsnn\.passes\.to_qcfs: recorder '1': no channel ever activated"):
         fxsnn.passes.to_qcfs(rec, levels=2)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import batches, convert, fanout_net, tiny_resnet
+from helpers import batches, convert, dead_recorder, fanout_net, tiny_resnet
 from scipy.stats import wasserstein_distance
 from torch import nn
 
@@ -51,11 +51,7 @@ def test_summary_at_every_stage(tiny):
 
 def test_summary_of_a_recorder_whose_channels_never_fired():
     """Every channel dead is not an error for summary: θ = 1 there, with the recorder's warning."""
-    rec = fxsnn.passes.insert_recorders(fxsnn.trace(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())))
-    with torch.no_grad():
-        rec.get_submodule("0").weight.fill_(-1.0)
-        rec.get_submodule("0").bias.fill_(-1.0)
-    rec = fxsnn.calibrate(rec, [torch.rand(2, 1, 3, 3)], progress=False)
+    rec = dead_recorder()
     with pytest.warns(UserWarning, match="no channel ever activated"):
         row = fxsnn.summary(rec)[0]
     assert row.kind == "recorder" and row.theta == (1.0, 1.0)
