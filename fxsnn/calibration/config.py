@@ -108,6 +108,8 @@ class Stage1Config(Config):
     - ``train_theta``: also tune each site's θ (relative to its start, kept ≥ 1 % of it);
       ``theta_lr``: θ's learning rate (``None``: ``train.lr``);
     - ``train_da``: also tune each DA-QCFS site's ψ_DA, φ_DA (Eq. 4), in units of θ;
+    - ``train_weights``: also tune every other parameter (the convolution and linear weights and biases) at
+      ``weight_lr`` — beyond Algorithm 2, which tunes only γ, β;
     - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning;
     - ``objective``: ``"labels"`` minimises the cross-entropy against the batches' targets; ``"distill"`` the
       KL divergence ``τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` to the ANN's logits ``z_ANN`` at
@@ -121,6 +123,8 @@ class Stage1Config(Config):
     train_theta: bool = True
     theta_lr: float | None = None
     train_da: bool = False
+    train_weights: bool = False
+    weight_lr: float = 1e-3
     restat_after: bool = False
     objective: str = "labels"
     temperature: float = 1.0
@@ -131,6 +135,8 @@ class Stage1Config(Config):
         a_bool(self, "train_theta")
         positive_float(self, "theta_lr", optional=True)
         a_bool(self, "train_da")
+        a_bool(self, "train_weights")
+        positive_float(self, "weight_lr")
         a_bool(self, "restat_after")
         one_of(self, "objective", OBJECTIVES)
         positive_float(self, "temperature")

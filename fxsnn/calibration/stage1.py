@@ -227,8 +227,23 @@ class _RelativeTensors:
             z.copy_(p / c)
 
 
+def _weights(gm: nn.Module) -> list[Tensor]:
+    """The parameters ``train_weights`` tunes: every floating-point parameter outside the BatchNorm layers and the
+    fxsnn activations (the convolution and linear weights and biases of a ResNet), each once."""
+    seen, out = set(), []
+    for m in gm.modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, QCFS)):
+            continue
+        for p in m.parameters(recurse=False):
+            if p.is_floating_point() and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
 def _tuned(gm: fx.GraphModule, bns: list, config: Stage1Config) -> tuple[list[Tensor], _RelativeTensors]:
-    """Step 2's tensors: the BN affine terms (trained as they are), and θ / ψ_DA, φ_DA (trained relative)."""
+    """Step 2's tensors: the BN affine terms (trained as they are), and θ / ψ_DA, φ_DA / the weights (trained
+    relative: θ to its start, ψ_DA, φ_DA to θ, the weights to the scalar ``weight_lr / lr``)."""
     affine = [t for b in bns if b.affine for t in (b.weight, b.bias)]
     named = [(n, m) for n, m in gm.named_modules() if isinstance(m, QCFS)] if config.train_theta else []
     sites = [m for _, m in named]
@@ -238,12 +253,15 @@ def _tuned(gm: fx.GraphModule, bns: list, config: Stage1Config) -> tuple[list[Te
     # Same schedule; θ's variables get their own rate through the scale (Adam steps ≈ lr per unit).
     theta_scales = [t * (config.theta_lr / lr) for t in theta0] if config.theta_lr is not None else theta0
     da_sites = [m for m in gm.modules() if isinstance(m, DAQCFS)] if config.train_da else []
-    tensors = [s.theta for s in sites] + [t for m in da_sites for t in (m.psi_da, m.phi_da)]
+    weights = _weights(gm) if config.train_weights else []
+    tensors = [s.theta for s in sites] + [t for m in da_sites for t in (m.psi_da, m.phi_da)] + weights
     scales = theta_scales + [m.theta.detach().clone() for m in da_sites for _ in range(2)]
-    floors = [t0 * THETA_FLOOR for t0 in theta0] + [None] * (2 * len(da_sites))
+    # A 0-dim scale: the weights' Adam steps are ≈ weight_lr (times the schedule's factor) per unit
+    scales += [torch.tensor(config.weight_lr / lr, dtype=w.dtype, device=w.device) for w in weights]
+    floors = [t0 * THETA_FLOOR for t0 in theta0] + [None] * (2 * len(da_sites) + len(weights))
     for t in affine + tensors:
         t.requires_grad_(True)
-    ceilings = [clip.get(n) for n, _ in named] + [None] * (2 * len(da_sites))
+    ceilings = [clip.get(n) for n, _ in named] + [None] * (2 * len(da_sites) + len(weights))
     return affine, _RelativeTensors(tensors, scales, floors=floors, ceilings=ceilings)
 
 
@@ -324,8 +342,8 @@ def recalibrate_bn(
 
     1. **Statistics** (Eq. 10): :func:`reestimate_bn_stats_` — cumulative mean/variance of each BN input over
        ``data`` under the DA-QCFS forward.
-    2. **Affine fine-tune**: all non-BN parameters frozen; the BN affine terms ``γ, β`` ``[C]`` (and, with
-       ``train_theta``, each site's θ ``[C]``, trained relative to its start — see
+    2. **Affine fine-tune**: all non-BN parameters frozen (unless ``train_weights``); the BN affine terms
+       ``γ, β`` ``[C]`` (and, with ``train_theta``, each site's θ ``[C]``, trained relative to its start — see
        :mod:`fxsnn.calibration.finetune` — and kept ≥ ``THETA_FLOOR``·θ₀) minimise the cross-entropy with AdamW
        (no weight decay), linear warm-up (``train.warmup``: fraction or steps) and cosine decay
        ``train.lr → train.lr_min`` over ``train.epochs`` (or exactly ``train.steps``); the QCFS floor is
@@ -333,7 +351,9 @@ def recalibrate_bn(
        network deployed); ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated
        with the BN's momentum while tuning).
        With ``train_da``, each DA-QCFS site's ``ψ_DA`` and ``φ_DA`` ``[C]`` (Eq. 4) are tuned too, in units
-       of θ.
+       of θ. With ``train_weights`` (beyond Algorithm 2) every other parameter — the convolution and linear
+       weights and biases — is tuned too, its Adam steps ``weight_lr`` (times the schedule's factor
+       ``η(s)/train.lr``) in size.
     3. With ``restat_after``, step 1 again on the tuned network.
 
     ``theta_lr`` (default ``train.lr``) is θ's learning rate; ``train.clip_grad``, ``train.holdout`` and

@@ -277,24 +277,23 @@ class _QCFSFunction(torch.autograd.Function):
         th = per_channel(theta, x)
         theta_post = theta if phi_da is None else theta + phi_da
         tp = per_channel(theta_post, x)
-        v = x if psi_da is None else x + per_channel(psi_da, x)
-        q = (v * L + th * 0.5) / th  # the un-floored count
-        inside = (q > 0) & (q < L)
-        above = q >= L
-        # STE: a ≈ tp/L · q inside, tp above, 0 below.
-        da_dv = torch.where(inside, tp / th, torch.zeros_like(x))
-        grad_x = g * da_dv if ctx.needs_input_grad[0] else None
+        # q = ((x + ψ_DA)·L + θ/2)/θ, the un-floored count, in one temporary
+        q = x * L if psi_da is None else (x + per_channel(psi_da, x)).mul_(L)
+        q.add_(th * 0.5).div_(th)
+        inside = (q > 0).logical_and_(q < L)
+        # STE: a ≈ tp/L · q inside, tp above, 0 below, so ∂a/∂x = tp/θ inside
+        grad_x = (g * (tp / th)).mul_(inside)
         grad_theta = grad_psi = grad_phi = None
         if ctx.needs_input_grad[1]:
-            # d/dθ of tp/L·(vL + θ/2)/θ with tp = θ + φ: = (1/L)·[q + tp·(1/(2θ) − q/θ)]
-            d_inside = (q + tp * (0.5 / th - q / th)) / L
-            dth = torch.where(inside, d_inside, torch.where(above, torch.ones_like(x), torch.zeros_like(x)))
-            grad_theta = _channel_sum(g * dth)
+            # d/dθ of tp/L·(vL + θ/2)/θ with tp = θ + φ: (1/L)·[q + tp·(1/(2θ) − q/θ)] inside, 1 above, 0 below
+            above = q >= L
+            dth = q.mul_(1 - tp / th).add_(tp * 0.5 / th).div_(L).mul_(inside).add_(above)
+            grad_theta = _channel_sum(dth.mul_(g))
         if psi_da is not None and ctx.needs_input_grad[2]:
-            grad_psi = _channel_sum(g * da_dv)
+            grad_psi = _channel_sum(grad_x)  # ∂a/∂ψ_DA = ∂a/∂x
         if phi_da is not None and ctx.needs_input_grad[3]:
             grad_phi = _channel_sum(g * k / L)
-        return grad_x, grad_theta, grad_psi, grad_phi, None
+        return (grad_x if ctx.needs_input_grad[0] else None), grad_theta, grad_psi, grad_phi, None
 
 
 def qcfs(x: Tensor, theta: Tensor, levels: int, psi_da: Tensor | None = None, phi_da: Tensor | None = None) -> Tensor:

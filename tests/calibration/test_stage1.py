@@ -11,7 +11,7 @@ from fxsnn.calibration.finetune import NonFiniteLossError
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 #: what recalibrate_bn() did bare before it took a Stage1Config (whose defaults are convert's: 3 epochs, θ trained)
-BARE = dict(epochs=1, train_theta=False)
+BARE = dict(epochs=1, train_theta=False, train_weights=False)
 
 
 def is_bn(key):
@@ -24,7 +24,7 @@ def test_stage1_changes_only_bn_and_theta_and_leaves_inputs_untouched():
     model_before = state(model)
     da = da_network(model, data)
     da_before = state(da)
-    out = fxsnn.recalibrate_bn(da, data, epochs=2, lr=1e-2, train_theta=True, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, epochs=2, lr=1e-2, train_theta=True, train_weights=False, progress=False)
     changed = changed_keys(da_before, state(out))
     assert changed, "Stage 1 changed nothing"
     assert all(is_bn(k) or k.endswith(".theta") for k in changed), changed
@@ -38,9 +38,41 @@ def test_stage1_changes_only_bn_and_theta_and_leaves_inputs_untouched():
 def test_stage1_without_theta_training_keeps_every_theta():
     data = tiny_data()
     da = tiny_da()
-    out = fxsnn.recalibrate_bn(da, data, epochs=1, train_theta=False, lr=1e-2, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, epochs=1, train_theta=False, train_weights=False, lr=1e-2, progress=False)
     changed = changed_keys(state(da), state(out))
     assert changed and all(is_bn(k) for k in changed), changed
+
+
+def test_train_weights_also_tunes_every_conv_and_linear_weight_and_leaves_inputs_untouched():
+    model = tiny_model()
+    data = tiny_data()
+    model_before = state(model)
+    da = da_network(model, data)
+    da_before = state(da)
+    out = fxsnn.recalibrate_bn(
+        da, data, epochs=1, lr=1e-2, weight_lr=1e-2, train_theta=False, train_weights=True, progress=False
+    )
+    changed = changed_keys(da_before, state(out))
+    weights = {k for k in da_before if k.split(".")[0] in ("conv1", "conv2", "linear")}
+    assert weights == {"conv1.weight", "conv2.weight", "linear.weight", "linear.bias"}
+    assert weights <= changed, weights - changed
+    assert all(is_bn(k) or k in weights for k in changed), changed - weights
+    assert not changed_keys(da_before, state(da)), "the input GraphModule was modified"
+    assert not changed_keys(model_before, state(model)), "the user's model was modified"
+    assert [p.requires_grad for p in out.parameters()] == [p.requires_grad for p in da.parameters()]
+
+
+def test_weight_lr_sets_the_size_of_the_weight_steps():
+    data = tiny_data()
+    da = tiny_da()
+    before = state(da)["conv1.weight"]
+    moved = []
+    for weight_lr in (1e-4, 1e-2):
+        kw = dict(steps=3, lr=1e-2, warmup=0, weight_lr=weight_lr, train_weights=True, train_theta=False)
+        out = fxsnn.recalibrate_bn(da, data, progress=False, **kw)
+        moved.append(float((out.conv1.weight.detach() - before).abs().max()))
+    # Adam moves each variable by about its rate per step: 3 steps at most ~3x the rate, and the ratio ~100
+    assert 0 < moved[0] <= 3.5e-4 and moved[1] > 30 * moved[0], moved
 
 
 def test_bn_stats_are_the_cumulative_eq10_moments_whatever_the_batching():
@@ -125,7 +157,9 @@ def test_lowered_network_and_network_without_bn_are_refused():
         fxsnn.recalibrate_bn(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3)), data, progress=False)
 
 
-@pytest.mark.parametrize("kw", [dict(bn_mode="batch"), dict(lr=0), dict(epochs=0), dict(warmup=1.5), dict(theta_lr=-1)])
+@pytest.mark.parametrize(
+    "kw", [dict(bn_mode="batch"), dict(lr=0), dict(epochs=0), dict(warmup=1.5), dict(theta_lr=-1), dict(weight_lr=0)]
+)
 def test_bad_options_name_the_accepted_range(kw):
     data = tiny_data()
     with pytest.raises(ValueError, match=next(iter(kw))):
