@@ -70,7 +70,7 @@ class ConvertConfig(Config):
     """
 
     theta_percentile: float | str | None = "auto"
-    calibration_batches: int | None = 40
+    calibration_batches: int | None = 20
     da_momentum: float = 0.99
     output_mode: str = "spike"
     teacher: str = "model"
@@ -98,16 +98,21 @@ class ConvertConfig(Config):
 FXSNN = ConvertConfig()
 
 #: The recipe as the paper writes it (Sec. 4.2-4.3, Alg. 2-3, Appendix C, CIFAR): running-max θ, BN in train
-#: mode while its affine terms are tuned, no θ training, one epoch per stage, Stage 1 at 1e-3 → 1e-4, Stage 2 at
-#: 2e-3 on Δb itself.
+#: mode while only its affine terms are tuned (no θ, no weights), one epoch per stage, Stage 1 at 1e-3 → 1e-4,
+#: Stage 2 at 2e-3 on Δb itself with the triangle surrogate; 40 calibration batches for the front end.
 PAPER = ConvertConfig(
     theta_percentile=None,
+    calibration_batches=40,
     stage1=Stage1Config(
-        train=TrainSpec(epochs=1, lr=1e-3, lr_min=1e-4, warmup=0.1), bn_mode="train", train_theta=False
+        train=TrainSpec(epochs=1, lr=1e-3, lr_min=1e-4, warmup=0.1),
+        bn_mode="train",
+        train_theta=False,
+        train_weights=False,
     ),
     stage2=Stage2Config(
         train=TrainSpec(epochs=1, lr=2e-3, lr_min=0.0, warmup=0.1, clip_grad=1.0, holdout=0.1, patience=3),
         parameterization="absolute",
+        surrogate="triangle",
     ),
 )
 

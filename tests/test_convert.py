@@ -85,12 +85,12 @@ def test_every_knob_of_every_stage_is_reachable_by_dotted_key():
         cfg.keys()
     )
     assert "stage2.train.eval_every" in cfg.keys() and "stage2.surrogate" in cfg.keys()
-    same = cfg.override("stage1.epochs=2", "stage2.train.lr=0.01", "stage1.bn_mode=train", "stage2.holdout=None")
+    same = cfg.override("stage1.epochs=5", "stage2.train.lr=0.01", "stage1.bn_mode=train", "stage2.holdout=None")
     assert same == cfg.replace(
-        **{"stage1.train.epochs": 2, "stage2.train.lr": 0.01, "stage1.bn_mode": "train", "stage2.train.holdout": None}
+        **{"stage1.train.epochs": 5, "stage2.train.lr": 0.01, "stage1.bn_mode": "train", "stage2.train.holdout": None}
     )
-    assert same.stage1.train.epochs == 2 and same.stage2.train.holdout is None
-    assert cfg.stage1.train.epochs == 3, "override returned a copy"
+    assert same.stage1.train.epochs == 5 and same.stage2.train.holdout is None
+    assert cfg.stage1.train.epochs == 2, "override returned a copy"
 
 
 def test_the_defaults_are_the_validated_ones():
@@ -98,16 +98,23 @@ def test_the_defaults_are_the_validated_ones():
     s1, s2 = cfg.stage1, cfg.stage2
     assert (cfg.theta_percentile, cfg.calibration_batches, cfg.da_momentum, cfg.output_mode) == (
         "auto",
-        40,
+        20,
         0.99,
         "spike",
     )
-    assert (s1.train.epochs, s1.train.lr, s1.train.lr_min, s1.train.warmup) == (3, 2e-2, 1e-3, 0.1)
-    assert (s1.bn_mode, s1.train_theta, s1.theta_lr, s1.restat_after, s1.train_da) == ("eval", True, None, False, False)
+    assert (s1.train.epochs, s1.train.lr, s1.train.lr_min, s1.train.warmup) == (2, 2e-2, 1e-3, 0.1)
+    assert (s1.bn_mode, s1.train_theta, s1.theta_lr, s1.restat_after, s1.train_da) == (
+        "eval",
+        False,
+        None,
+        False,
+        False,
+    )
+    assert (s1.train_weights, s1.weight_lr) == (True, 1e-3)
     assert (s1.train.clip_grad, s1.train.holdout, s1.train.patience) == (None, None, None)
-    assert (s2.train.epochs, s2.train.lr, s2.train.lr_min, s2.train.warmup) == (1, 3e-2, 0.0, 0.1)
+    assert (s2.train.epochs, s2.train.lr, s2.train.lr_min, s2.train.warmup) == (1, 3e-3, 0.0, 0.1)
     assert (s2.train.clip_grad, s2.train.holdout, s2.train.patience) == (1.0, 0.1, 3)
-    assert (s2.width, s2.parameterization, s2.mode, s2.surrogate) == (0.5, "relative", "auto", "triangle")
+    assert (s2.width, s2.parameterization, s2.mode, s2.surrogate) == (0.5, "relative", "auto", "ste")
 
 
 def test_output_mode_rate():
@@ -171,7 +178,7 @@ def test_config_is_validated_on_construction(kw, msg):
         ("stage1.train.lr=-1", r"ConvertConfig: stage1.train.lr must be a finite number > 0; got -1"),
         ("stage1.epochs=abc", r"stage1.train.epochs must be an integer >= 1; got 'abc'"),
         ("stage1.epochs=1.5", r"stage1.train.epochs must be an integer >= 1; got 1.5"),
-        ("stage2.train.lr_min=1", r"stage2.train.lr_min must be a finite number in \[0, 0.03\]; got 1"),
+        ("stage2.train.lr_min=1", r"stage2.train.lr_min must be a finite number in \[0, 0.003\]; got 1"),
         ("stage2.train.warmup=-0.5", r"stage2.train.warmup must be a fraction in \[0, 1\) or a whole number"),
         ("stage1.train_theta=yes", r"stage1.train_theta must be True or False; got 'yes'"),
         ("stage1.theta_lr=0", r"stage1.theta_lr must be None or a finite number > 0; got 0"),

@@ -94,22 +94,24 @@ class TrainSpec(Config):
 
 
 def _stage1_train() -> TrainSpec:
-    return TrainSpec(epochs=3, lr=2e-2, lr_min=1e-3, warmup=0.1)
+    return TrainSpec(epochs=2, lr=2e-2, lr_min=1e-3, warmup=0.1)
 
 
 @dataclass(frozen=True)
 class Stage1Config(Config):
     """Stage 1, :func:`fxsnn.recalibrate_bn` (Algorithm 2). Defaults: fxsnn's recipe (``docs/results.md``).
 
-    - ``train``: the fine-tuning run of the BN affine terms (three epochs, AdamW ``2e-2 → 1e-3``, 10 % warm-up;
-      no clipping, no hold-out);
+    - ``train``: the fine-tuning run (two epochs, AdamW ``2e-2 → 1e-3``, 10 % warm-up; no clipping, no hold-out);
     - ``bn_mode``: ``"eval"`` keeps BN on the Eq. 10 statistics while tuning (the network tuned is the network
       deployed), ``"train"`` is Algorithm 2 as written (batch statistics, running statistics updated);
-    - ``train_theta``: also tune each site's θ (relative to its start, kept ≥ 1 % of it);
+    - ``train_theta``: also tune each site's θ (relative to its start, kept ≥ 1 % of it); off by default: the
+      threshold direction is Stage 2's (its Δb shifts the effective threshold θ − Δb), and training it here left
+      Stage 2 nothing to improve at no gain in validation accuracy (``docs/results.md``);
       ``theta_lr``: θ's learning rate (``None``: ``train.lr``);
     - ``train_da``: also tune each DA-QCFS site's ψ_DA, φ_DA (Eq. 4), in units of θ;
-    - ``train_weights``: also tune every other parameter (the convolution and linear weights and biases) at
-      ``weight_lr`` — beyond Algorithm 2, which tunes only γ, β;
+    - ``train_weights``: also tune every other parameter (the convolution and linear weights and biases) with
+      Adam steps of ``weight_lr`` (default ``1e-3``, times the schedule's factor) — beyond Algorithm 2, which
+      tunes only γ, β (the paper's recipe keeps it off);
     - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning;
     - ``objective``: ``"labels"`` minimises the cross-entropy against the batches' targets; ``"distill"`` the
       KL divergence ``τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` to the ANN's logits ``z_ANN`` at
@@ -120,10 +122,10 @@ class Stage1Config(Config):
 
     train: TrainSpec = field(default_factory=_stage1_train)
     bn_mode: str = "eval"
-    train_theta: bool = True
+    train_theta: bool = False
     theta_lr: float | None = None
     train_da: bool = False
-    train_weights: bool = False
+    train_weights: bool = True
     weight_lr: float = 1e-3
     restat_after: bool = False
     objective: str = "labels"
@@ -143,16 +145,17 @@ class Stage1Config(Config):
 
 
 def _stage2_train() -> TrainSpec:
-    return TrainSpec(epochs=1, lr=3e-2, lr_min=0.0, warmup=0.1, clip_grad=1.0, holdout=0.1, patience=3)
+    return TrainSpec(epochs=1, lr=3e-3, lr_min=0.0, warmup=0.1, clip_grad=1.0, holdout=0.1, patience=3)
 
 
 @dataclass(frozen=True)
 class Stage2Config(Config):
     """Stage 2, :func:`fxsnn.tune_delta_b` (Algorithm 3). Defaults: fxsnn's recipe (``docs/results.md``).
 
-    - ``train``: the fine-tuning run of Δb (one epoch, AdamW ``3e-2 → 0``, 10 % warm-up, gradient norm clipped
+    - ``train``: the fine-tuning run of Δb (one epoch, AdamW ``3e-3 → 0``, 10 % warm-up, gradient norm clipped
       at 1, early stopping on 10 % of the batches held out with patience 3);
-    - ``width``: the surrogate's half-width as a fraction of θ_pre (Appendix C); ``surrogate``: ``"triangle"``;
+    - ``surrogate``: ``"ste"``, the straight-through estimator of the count (the default), or ``"triangle"``,
+      the surrogate of Appendix C with half-width ``width`` as a fraction of θ_pre (the paper's recipe);
     - ``parameterization``: ``"relative"`` trains ``Δb = θ_pre ⊙ z``, ``"absolute"`` Δb itself (the paper);
     - ``mode``: the execution mode trained in: ``"auto"`` (rate where exact), ``"rate"`` or ``"spike"``;
     - ``objective``, ``temperature``: as in :class:`Stage1Config` (``"labels"`` or ``"distill"``, τ).
@@ -162,7 +165,7 @@ class Stage2Config(Config):
 
     train: TrainSpec = field(default_factory=_stage2_train)
     width: float = 0.5
-    surrogate: str = "triangle"
+    surrogate: str = "ste"
     parameterization: str = "relative"
     mode: str = "auto"
     objective: str = "labels"

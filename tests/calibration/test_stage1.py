@@ -10,7 +10,7 @@ from fxsnn.calibration import Stage1Config
 from fxsnn.calibration.finetune import NonFiniteLossError
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-#: what recalibrate_bn() did bare before it took a Stage1Config (whose defaults are convert's: 3 epochs, θ trained)
+#: what recalibrate_bn() did bare before it took a Stage1Config (whose defaults are convert's: 2 epochs, weights tuned)
 BARE = dict(epochs=1, train_theta=False, train_weights=False)
 
 

@@ -14,12 +14,21 @@ def lowered(T=4, dtype=torch.float32, **kw):
     return fxsnn.passes.lower_to_paraif(tiny_da(T=T, dtype=dtype, **kw), T=T), tiny_data(dtype=dtype)
 
 
-def delta_b_grads(snn, data, mode):
+def delta_b_grads(snn, data, mode, surrogate=None):
+    """The loss over ``data`` and each neuron's ∂loss/∂Δb, with the neurons' own estimator or ``surrogate``."""
     fxsnn.set_mode(snn, mode)
+    kinds = {}
     for n in fxsnn.modes.neurons(snn).values():
         n.delta_b.grad = None
-    loss = sum(F.cross_entropy(snn(x), y, reduction="sum") for x, y in data)
-    loss.backward()
+        kinds[n] = getattr(n, "surrogate", "triangle")
+        if surrogate is not None:
+            n.surrogate = surrogate
+    try:
+        loss = sum(F.cross_entropy(snn(x), y, reduction="sum") for x, y in data)
+        loss.backward()
+    finally:
+        for n, kind in kinds.items():
+            n.surrogate = kind
     return loss.detach(), [n.delta_b.grad.clone() for n in fxsnn.modes.neurons(snn).values()]
 
 
@@ -70,8 +79,9 @@ def test_stage2_changes_only_delta_b_and_leaves_inputs_untouched():
     )  # trained in rate mode, handed back as given
 
 
+@pytest.mark.parametrize("surrogate", ["ste", "triangle"])
 @pytest.mark.parametrize("param", ["relative", "absolute"])
-def test_first_adam_step_moves_delta_b_by_lr_times_its_scale(param):
+def test_first_adam_step_moves_delta_b_by_lr_times_its_scale(param, surrogate):
     snn, data = lowered()
     lr = 1e-2
     out = fxsnn.tune_delta_b(
@@ -84,9 +94,10 @@ def test_first_adam_step_moves_delta_b_by_lr_times_its_scale(param):
         clip_grad=None,
         holdout=None,
         parameterization=param,
+        surrogate=surrogate,
         progress=False,
     )
-    grads = delta_b_grads(snn, data[:1], "rate")[1]
+    grads = delta_b_grads(snn, data[:1], "rate", surrogate)[1]
     for n, g in zip(fxsnn.modes.neurons(out).values(), grads):
         live = g.abs() > 1e-3  # Adam's first step is lr·g/(|g| + 1e-8): ±lr where |g| is not tiny
         scale = n.theta_pre if param == "relative" else torch.ones_like(n.theta_pre)
