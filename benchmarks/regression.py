@@ -4,7 +4,8 @@ Converts ResNet-20 with ``fspc`` and ``full`` at T = 4 (seed 0; calibration on a
 train_10k, batches of 100; outputs on a fixed 500-image slice of the test set) and compares every tensor of
 each converted network's ``state_dict`` (θ_pre, θ_post = θ + φ_DA, ψ_DA, Δb of every site, the BatchNorm
 statistics and affine terms) and its rate-mode and spike-mode outputs with ``benchmarks/reference/
-regression_T4.pt`` (written by ``--write`` before the redesign of issue 8). Prints one line per tensor that is
+regression_T4.pt`` (written by ``--write`` before the redesign of issue 8; rewritten when issue 12 changed the
+defaults on purpose). Prints one line per tensor that is
 not bit-identical (with its largest difference) and exits 1 if any is not.
 
     python benchmarks/regression.py            # compare (about 1 min on 2 cores)
