@@ -3,6 +3,7 @@
 import importlib.util
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,16 @@ def test_label_free_rows_are_rendered_against_the_default():
     text = "\n".join(mod._label_free_table(rows))
     assert "| 4 | 80.00 | 79.50 | -0.50 | 100.0 / 110.0 |" in text
     assert "20.0 ANN passes" in text
+
+
+def test_the_time_target_is_checked_on_the_default_full_conversion_at_T4():
+    mod = _load("cifar10_resnet20")
+    args = types.SimpleNamespace(T=[4])
+    met = "\n".join(mod._target_checks({("full", 4): (0.83, 101.0)}, args))
+    assert "T = 4: the default full conversion took 101.0 s vs ≤ 120 s — met" in met
+    missed = "\n".join(mod._target_checks({("full", 4): (0.83, 130.5)}, args))
+    assert "took 130.5 s vs ≤ 120 s — missed by 10.5 s" in missed
+    assert "T = 4: full 83.00 % vs ≥ 82.0 % — met" in missed
 
 
 def test_rate_vs_spike_rewrites_only_its_section_of_the_correctness_page(tmp_path):

@@ -18,21 +18,28 @@ def is_bn(key):
     return key.split(".")[0] in ("bn1", "bn2")
 
 
-def test_stage1_changes_only_bn_and_theta_and_leaves_inputs_untouched():
+def stage1_on_fresh_inputs(**kw):
+    """Stage 1 on a fresh DA network of a fresh model: ``(input network, its state before, result)``, after
+    checking that neither the model nor the input network was modified."""
     model = tiny_model()
     data = tiny_data()
     model_before = state(model)
     da = da_network(model, data)
     da_before = state(da)
-    out = fxsnn.recalibrate_bn(da, data, epochs=2, lr=1e-2, train_theta=True, train_weights=False, progress=False)
+    out = fxsnn.recalibrate_bn(da, data, progress=False, **kw)
+    assert not changed_keys(da_before, state(da)), "the input GraphModule was modified"
+    assert not changed_keys(model_before, state(model)), "the user's model was modified"
+    assert out is not da
+    return da, da_before, out
+
+
+def test_stage1_changes_only_bn_and_theta_and_leaves_inputs_untouched():
+    _, da_before, out = stage1_on_fresh_inputs(epochs=2, lr=1e-2, train_theta=True, train_weights=False)
     changed = changed_keys(da_before, state(out))
     assert changed, "Stage 1 changed nothing"
     assert all(is_bn(k) or k.endswith(".theta") for k in changed), changed
     assert any(k.endswith(".theta") for k in changed)
     assert any(k.endswith("bn1.weight") or k.endswith("bn2.bias") for k in changed)
-    assert not changed_keys(da_before, state(da)), "the input GraphModule was modified"
-    assert not changed_keys(model_before, state(model)), "the user's model was modified"
-    assert out is not da
 
 
 def test_stage1_without_theta_training_keeps_every_theta():
@@ -44,21 +51,14 @@ def test_stage1_without_theta_training_keeps_every_theta():
 
 
 def test_train_weights_also_tunes_every_conv_and_linear_weight_and_leaves_inputs_untouched():
-    model = tiny_model()
-    data = tiny_data()
-    model_before = state(model)
-    da = da_network(model, data)
-    da_before = state(da)
-    out = fxsnn.recalibrate_bn(
-        da, data, epochs=1, lr=1e-2, weight_lr=1e-2, train_theta=False, train_weights=True, progress=False
+    da, da_before, out = stage1_on_fresh_inputs(
+        epochs=1, lr=1e-2, weight_lr=1e-2, train_theta=False, train_weights=True
     )
     changed = changed_keys(da_before, state(out))
     weights = {k for k in da_before if k.split(".")[0] in ("conv1", "conv2", "linear")}
     assert weights == {"conv1.weight", "conv2.weight", "linear.weight", "linear.bias"}
     assert weights <= changed, weights - changed
     assert all(is_bn(k) or k in weights for k in changed), changed - weights
-    assert not changed_keys(da_before, state(da)), "the input GraphModule was modified"
-    assert not changed_keys(model_before, state(model)), "the user's model was modified"
     assert [p.requires_grad for p in out.parameters()] == [p.requires_grad for p in da.parameters()]
 
 
