@@ -130,7 +130,9 @@ def test_an_overflowing_update_is_caught_at_its_step_and_undone():
     with pytest.raises(NonFiniteLossError, match="optimizer step made a trained tensor") as info:
         # θ is trained relative to θ·theta_lr/lr: one Adam step of ~lr in z moves θ by ~3e38·θ, past float32's
         # range (lr = 1e30 keeps the gradient finite)
-        fxsnn.recalibrate_bn(da, data, lr=1e30, lr_min=1e30, theta_lr=3e38, warmup=0, epochs=1, progress=False)
+        fxsnn.recalibrate_bn(
+            da, data, lr=1e30, lr_min=1e30, theta_lr=3e38, train_theta=True, warmup=0, epochs=1, progress=False
+        )
     assert info.value.step == 1 and finite(info.value.model)
 
 
