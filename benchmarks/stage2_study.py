@@ -26,23 +26,23 @@ from pathlib import Path
 
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import fxsnn
 from fxsnn.calibration import Stage1Config, Stage2Config
 from fxsnn.calibration.distill import kl_loss
 from fxsnn.config import auto_percentile
-from fxsnn.validation import parse_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shared_data  # noqa: E402
 from shared_data import RESNET20 as WEIGHTS  # noqa: E402 - one loader for benchmarks and tests
-from shared_data import SHARED, cifar
+from shared_data import SHARED, held_out_split  # noqa: E402
 
-#: The study's default Stage 2 variants: the defaults (the STE at 1e-3), other rates, the triangle surrogate (the
+#: The study's default Stage 2 variants: the defaults (the STE at 3e-3), other rates, the triangle surrogate (the
 #: defaults before this study: 3e-2), distillation.
 VARIANTS = (
     "",
-    "lr=0.003",
+    "lr=0.001",
     "lr=0.0003",
     "surrogate=triangle lr=0.03",
     "surrogate=triangle lr=0.001",
@@ -52,22 +52,7 @@ VARIANTS = (
 
 def parse_overrides(text: str, kind: type) -> dict:
     """``"lr=0.01 surrogate=ste"`` → ``{"lr": 0.01, "surrogate": "ste"}``, checked against ``kind`` (a config)."""
-    out = {}
-    for item in text.split():
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"stage2_study: item {item!r} is not name=value")
-        out[name] = parse_value(value)
-    kind().replace(**out)  # unknown names and bad values fail here, before any work
-    return out
-
-
-def split() -> tuple[DataLoader, list, list]:
-    """The calibration loader (8,000 images, shuffled), the validation batches (2,000) and their ANN logits."""
-    x, y = cifar("train_10k", seed=123)  # a fixed permutation: the file is sorted by class
-    cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
-    val = [(x[i : i + 500], y[i : i + 500]) for i in range(8000, 10000, 500)]
-    return cal, val
+    return shared_data.parse_overrides(text, kind, where="stage2_study")
 
 
 @torch.no_grad()
@@ -158,7 +143,7 @@ def main(argv=None) -> int:
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
         return 0
     torch.set_num_threads(args.threads)
-    cal, val = split()
+    cal, val = held_out_split()
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
     with torch.no_grad():
         teacher_logits = [model(x) for x, _ in val]

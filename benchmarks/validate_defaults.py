@@ -20,15 +20,13 @@ from pathlib import Path
 
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
 from fxsnn.config import METHODS
-from fxsnn.validation import parse_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import RESNET20 as WEIGHTS  # noqa: E402 - one loader for benchmarks and tests
-from shared_data import SHARED, cifar
+from shared_data import SHARED, held_out_split, parse_overrides
 
 
 def parse_variant(text: str) -> dict:
@@ -36,14 +34,7 @@ def parse_variant(text: str) -> dict:
 
     Keys are :class:`fxsnn.ConvertConfig`'s dotted keys (as for ``fxsnn convert --set``).
     """
-    out = {}
-    for item in text.split():
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"validate_defaults: variant item {item!r} is not name=value")
-        out[name] = parse_value(value)  # a bare string such as eval / train stays a string
-    fxsnn.ConvertConfig().replace(**out)  # unknown names and bad values fail here, before any work
-    return out
+    return parse_overrides(text, fxsnn.ConvertConfig, where="validate_defaults")
 
 
 def main(argv=None) -> int:
@@ -65,9 +56,7 @@ def main(argv=None) -> int:
         print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
         return 0
     torch.set_num_threads(args.threads)
-    x, y = cifar("train_10k", seed=123)  # a fixed permutation: the file is sorted by class
-    cal = DataLoader(TensorDataset(x[:8000], y[:8000]), batch_size=128, shuffle=True)
-    val = [(x[i : i + 500], y[i : i + 500]) for i in range(8000, 10000, 500)]
+    cal, val = held_out_split()
     model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
     rows = []
     for T in args.T:
