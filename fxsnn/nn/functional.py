@@ -24,6 +24,9 @@ __all__ = [
     "per_channel",
     "along_channel_axis",
     "spike_count",
+    "potential",
+    "potential_from_sum",
+    "count_from_potential",
     "count_to_rate",
     "count_to_spikes",
     "count_to_weighted_spikes",
@@ -112,17 +115,41 @@ def spike_count(
     in-place passes: ``y = (x + ψ_DA)·T + ψ`` (``x·T`` is the cumulative current
     ``U`` of Eq. 15, ``ψ`` the initial potential ``v⁰``), then ``⌊y / θ'⌋``.
     """
-    th = per_channel(theta, x)
+    return count_from_potential(potential(x, T, psi, psi_da), T, theta, nonpositive=nonpositive)
+
+
+def potential(x: Tensor, T: int, psi: Tensor, psi_da: Tensor | None = None) -> Tensor:
+    """``y = (x + ψ_DA)·T + ψ`` ``[B, C, ...]``, written into one fresh temporary.
+
+    ``x·T`` is the cumulative current ``U`` of Eq. 15 and ``ψ`` the initial potential ``v⁰``.
+    """
+    y = x * T if psi_da is None else _iop(x + per_channel(psi_da, x), T, "mul")
+    return _iop(y, per_channel(psi, x), "add")
+
+
+def potential_from_sum(u: Tensor, T: int, psi: Tensor, psi_da: Tensor | None = None) -> Tensor:
+    """``y = U + T·ψ_DA + ψ`` from the cumulative current ``U = Σ_t x_t`` (Eq. 15), written into ``u``.
+
+    ``u`` must be a temporary the caller owns (it is overwritten). With ``x̄ = U/T`` this is
+    :func:`potential` of ``x̄`` bit for bit when ``T`` is a power of two and ``U/T`` is a normal number
+    (or zero): scaling by ``2^m`` is exact, so ``round(U/T + ψ_DA)·T = round(U + T·ψ_DA)``, and ``T·ψ_DA`` is
+    exact too. One pass fewer than :func:`potential` after a mean, and no division by ``T``.
+    """
+    if psi_da is not None:
+        u = _iop(u, per_channel(psi_da * T, u), "add")
+    return _iop(u, per_channel(psi, u), "add")
+
+
+def count_from_potential(y: Tensor, T: int, theta: Tensor, *, nonpositive: bool | None = None) -> Tensor:
+    """The count ``k`` of :func:`spike_count` from its potential ``y`` (a temporary, overwritten when ``θ' > 0``)."""
+    th = per_channel(theta, y)
     if nonpositive is None:
         nonpositive = has_nonpositive(theta)
-    # y = (x + ψ_DA)·T + ψ, written into one temporary
-    y = x * T if psi_da is None else _iop(x + per_channel(psi_da, x), T, "mul")
-    y = _iop(y, per_channel(psi, x), "add")
     if not nonpositive:
         return _iop(y, th, "div").floor_().clamp_(0, T)
     q = y / th
     k = torch.floor(q).clamp_(0, T)
-    # Literal firing rule for a non-positive effective threshold (see docstring).
+    # Literal firing rule for a non-positive effective threshold (see spike_count).
     k_neg = (T + 1 - torch.ceil(q)).clamp_(0, T)
     k_zero = (y >= 0).to(k.dtype) * T
     return torch.where(th > 0, k, torch.where(th < 0, k_neg, k_zero))

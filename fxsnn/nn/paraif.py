@@ -38,7 +38,11 @@ class ParallelIF(nn.Module):
     Modes (DESIGN convention 7):
 
     - ``"spike"``: input ``[T·B, C, ...]`` (time-major), output the weighted
-      spike train ``θ_post·s`` ``[T·B, C, ...]``;
+      spike train ``θ_post·s`` ``[T·B, C, ...]``. Without autograd
+      (``torch.no_grad`` / ``inference_mode``) it skips the autograd function
+      and, for ``T`` a power of two, takes the potential from the time sum
+      ``U = Σ_t x_t`` instead of ``T·x̄`` (bit for bit the same; see
+      :func:`fxsnn.nn.functional.potential_from_sum`);
     - ``"rate"``: input the time-mean ``[B, C, ...]``, output ``k·θ_post/T``.
 
     ``direct`` (attribute, default ``False``; set by
@@ -116,19 +120,59 @@ class ParallelIF(nn.Module):
         """
         if getattr(self, "direct", False):
             return x
+        xt = self._time_major(x)
+        return xt[0] if self._constant_over_time(xt) else xt.mean(dim=0)
+
+    def _time_major(self, x: Tensor) -> Tensor:
+        """The ``[T, B, ...]`` view of a time-major ``[T·B, ...]`` spike-mode input."""
         if x.shape[0] % self.T:
             raise ModeError(
                 f"ParallelIF(T={self.T}) in spike mode expects a time-major [T*B, ...] input; got batch "
                 f"{x.shape[0]}, not a multiple of T. Run the lowered GraphModule (it expands the input), "
                 "or use fxsnn.set_mode(gm, 'rate')"
             )
-        xt = x.reshape((self.T, -1) + tuple(x.shape[1:]))
-        # every slice equals the next: first one sample of the first and last slice (a tiny compare, so a
-        # time-varying input costs next to nothing on any device), then all (stops at the first difference on
-        # CPU); not under autograd, where the mean's gradient goes to every slice
-        if self.T > 1 and not x.requires_grad and torch.equal(xt[0, :1], xt[-1, :1]) and torch.equal(xt[1:], xt[:-1]):
-            return xt[0]
-        return xt.mean(dim=0)
+        return x.reshape((self.T, -1) + tuple(x.shape[1:]))
+
+    def _constant_over_time(self, xt: Tensor) -> bool:
+        """Whether every slice of ``xt`` ``[T, B, ...]`` equals the next, bit for bit.
+
+        First one sample of the first and last slice (a tiny compare, so a time-varying input costs next to
+        nothing on any device), then all (stops at the first difference on CPU); not under autograd, where
+        the mean's gradient goes to every slice.
+        """
+        return (
+            self.T > 1 and not xt.requires_grad and torch.equal(xt[0, :1], xt[-1, :1]) and torch.equal(xt[1:], xt[:-1])
+        )
+
+    def _potential_no_grad(self, x: Tensor, psi_da: Tensor | None) -> Tensor:
+        """Spike mode without autograd: the potential ``y = (x̄ + ψ_DA)·T + ψ`` ``[B, C, ...]`` of the input.
+
+        For a time-varying input and ``T`` a power of two, ``y`` comes from the cumulative current
+        ``U = Σ_t x_t`` (:func:`fxsnn.nn.functional.potential_from_sum`): the same value bit for bit as from
+        ``x̄ = U/T`` (what ``mean`` computes on CPU), two passes over ``[B, ...]`` fewer.
+        """
+        if not getattr(self, "direct", False):
+            xt = self._time_major(x)
+            if not self._constant_over_time(xt):
+                if self.T & (self.T - 1) == 0:
+                    return Fx.potential_from_sum(xt.sum(dim=0), self.T, self.psi, psi_da)
+                return Fx.potential(xt.mean(dim=0), self.T, self.psi, psi_da)
+            x = xt[0]
+        return Fx.potential(x, self.T, self.psi, psi_da)
+
+    def _fire_no_grad(self, x: Tensor) -> Tensor:
+        """Spike-mode forward without autograd (``torch.no_grad`` / ``inference_mode``), ``[T·B, C, ...]``.
+
+        The output of :class:`fxsnn.nn.functional._ParallelFire`'s forward, bit for bit, without the
+        autograd node and with the potential taken from the time sum where that is exact.
+        """
+        theta = self.theta_pre - self.delta_b.detach()
+        nonpositive = Fx.has_nonpositive(theta)
+        y = self._potential_no_grad(x, self.psi_da if self.has_da else None)
+        k = Fx.count_from_potential(y, self.T, theta, nonpositive=nonpositive)
+        return Fx.count_to_weighted_spikes(k, self.ladder, theta, self.theta_post, nonpositive=nonpositive).flatten(
+            0, 1
+        )
 
     def spike_count(self, x_mean: Tensor) -> Tensor:
         """Integer spike count ``k`` for a time-averaged input ``[B, C, ...]``."""
@@ -150,6 +194,8 @@ class ParallelIF(nn.Module):
                 )
                 if out is not None:
                     return out
+        if spike and not torch.is_grad_enabled():
+            return self._fire_no_grad(x)
         x_mean = self.time_mean(x) if spike else x
         out = Fx.parallel_fire(
             x_mean,

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 import fxsnn.testing as ft
 from fxsnn.nn import ParallelIF
+from fxsnn.nn import functional as Fx
 
 DTYPES = st.sampled_from([torch.float32, torch.float64])
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -75,3 +76,31 @@ def test_exact_reference_marks_bin_edges():
     counts, near = ft.exact_spike_count(x, theta, 4)
     assert counts.flatten().tolist() == [1, 1]
     assert near.flatten().tolist() == [True, False]
+
+
+@SETTINGS
+@given(data=st.data(), dtype=DTYPES)
+def test_spike_mode_without_autograd_equals_the_autograd_forward_on_time_varying_input(data, dtype):
+    """The no-grad spike forward (the potential from the time sum where T is a power of two) is bit-identical
+    to the autograd forward (the potential from the time-mean), on inputs that differ from slot to slot."""
+    case = data.draw(ft.neuron_cases(dtype=dtype, delta_b="any", max_T=16))
+    slices = [case.x * data.draw(st.sampled_from([1.0, 0.5, 0.0, -1.0, 3.0])) for _ in range(case.T)]
+    train_in = torch.cat(slices)  # [T·B, C], time-major
+    neuron = ParallelIF(case.theta, T=case.T, psi_da=case.psi_da, mode="spike")
+    with torch.no_grad():
+        neuron.delta_b.copy_(case.delta_b)
+        fast = neuron(train_in)
+    reference = neuron(train_in)  # grad enabled: delta_b requires grad, so the autograd function runs
+    assert reference.requires_grad and not fast.requires_grad
+    assert torch.equal(fast, reference.detach())
+
+
+def test_potential_from_the_time_sum_equals_the_potential_of_the_mean_for_power_of_two_T():
+    gen = torch.Generator().manual_seed(0)
+    for T in (1, 2, 4, 8, 16, 32):
+        for dtype in (torch.float32, torch.float64):
+            xt = torch.randn(T, 64, 5, generator=gen, dtype=dtype) * 10
+            psi, psi_da = torch.rand(5, dtype=dtype), torch.randn(5, dtype=dtype)
+            for pda in (None, psi_da):
+                want = Fx.potential(xt.mean(dim=0), T, psi, pda)
+                assert torch.equal(Fx.potential_from_sum(xt.sum(dim=0), T, psi, pda), want), (T, dtype, pda)
