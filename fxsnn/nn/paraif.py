@@ -41,7 +41,8 @@ class ParallelIF(nn.Module):
       spike train ``θ_post·s`` ``[T·B, C, ...]``. Without autograd
       (``torch.no_grad`` / ``inference_mode``) it skips the autograd function
       and, for ``T`` a power of two, takes the potential from the time sum
-      ``U = Σ_t x_t`` instead of ``T·x̄`` (bit for bit the same; see
+      ``U = Σ_t x_t`` instead of ``T·x̄`` (bit for bit the same as from
+      ``x̄ = U/T``, which is how ``mean`` computes on CPU; tested there; see
       :func:`fxsnn.nn.functional.potential_from_sum`);
     - ``"rate"``: input the time-mean ``[B, C, ...]``, output ``k·θ_post/T``.
 
