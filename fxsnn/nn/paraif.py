@@ -119,10 +119,22 @@ class ParallelIF(nn.Module):
         is returned as it is, and when the T slices are bit-identical (checked
         with an early-exit comparison) the first slice is the mean.
         """
+        return self._time_reduced(x, sum_ok=False)[0]
+
+    def _time_reduced(self, x: Tensor, *, sum_ok: bool) -> tuple[Tensor, bool]:
+        """``(x̄, False)`` for a spike-mode input ``[T·B, ...]``, or ``(U, True)`` with ``U = Σ_t x_t``.
+
+        The sum is returned instead of the mean only where ``sum_ok``, ``T`` is a power of two and the input
+        varies over time (a ``direct`` or time-constant input has its exact mean at hand).
+        """
         if getattr(self, "direct", False):
-            return x
+            return x, False
         xt = self._time_major(x)
-        return xt[0] if self._constant_over_time(xt) else xt.mean(dim=0)
+        if self._constant_over_time(xt):
+            return xt[0], False
+        if sum_ok and self.T & (self.T - 1) == 0:
+            return xt.sum(dim=0), True
+        return xt.mean(dim=0), False
 
     def _time_major(self, x: Tensor) -> Tensor:
         """The ``[T, B, ...]`` view of a time-major ``[T·B, ...]`` spike-mode input."""
@@ -152,14 +164,8 @@ class ParallelIF(nn.Module):
         ``U = Σ_t x_t`` (:func:`fxsnn.nn.functional.potential_from_sum`): the same value bit for bit as from
         ``x̄ = U/T`` (what ``mean`` computes on CPU), two passes over ``[B, ...]`` fewer.
         """
-        if not getattr(self, "direct", False):
-            xt = self._time_major(x)
-            if not self._constant_over_time(xt):
-                if self.T & (self.T - 1) == 0:
-                    return Fx.potential_from_sum(xt.sum(dim=0), self.T, self.psi, psi_da)
-                return Fx.potential(xt.mean(dim=0), self.T, self.psi, psi_da)
-            x = xt[0]
-        return Fx.potential(x, self.T, self.psi, psi_da)
+        u, is_sum = self._time_reduced(x, sum_ok=True)
+        return (Fx.potential_from_sum if is_sum else Fx.potential)(u, self.T, self.psi, psi_da)
 
     def _fire_no_grad(self, x: Tensor) -> Tensor:
         """Spike-mode forward without autograd (``torch.no_grad`` / ``inference_mode``), ``[T·B, C, ...]``.
