@@ -1,10 +1,12 @@
 """Property tests of the single neuron: ParallelIF vs QCFS, the exact firing rule, slots, serial IF."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fxsnn.testing as ft
+from fxsnn.errors import ModeError
 from fxsnn.nn import ParallelIF
 from fxsnn.nn import functional as Fx
 
@@ -104,3 +106,12 @@ def test_potential_from_the_time_sum_equals_the_potential_of_the_mean_for_power_
             for pda in (None, psi_da):
                 want = Fx.potential(xt.mean(dim=0), T, psi, pda)
                 assert torch.equal(Fx.potential_from_sum(xt.sum(dim=0), T, psi, pda), want), (T, dtype, pda)
+
+
+def test_spike_mode_refuses_a_batch_that_is_not_a_multiple_of_T_with_and_without_autograd():
+    neuron = ParallelIF(torch.tensor([1.0, 2.0]), T=4, mode="spike")
+    x = torch.rand(6, 2)  # 6 is not a multiple of T = 4
+    with pytest.raises(ModeError, match=r"expects a time-major \[T\*B, \.\.\.\] input; got batch 6.*set_mode"):
+        neuron(x)
+    with torch.no_grad(), pytest.raises(ModeError, match=r"got batch 6, not a multiple of T"):
+        neuron(x)
