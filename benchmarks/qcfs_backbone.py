@@ -36,6 +36,7 @@ from fxsnn.nn import QCFS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from doc_sections import replace_section  # noqa: E402
 from shared_data import RESNET20 as WEIGHTS  # noqa: E402
 from shared_data import SHARED, cifar  # noqa: E402
 
@@ -194,12 +195,7 @@ def render(command: str, res: dict, args, total_s: float) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Put ``section`` between the markers of ``path`` (appended at its end when it has none)."""
-    old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + section.rstrip("\n") + old[old.index(END) + len(END) :]
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + section
-    path.write_text(new)
+    replace_section(path, section, START, END, append=True)
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,7 @@ import fxsnn
 import fxsnn.testing as ft
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_sections import replace_section  # noqa: E402
 from shared_data import RESNET20, cifar  # noqa: E402  (one loader for benchmarks and tests)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,12 +205,7 @@ def render(rows: list[tuple], site_rows: list[tuple], Ts: tuple[int, ...], notes
 
 
 def write_section(text: str, path: Path = DOC) -> None:
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path}: the markers of the generated section are missing ({BEGIN!r} ... {END!r})")
-    head, rest = doc.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(head + text + tail)
+    replace_section(path, text, BEGIN, END)
 
 
 def main(argv=None) -> int:

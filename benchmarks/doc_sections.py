@@ -1,0 +1,23 @@
+"""A generated section of a docs page: the text between a begin and an end marker, rewritten by one script.
+
+The rest of the page (hand-written notes, other scripts' sections) is kept byte for byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def replace_section(path: Path, text: str, begin: str, end: str, *, append: bool = False) -> None:
+    """Write ``text`` (which starts with ``begin`` and ends with ``end``) over the section of ``path``.
+
+    Without the markers in ``path``: appended at the end when ``append``, else ``SystemExit`` naming them.
+    """
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        path.write_text(head + text.rstrip("\n") + rest.split(end, 1)[1])
+    elif append:
+        path.write_text(old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + text)
+    else:
+        raise SystemExit(f"{path}: the markers of the generated section are missing ({begin!r} ... {end!r})")
