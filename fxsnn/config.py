@@ -18,9 +18,10 @@ __all__ = ["ConvertConfig", "METHODS", "RECIPES", "FXSNN", "PAPER", "OUTPUT_MODE
 #: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
 METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
 OUTPUT_MODES = ("spike", "rate", "auto")
-#: The ANN a ``"distill"`` stage distils from: the model as given, or a copy with its BN statistics re-estimated
-#: on the calibration data (Eq. 10).
-TEACHERS = ("model", "adapted")
+#: The ANN a ``"distill"`` stage distils from: the model as given, a copy with its BN statistics re-estimated
+#: on the calibration data (Eq. 10), or a copy with its BN affine terms adapted to the calibration images by
+#: information maximisation (:func:`fxsnn.calibration.distill.im_adapted_teacher`).
+TEACHERS = ("model", "adapted", "im")
 
 
 def _check_percentile(cfg) -> None:
@@ -59,11 +60,14 @@ class ConvertConfig(Config):
     where exact, else spike).
 
     ``teacher``: the ANN a stage with ``objective="distill"`` distils from (label-free calibration,
-    :mod:`fxsnn.calibration.distill`): ``"adapted"`` (the default), a copy whose BatchNorm statistics are
+    :mod:`fxsnn.calibration.distill`): ``"im"`` (the default), a copy whose BatchNorm affine terms are adapted to
+    the calibration images without labels (one epoch of information maximisation, SHOT's loss:
+    :func:`fxsnn.calibration.distill.im_adapted_teacher`); ``"adapted"``, a copy whose BatchNorm statistics are
     re-estimated on the calibration data (Eq. 10, one pass; :func:`fxsnn.calibration.reestimate_bn_stats`), as
-    the converted network's are in Stage 1, or ``"model"``, the model being converted (a frozen eval-mode copy).
-    On validation at T = 4 the adapted teacher came within 0.6 points of the labelled conversion, the model
-    within 2.65 (``docs/results.md``).
+    the converted network's are in Stage 1; or ``"model"``, the model being converted (a frozen eval-mode copy).
+    A model without BatchNorm is its own teacher under every choice. On validation at T = 4 (ResNet-20,
+    ``docs/results.md``) the label-free conversion came within 0.2 points of the labelled one with the ``"im"``
+    teacher, 0.6 with ``"adapted"`` and 2.65 with ``"model"``.
 
     Override any field, nested ones by dotted key (:class:`fxsnn.validation.Config`)::
 
@@ -75,7 +79,7 @@ class ConvertConfig(Config):
     calibration_batches: int | None = 20
     da_momentum: float = 0.99
     output_mode: str = "spike"
-    teacher: str = "adapted"
+    teacher: str = "im"
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 

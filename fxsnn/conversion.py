@@ -11,6 +11,7 @@ from typing import Any
 from torch import fx, nn
 
 from .calibration.batches import progress_stage
+from .calibration.distill import im_adapted_teacher
 from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
@@ -77,6 +78,8 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, timings: d
         return None
     if cfg.teacher == "adapted" and _has_batchnorm(model):
         return _timed(timings, "teacher", reestimate_bn_stats, model, data, progress=progress)
+    if cfg.teacher == "im" and _has_batchnorm(model):
+        return _timed(timings, "teacher", im_adapted_teacher, model, data, progress=progress)
     return model
 
 
@@ -90,7 +93,8 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         return progress_stage(f"stage {running.index(name) + 1} of {len(running)}, {name}")
 
     check_sharded(data, where="fxsnn.convert")
-    teacher = _teacher(model, data, method, cfg, timings, progress)
+    with progress_stage(f"teacher ({cfg.teacher})"):
+        teacher = _teacher(model, data, method, cfg, timings, progress)
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     t0 = time.perf_counter()

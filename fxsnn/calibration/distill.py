@@ -11,6 +11,14 @@ gradient's size independent of τ). Dense ``[B, classes, H, W]`` logits are comp
 class axis, averaged over positions). The teacher is the user's ANN, run in eval mode without gradients on the
 same inputs; it is never modified (:func:`frozen_teacher` copies it). Batches need no targets: a tensor, an
 ``(x,)`` tuple or an ``(x, y, ...)`` tuple (``y`` is ignored).
+
+A teacher can itself be adapted to the calibration images without labels (:func:`im_adapted_teacher`): its
+BatchNorm affine terms γ, β are tuned to minimise the information-maximisation loss of SHOT (Liang et al., 2020)
+
+    L_IM = (1/B) Σ_b H(p_b) − H(p̄),   p_b = softmax(z_b),   p̄ = (1/B) Σ_b p_b,   H(p) = −Σ_c p_c log p_c
+
+(confident predictions per image, diverse over the batch; the second term keeps the predictions from
+collapsing onto one class, the failure of entropy minimisation alone).
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from torch import Tensor, nn
 
 from ..errors import CalibrationError
 from .batches import check_finite, run_batch
+from .config import TrainSpec
+from .finetune import fine_tune
 from .measure import pick_output
 
-__all__ = ["Distilled", "kl_loss", "frozen_teacher", "objective_heads"]
+__all__ = ["Distilled", "kl_loss", "im_loss", "frozen_teacher", "im_adapted_teacher", "objective_heads"]
 
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
@@ -49,6 +59,65 @@ def kl_loss(temperature: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
         return kl.mean() * (tau * tau)
 
     return loss
+
+
+def im_loss(logits: Tensor, _target: Tensor | None = None) -> Tensor:
+    """``L_IM`` of the module docstring for ``[B, classes]`` logits (dense ``[B, classes, ...]``: per position);
+    ``_target`` is ignored (the loss needs no labels)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    p = logp.exp()
+    entropy = -(p * logp).sum(dim=1).mean()
+    mean = p.transpose(0, 1).reshape(p.shape[1], -1).mean(dim=1)
+    return entropy + (mean * mean.clamp_min(torch.finfo(mean.dtype).tiny).log()).sum()
+
+
+class _InputsOnly:
+    """The re-iterable ``data`` as ``(x, placeholder)`` batches for :func:`fine_tune`, whose loss ignores targets
+    (the placeholder, ``[B]`` zeros, only weighs the batch by its size across processes)."""
+
+    def __init__(self, data: Iterable, *, where: str):
+        self.data, self.where = data, where
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in self.data:
+            x = batch if isinstance(batch, Tensor) else batch[0] if isinstance(batch, (tuple, list)) and batch else None
+            yield (x, torch.zeros(len(x), device=x.device)) if isinstance(x, Tensor) and x.dim() else batch
+
+
+def im_adapted_teacher(
+    model: nn.Module, data: Iterable, spec: TrainSpec | None = None, *, progress: bool = True
+) -> nn.Module:
+    """A frozen copy of ``model`` whose BatchNorm γ, β minimise :func:`im_loss` on ``data`` (no labels needed).
+
+    The copy stays in eval mode throughout (BN normalises with its running statistics, which are kept); only the
+    affine terms of its BatchNorm layers are tuned, by :func:`fine_tune` with ``spec`` (default: one epoch,
+    AdamW 1e-3 with a 10 % warm-up and a cosine decay). ``model`` is not modified. Raises
+    :class:`fxsnn.CalibrationError` when ``model`` has no affine BatchNorm.
+
+    Under a ``torch.distributed`` process group each rank's ``p̄`` is the mean over its own batch, so the step
+    (the ranks' averaged gradient) is not exactly the one a single process takes on the global batch, as it is
+    for the per-sample losses of the stages.
+    """
+    where = "fxsnn.calibration.im_adapted_teacher"
+    teacher = frozen_teacher(model)
+    params = [
+        p
+        for m in teacher.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+        for p in (m.weight, m.bias)
+    ]
+    if not params:
+        raise CalibrationError(f"{where}: the model has no affine BatchNorm to adapt; use teacher='model'")
+    for p in params:
+        p.requires_grad_(True)
+    spec = spec or TrainSpec(epochs=1, lr=1e-3)
+    fine_tune(teacher, params, _InputsOnly(data, where=where), spec, where=where, loss_fn=im_loss, progress=progress)
+    for p in params:
+        p.requires_grad_(False)
+    return teacher
 
 
 class Distilled:

@@ -186,3 +186,71 @@ def test_adapted_teacher_has_the_calibration_statistics_and_the_model_is_untouch
 def test_teacher_choice_is_validated():
     with pytest.raises(ConfigError, match="teacher must be one of"):
         fxsnn.ConvertConfig(teacher="ann")
+
+
+def test_im_loss_is_mean_entropy_minus_the_entropy_of_the_mean_prediction():
+    from fxsnn.calibration.distill import im_loss
+
+    C = 4
+    assert float(im_loss(torch.zeros(6, C))) == pytest.approx(0.0, abs=1e-6)  # uniform: log C - log C
+    confident = 30.0 * torch.eye(C).repeat(2, 1)  # one-hot predictions, every class twice
+    assert float(im_loss(confident)) == pytest.approx(-torch.log(torch.tensor(float(C))).item(), abs=1e-5)
+    collapsed = 30.0 * torch.eye(C)[[0] * 8]  # confident, all one class: no better than uniform
+    assert float(im_loss(collapsed)) == pytest.approx(0.0, abs=1e-5)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, C, generator=g)
+    p = z.softmax(1)
+    want = -(p * p.log()).sum(1).mean() + (p.mean(0) * p.mean(0).log()).sum()
+    torch.testing.assert_close(im_loss(z, torch.zeros(5)), want)
+    dense = torch.randn(2, C, 3, 3, generator=g)
+    torch.testing.assert_close(im_loss(dense), im_loss(dense.permute(0, 2, 3, 1).reshape(-1, C)))
+
+
+@pytest.mark.parametrize("form", ["tuple", "tensor"])
+def test_im_teacher_tunes_only_bn_affine_terms_lowers_the_im_loss_and_leaves_the_model_untouched(form):
+    from fxsnn.calibration import TrainSpec
+    from fxsnn.calibration.distill import im_adapted_teacher, im_loss
+
+    model = tiny_model()
+    before = state(model)
+    data = tiny_data(targets=False)
+    data = [b[0] for b in data] if form == "tensor" else data
+    xs = [b if form == "tensor" else b[0] for b in data]
+    teacher = im_adapted_teacher(model, data, TrainSpec(steps=30, lr=2e-2, warmup=0), progress=False)
+    assert not changed_keys(before, state(model)) and not model.training
+    assert all(p.requires_grad for p in model.parameters())  # the user's flags are kept
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    bn = {n for n, m in teacher.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    changed = changed_keys(state(model), state(teacher))
+    assert changed and all(k.rsplit(".", 1)[0] in bn and k.endswith(("weight", "bias")) for k in changed), changed
+    with torch.no_grad():
+        loss = [sum(float(im_loss(m(x))) for x in xs) for m in (model, teacher)]
+    assert loss[1] < loss[0]
+
+
+def test_im_teacher_is_refused_without_batchnorm_and_convert_falls_back_to_the_model():
+    from fxsnn.calibration.distill import im_adapted_teacher
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    data = [torch.randn(4, 3, 8, 8)]
+    with pytest.raises(fxsnn.CalibrationError, match="no affine BatchNorm.*teacher='model'"):
+        im_adapted_teacher(net, data, progress=False)
+
+
+def test_convert_with_the_im_teacher_distils_from_it_on_input_only_batches(monkeypatch):
+    from fxsnn.calibration import stage1
+
+    seen = []
+    real = stage1.objective_heads
+    monkeypatch.setattr(
+        stage1,
+        "objective_heads",
+        lambda c, d, *, teacher, **kw: seen.append(teacher) or real(c, d, teacher=teacher, **kw),
+    )
+    model = tiny_model()
+    before = state(model)
+    snn = fxsnn.convert(
+        model, tiny_data(targets=False), T=2, method="full", config=DISTILL.replace(teacher="im"), progress=False
+    )
+    assert "teacher" in snn.meta["fxsnn.convert"]["seconds"] and snn.meta["fxsnn.stage1"].steps > 0
+    assert changed_keys(state(model), state(seen[0])) and not changed_keys(before, state(model))
