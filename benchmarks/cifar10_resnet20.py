@@ -22,6 +22,7 @@ Exits cleanly (status 0, with a message) when ../shared/data is absent.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 import shlex
@@ -34,10 +35,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
 from fxsnn.calibration import Stage1Config, TrainSpec
-from fxsnn.config import METHODS, ConvertConfig
+from fxsnn.calibration.distill import im_adapted_teacher
+from fxsnn.config import METHODS, TEACHERS, ConvertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from doc_sections import replace_section  # noqa: E402
 from shared_data import RESNET20 as WEIGHTS  # noqa: E402
 from shared_data import SHARED, cifar  # noqa: E402
 
@@ -50,6 +53,7 @@ BN_ONLY = Stage1Config(train=TrainSpec(epochs=3, lr=2e-2, lr_min=1e-3, warmup=0.
 LABEL_FREE_T = (2, 4, 8)  # the label-free rows (issue 12 item 2)
 NOTES = "<!-- hand-written notes below this line are kept when the table is regenerated -->"
 BACKBONE = ("<!-- qcfs-backbone:start -->", "<!-- qcfs-backbone:end -->")  # another benchmark writes this section
+LABEL_FREE = ("<!-- label-free:start -->", "<!-- label-free:end -->")  # rewritten alone by --label-free-only
 
 
 def load(name: str) -> TensorDataset:
@@ -72,6 +76,11 @@ def _parse(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument(
+        "--label-free-only",
+        action="store_true",
+        help="only the label-free rows (full with labels and without, T = 2 4 8): rewrites their section of the page",
+    )
     return p.parse_args(argv)
 
 
@@ -115,19 +124,10 @@ def main(argv=None) -> int:
     print(f"ANN: {100 * ann:.2f} %", flush=True)
     rows[("ANN pass", 0)] = (ann, ann_pass_seconds(model, cal))
     print(f"one ANN inference pass over train_10k: {rows[('ANN pass', 0)][1]:.2f} s", flush=True)
+    if args.label_free_only:
+        return _label_free_only(command, model, train, cal, evaluate, rows, args)
     defaults = ConvertConfig()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        t0 = time.perf_counter()
-        # BN only, on the plain ANN (no sites: train_theta / train_da have nothing to tune)
-        adapted_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, BN_ONLY, progress=False)
-        adapted_s = time.perf_counter() - t0
-        # Stage 1's defaults on the plain ANN: the weights tuned too, as the converted network's are
-        tuned_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, defaults.stage1, progress=False)
-    adapted = evaluate(adapted_net)
-    rows[("tuned ANN", 0)] = (evaluate(tuned_net), 0.0)
-    print(f"adapted ANN: {100 * adapted:.2f} % ({adapted_s:.0f} s)", flush=True)
-    print(f"ANN after Stage 1's defaults: {100 * rows[('tuned ANN', 0)][0]:.2f} %", flush=True)
+    adapted, adapted_s = _ceilings(model, cal, defaults, args.seed, evaluate, rows)
 
     runs = [(m, "fxsnn") for m in args.methods] + ([] if args.no_paper else [("full", "paper")])
     for T in args.T:
@@ -146,12 +146,52 @@ def main(argv=None) -> int:
             one_epoch = defaults.override("stage1.epochs=1", "stage2.epochs=1")
             _speed_target(model, cal, test, one_epoch, args.seed, evaluate, rows)
 
-    text = render(command, ann, adapted, adapted_s, rows, args)
+    if any(k[0].startswith("full (") for k in rows):  # label-free rows ran: what their teachers score
+        _teacher_rows(model, train, args.seed, evaluate, rows)
+    _write_page(render(command, ann, adapted, adapted_s, rows, args), args)
+    return 0
+
+
+def _write_page(text: str, args) -> None:
+    """Print the page; unless ``--no-write``, write it over ``--out`` keeping the backbone section and the notes."""
     print(text)
     if not args.no_write:
         out = Path(args.out)
         out.write_text(merge_page(text, out.read_text() if out.exists() else ""))
         print(f"wrote {args.out}")
+
+
+def _ceilings(model, cal, defaults: ConvertConfig, seed: int, evaluate, rows: dict) -> tuple[float, float]:
+    """The adapted ANN's top-1 and seconds; the ANN after Stage 1's defaults into ``rows``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        # BN only, on the plain ANN (no sites: train_theta / train_da have nothing to tune)
+        adapted_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, BN_ONLY, progress=False)
+        adapted_s = time.perf_counter() - t0
+        # Stage 1's defaults on the plain ANN: the weights tuned too, as the converted network's are
+        tuned_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, defaults.stage1, progress=False)
+    adapted = evaluate(adapted_net)
+    rows[("tuned ANN", 0)] = (evaluate(tuned_net), 0.0)
+    print(f"adapted ANN: {100 * adapted:.2f} % ({adapted_s:.0f} s)", flush=True)
+    print(f"ANN after Stage 1's defaults: {100 * rows[('tuned ANN', 0)][0]:.2f} %", flush=True)
+    return adapted, adapted_s
+
+
+def _label_free_only(command, model, train, cal, evaluate, rows, args) -> int:
+    """``--label-free-only``: the default ``full`` and the other objective's at T = 2, 4, 8; their section only."""
+    for T in [T for T in args.T if T in LABEL_FREE_T] or list(LABEL_FREE_T):
+        t0 = time.perf_counter()
+        snn = fxsnn.convert(model, cal, T=T, method="full", config=ConvertConfig(), seed=args.seed, progress=False)
+        rows[("full", T)] = (evaluate(snn), time.perf_counter() - t0)
+        print(f"T={T:2d} full         top-1 {100 * rows[('full', T)][0]:6.2f} %  {rows[('full', T)][1]:6.1f} s")
+        _label_free(model, train, T, args.seed, evaluate, rows)
+    _teacher_rows(model, train, args.seed, evaluate, rows)
+    text = "\n".join(_label_free_table(rows, command)).strip("\n") + "\n"
+    print(text)
+    if not args.no_write:
+        replace_section(Path(args.out), text, *LABEL_FREE)
+        print(f"wrote the label-free section of {args.out}")
     return 0
 
 
@@ -189,6 +229,23 @@ def _label_free(model, train: TensorDataset, T: int, seed: int, evaluate, rows: 
     secs = time.perf_counter() - t0
     rows[(f"full ({other})", T)] = (evaluate(snn), secs)
     print(f"T={T:2d} full ({other}) top-1 {100 * rows[(f'full ({other})', T)][0]:6.2f} %  {secs:6.1f} s", flush=True)
+
+
+def _teacher_rows(model, train: TensorDataset, seed: int, evaluate, rows: dict) -> None:
+    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice, built from the images as convert builds it."""
+    loader = DataLoader(TensorDataset(train.tensors[0]), batch_size=128, shuffle=True)
+    build = {
+        "model": lambda: model,
+        "adapted": lambda: fxsnn.calibration.reestimate_bn_stats(model, loader, progress=False),
+        "im": lambda: im_adapted_teacher(model, loader, progress=False),
+    }
+    for name in TEACHERS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            t0 = time.perf_counter()
+            teacher = build[name]()
+            rows[(f"teacher {name}", 0)] = (evaluate(teacher), time.perf_counter() - t0)
+        print(f"teacher {name!r}: top-1 {100 * rows[(f'teacher {name}', 0)][0]:.2f} %", flush=True)
 
 
 def _speed_line(rows) -> list[str]:
@@ -244,7 +301,7 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
         "|---|---|---|" + "---|" * len(cols),
     ]
     out += _result_tables(ann, rows, args, cols, head)
-    out += _label_free_table(rows)
+    out += _label_free_table(rows, command)
     out += _fspc_reference(rows)
     out += _target_checks(rows, args)
     return "\n".join(out) + "\n"
@@ -271,8 +328,8 @@ def _result_tables(ann, rows, args, cols, head) -> list[str]:
     return out + _speed_line(rows)
 
 
-def _label_free_table(rows) -> list[str]:
-    """``full`` with the default objective against the other one (labels ↔ distill), per T."""
+def _label_free_table(rows, command: str) -> list[str]:
+    """``full`` with the default objective against the other one (labels ↔ distill), per T, between markers."""
     keys = sorted(k for k in rows if k[0].startswith("full (") and ("full", k[1]) in rows)
     if not keys:
         return []
@@ -280,7 +337,9 @@ def _label_free_table(rows) -> list[str]:
     default = "labels" if other == "distill" else "distill"
     out = [
         "",
-        f"Label-free calibration: `full` with `stage1.objective` and `stage2.objective` = `{other}` against the "
+        LABEL_FREE[0],
+        f"Label-free calibration (`{command}`, {datetime.date.today()}): `full` with `stage1.objective` and "
+        f"`stage2.objective` = `{other}` (teacher `{ConvertConfig().teacher!r}`, the default) against the "
         f"default (`{default}`); the distilling run is given the images only (`TensorDataset(x)`, no targets). "
         "Top-1 % and conversion seconds:",
         "",
@@ -297,7 +356,15 @@ def _label_free_table(rows) -> list[str]:
             f"Time unit measured in the same run: one ANN inference pass over train_10k took {unit:.2f} s; the "
             f"default `full` conversion at T = 4 took {secs:.1f} s = {secs / unit:.1f} ANN passes.",
         ]
-    return out
+    teachers = [(k[0].split(" ", 1)[1], v) for k, v in rows.items() if k[0].startswith("teacher ")]
+    if teachers:
+        out += [
+            "",
+            "The teachers themselves (top-1 % on the test set; seconds to build): "
+            + "; ".join(f"`{name}` {100 * a:.2f} % ({secs:.1f} s)" for name, (a, secs) in teachers)
+            + ".",
+        ]
+    return out + [LABEL_FREE[1]]
 
 
 def _fspc_reference(rows) -> list[str]:

@@ -69,9 +69,25 @@ def test_regenerated_page_keeps_the_backbone_section_and_the_notes():
 def test_label_free_rows_are_rendered_against_the_default():
     mod = _load("cifar10_resnet20")
     rows = {("full", 4): (0.80, 100.0), ("full (distill)", 4): (0.795, 110.0), ("ANN pass", 0): (0.81, 5.0)}
-    text = "\n".join(mod._label_free_table(rows))
+    text = "\n".join(mod._label_free_table(rows, "python benchmarks/cifar10_resnet20.py --label-free-only"))
     assert "| 4 | 80.00 | 79.50 | -0.50 | 100.0 / 110.0 |" in text
-    assert "20.0 ANN passes" in text
+    assert "20.0 ANN passes" in text and "(teacher `'im'`, the default)" in text
+    start, end = mod.LABEL_FREE  # the section --label-free-only rewrites alone
+    assert text.strip("\n").startswith(start) and text.endswith(end) and "--label-free-only`" in text
+
+
+def test_label_free_only_rewrites_only_its_section(tmp_path):
+    mod = _load("cifar10_resnet20")
+    start, end = mod.LABEL_FREE
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert page.count(start) == 1 and page.count(end) == 1 and page.index(start) < page.index(mod.NOTES)
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# table\n\n{start}\nold rows\n{end}\n\n{mod.NOTES}\nnotes\n")
+    rows = {("full", 2): (0.70, 90.0), ("full (distill)", 2): (0.69, 99.0)}
+    mod.replace_section(doc, "\n".join(mod._label_free_table(rows, "cmd")).strip("\n") + "\n", start, end)
+    out = doc.read_text()
+    assert "old rows" not in out and "| 2 | 70.00 | 69.00 | -1.00 | 90.0 / 99.0 |" in out
+    assert out.startswith("# table\n\n" + start) and out.endswith(f"{end}\n\n{mod.NOTES}\nnotes\n")
 
 
 def test_the_time_target_is_checked_on_the_default_full_conversion_at_T4():
