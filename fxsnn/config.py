@@ -65,7 +65,8 @@ class ConvertConfig(Config):
     :func:`fxsnn.calibration.distill.im_adapted_teacher`); ``"adapted"``, a copy whose BatchNorm statistics are
     re-estimated on the calibration data (Eq. 10, one pass; :func:`fxsnn.calibration.reestimate_bn_stats`), as
     the converted network's are in Stage 1; or ``"model"``, the model being converted (a frozen eval-mode copy).
-    A model without BatchNorm is its own teacher under every choice. On validation at T = 4 (ResNet-20,
+    A model without BatchNorm is its own teacher under every choice; ``"im"`` on BatchNorm layers without
+    affine terms falls back to ``"adapted"``, with a warning. On validation at T = 4 (ResNet-20,
     ``docs/results.md``) the label-free conversion came within 0.2 points of the labelled one with the ``"im"``
     teacher, 0.6 with ``"adapted"`` and 2.65 with ``"model"``.
 

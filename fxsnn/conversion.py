@@ -11,7 +11,7 @@ from typing import Any
 from torch import fx, nn
 
 from .calibration.batches import progress_stage
-from .calibration.distill import im_adapted_teacher
+from .calibration.distill import has_affine_batchnorm, im_adapted_teacher
 from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
 from .calibration.front import front_end
@@ -69,18 +69,27 @@ def _stage_plan(model: nn.Module, method: str) -> dict[str, str | None]:
     }
 
 
-def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, timings: dict, progress: bool):
-    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``), or ``None`` when no stage distils."""
+def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict, progress: bool):
+    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``), or ``None`` when no stage distils.
+
+    ``"im"`` on a model whose BatchNorm layers have no affine terms falls back to ``"adapted"``, with a warning.
+    """
     distils = (method in ("spatial", "full") and cfg.stage1.objective == "distill") or (
         method in ("temporal", "full") and cfg.stage2.objective == "distill"
     )
-    if not distils:
-        return None
-    if cfg.teacher == "adapted" and _has_batchnorm(model):
-        return _timed(timings, "teacher", reestimate_bn_stats, model, data, progress=progress)
-    if cfg.teacher == "im" and _has_batchnorm(model):
-        return _timed(timings, "teacher", im_adapted_teacher, model, data, progress=progress)
-    return model
+    if not distils or not _has_batchnorm(model) or cfg.teacher == "model":
+        return model if distils else None
+    timings = run["seconds"]
+    if cfg.teacher == "im" and has_affine_batchnorm(model):
+        output = run["head"]["output"]
+        return _timed(timings, "teacher", im_adapted_teacher, model, data, progress=progress, output=output)
+    if cfg.teacher == "im":
+        warnings.warn(
+            "fxsnn.convert: teacher='im' tunes BatchNorm affine terms, and the model's BatchNorm layers have none; "
+            "distilling from the model with its BN statistics re-estimated instead (teacher='adapted')",
+            stacklevel=4,
+        )
+    return _timed(timings, "teacher", reestimate_bn_stats, model, data, progress=progress)
 
 
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:
@@ -94,7 +103,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
 
     check_sharded(data, where="fxsnn.convert")
     with progress_stage(f"teacher ({cfg.teacher})"):
-        teacher = _teacher(model, data, method, cfg, timings, progress)
+        teacher = _teacher(model, data, method, cfg, run, progress)
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ Example::
 """
 
 from .config import Stage1Config, Stage2Config, TrainSpec
+from .distill import im_adapted_teacher
 from .finetune import NonFiniteLossError, TrainReport
 from .front import front_end
 from .ranges import calibrate, calibrate_, calibrate_da, calibrate_da_, recording
@@ -28,6 +29,7 @@ __all__ = [
     "reestimate_bn_stats_",
     "recalibrate_bn",
     "tune_delta_b",
+    "im_adapted_teacher",
     "Stage1Config",
     "Stage2Config",
     "TrainSpec",

@@ -30,13 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import CalibrationError
+from ..errors import CalibrationError, DataError
+from . import distributed
 from .batches import check_finite, run_batch
 from .config import TrainSpec
-from .finetune import fine_tune
+from .finetune import check_reiterable, fine_tune
 from .measure import pick_output
 
-__all__ = ["Distilled", "kl_loss", "im_loss", "frozen_teacher", "im_adapted_teacher", "objective_heads"]
+__all__ = [
+    "Distilled",
+    "kl_loss",
+    "im_loss",
+    "frozen_teacher",
+    "im_adapted_teacher",
+    "has_affine_batchnorm",
+    "objective_heads",
+]
 
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
@@ -62,13 +71,26 @@ def kl_loss(temperature: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def im_loss(logits: Tensor, _target: Tensor | None = None) -> Tensor:
-    """``L_IM`` of the module docstring for ``[B, classes]`` logits (dense ``[B, classes, ...]``: per position);
-    ``_target`` is ignored (the loss needs no labels)."""
+    """``L_IM`` of the module docstring for ``[B, classes]`` logits; ``_target`` is ignored (no labels needed).
+
+    Dense ``[B, classes, ...]`` logits count every position of every image as one sample: the entropy is
+    averaged over ``B·H·W`` predictions and ``p̄`` is their mean.
+    """
     logp = F.log_softmax(logits.float(), dim=1)
     p = logp.exp()
     entropy = -(p * logp).sum(dim=1).mean()
     mean = p.transpose(0, 1).reshape(p.shape[1], -1).mean(dim=1)
     return entropy + (mean * mean.clamp_min(torch.finfo(mean.dtype).tiny).log()).sum()
+
+
+def _input_of(batch) -> Tensor | None:
+    """A batch's input: the tensor itself, or the first element of a tuple / list; ``None`` for anything else
+    (the stage's own batch check then names the problem)."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    return None
 
 
 class _InputsOnly:
@@ -82,39 +104,67 @@ class _InputsOnly:
         return len(self.data)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for batch in self.data:
-            x = batch if isinstance(batch, Tensor) else batch[0] if isinstance(batch, (tuple, list)) and batch else None
-            yield (x, torch.zeros(len(x), device=x.device)) if isinstance(x, Tensor) and x.dim() else batch
+        for i, batch in enumerate(self.data):
+            x = _input_of(batch)
+            if x is None:
+                yield batch  # fine_tune's batch check names the problem
+                continue
+            if x.dim() == 0:
+                raise DataError(f"{self.where}: batch {i} is a 0-dim tensor; each input needs a batch dimension")
+            yield x, torch.zeros(len(x), device=x.device)
+
+
+def _affine_batchnorm_params(model: nn.Module) -> list[Tensor]:
+    return [
+        p
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+        for p in (m.weight, m.bias)
+    ]
+
+
+def has_affine_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer with γ, β (what :func:`im_adapted_teacher` tunes)."""
+    return bool(_affine_batchnorm_params(model))
 
 
 def im_adapted_teacher(
-    model: nn.Module, data: Iterable, spec: TrainSpec | None = None, *, progress: bool = True
+    model: nn.Module,
+    data: Iterable,
+    spec: TrainSpec | None = None,
+    *,
+    progress: bool = True,
+    output: Callable | None = None,
 ) -> nn.Module:
     """A frozen copy of ``model`` whose BatchNorm γ, β minimise :func:`im_loss` on ``data`` (no labels needed).
 
-    The copy stays in eval mode throughout (BN normalises with its running statistics, which are kept); only the
-    affine terms of its BatchNorm layers are tuned, by :func:`fine_tune` with ``spec`` (default: one epoch,
-    AdamW 1e-3 with a 10 % warm-up and a cosine decay). ``model`` is not modified. Raises
-    :class:`fxsnn.CalibrationError` when ``model`` has no affine BatchNorm.
+    ``data``: a re-iterable of input batches (tensors, ``(x,)`` or ``(x, y, ...)`` tuples; ``y`` is ignored);
+    ``output`` picks the logits from the model's output (default :func:`fxsnn.calibration.measure.pick_output`).
+    The copy stays in eval mode throughout (a BatchNorm that tracks running statistics normalises with them, and
+    they are kept); only the affine terms of its BatchNorm layers are tuned, by :func:`fine_tune` with ``spec``
+    (default: one epoch, AdamW 1e-3 with a 10 % warm-up and a cosine decay). ``model`` is not modified, its
+    ``requires_grad`` flags and training mode included. Raises :class:`fxsnn.CalibrationError` when ``model`` has
+    no affine BatchNorm, and :class:`fxsnn.DataError` for a one-shot iterator or a bare tensor.
 
     Under a ``torch.distributed`` process group each rank's ``p̄`` is the mean over its own batch, so the step
     (the ranks' averaged gradient) is not exactly the one a single process takes on the global batch, as it is
     for the per-sample losses of the stages.
     """
-    where = "fxsnn.calibration.im_adapted_teacher"
+    where = "fxsnn.calibration.distill.im_adapted_teacher"
+    check_reiterable(data, where=where)
+    distributed.check_sharded(data, where=where)
     teacher = frozen_teacher(model)
-    params = [
-        p
-        for m in teacher.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
-        for p in (m.weight, m.bias)
-    ]
+    params = _affine_batchnorm_params(teacher)
     if not params:
-        raise CalibrationError(f"{where}: the model has no affine BatchNorm to adapt; use teacher='model'")
+        raise CalibrationError(
+            f"{where}: the model has no BatchNorm with affine terms to adapt; distil from the model itself "
+            "(ConvertConfig(teacher='model')) or from its re-estimated BN statistics (teacher='adapted')"
+        )
     for p in params:
         p.requires_grad_(True)
     spec = spec or TrainSpec(epochs=1, lr=1e-3)
-    fine_tune(teacher, params, _InputsOnly(data, where=where), spec, where=where, loss_fn=im_loss, progress=progress)
+    inputs = _InputsOnly(data, where=where)
+    fine_tune(teacher, params, inputs, spec, where=where, loss_fn=im_loss, output=output, progress=progress)
     for p in params:
         p.requires_grad_(False)
     return teacher
@@ -136,8 +186,8 @@ class Distilled:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for i, batch in enumerate(self.data):
-            x = batch if isinstance(batch, Tensor) else batch[0] if isinstance(batch, (tuple, list)) and batch else None
-            if not isinstance(x, Tensor):
+            x = _input_of(batch)
+            if x is None:
                 yield batch  # the stage's batch check names the problem
                 continue
             check_finite(x, where=self.where, index=i)

@@ -208,36 +208,45 @@ def test_im_loss_is_mean_entropy_minus_the_entropy_of_the_mean_prediction():
 
 @pytest.mark.parametrize("form", ["tuple", "tensor"])
 def test_im_teacher_tunes_only_bn_affine_terms_lowers_the_im_loss_and_leaves_the_model_untouched(form):
-    from fxsnn.calibration import TrainSpec
-    from fxsnn.calibration.distill import im_adapted_teacher, im_loss
+    from fxsnn.calibration import TrainSpec, im_adapted_teacher
+    from fxsnn.calibration.distill import im_loss
 
-    model = tiny_model()
+    model = tiny_model().train()  # the user's mode and flags must survive
+    model.linear.weight.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
     before = state(model)
     data = tiny_data(targets=False)
     data = [b[0] for b in data] if form == "tensor" else data
     xs = [b if form == "tensor" else b[0] for b in data]
     teacher = im_adapted_teacher(model, data, TrainSpec(steps=30, lr=2e-2, warmup=0), progress=False)
-    assert not changed_keys(before, state(model)) and not model.training
-    assert all(p.requires_grad for p in model.parameters())  # the user's flags are kept
+    assert not changed_keys(before, state(model)) and model.training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     bn = {n for n, m in teacher.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    changed = changed_keys(state(model), state(teacher))
-    assert changed and all(k.rsplit(".", 1)[0] in bn and k.endswith(("weight", "bias")) for k in changed), changed
+    changed = changed_keys(before, state(teacher))  # γ, β only: not the running statistics, not the weights
+    assert changed and all(k.rsplit(".", 1)[0] in bn and k.endswith((".weight", ".bias")) for k in changed), changed
+    model.eval()
     with torch.no_grad():
         loss = [sum(float(im_loss(m(x))) for x in xs) for m in (model, teacher)]
     assert loss[1] < loss[0]
 
 
-def test_im_teacher_is_refused_without_batchnorm_and_convert_falls_back_to_the_model():
-    from fxsnn.calibration.distill import im_adapted_teacher
+def test_im_teacher_refuses_a_model_without_affine_batchnorm_and_one_shot_data():
+    from fxsnn.calibration import im_adapted_teacher
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
     data = [torch.randn(4, 3, 8, 8)]
-    with pytest.raises(fxsnn.CalibrationError, match="no affine BatchNorm.*teacher='model'"):
+    with pytest.raises(fxsnn.CalibrationError, match="no BatchNorm with affine terms.*teacher='model'"):
         im_adapted_teacher(net, data, progress=False)
+    with pytest.raises(fxsnn.DataError, match="one-shot iterator"):
+        im_adapted_teacher(tiny_model(), (x for x in data), progress=False)
+    with pytest.raises(fxsnn.DataError, match="single tensor"):
+        im_adapted_teacher(tiny_model(), data[0], progress=False)
+    with pytest.raises(fxsnn.DataError, match="non-finite|NaN"):
+        im_adapted_teacher(tiny_model(), [torch.full((4, 3, 8, 8), float("nan"))], progress=False)
 
 
-def test_convert_with_the_im_teacher_distils_from_it_on_input_only_batches(monkeypatch):
+def _spy_teacher(monkeypatch) -> list:
     from fxsnn.calibration import stage1
 
     seen = []
@@ -247,10 +256,51 @@ def test_convert_with_the_im_teacher_distils_from_it_on_input_only_batches(monke
         "objective_heads",
         lambda c, d, *, teacher, **kw: seen.append(teacher) or real(c, d, teacher=teacher, **kw),
     )
+    return seen
+
+
+def test_convert_with_the_im_teacher_distils_from_it_on_input_only_batches(monkeypatch):
+    seen = _spy_teacher(monkeypatch)
     model = tiny_model()
     before = state(model)
-    snn = fxsnn.convert(
-        model, tiny_data(targets=False), T=2, method="full", config=DISTILL.replace(teacher="im"), progress=False
-    )
+    data = tiny_data(targets=False)
+    snn = fxsnn.convert(model, data, T=2, method="full", config=DISTILL.replace(teacher="im"), progress=False)
     assert "teacher" in snn.meta["fxsnn.convert"]["seconds"] and snn.meta["fxsnn.stage1"].steps > 0
-    assert changed_keys(state(model), state(seen[0])) and not changed_keys(before, state(model))
+    assert not changed_keys(before, state(model))
+    changed = changed_keys(before, state(seen[0]))  # the IM teacher: γ, β moved, BN statistics kept
+    assert changed and all(k.endswith((".weight", ".bias")) and "bn" in k for k in changed), changed
+    assert DISTILL.teacher == "im"  # the default
+
+
+def test_im_teacher_on_batchnorm_without_affine_terms_falls_back_to_the_adapted_one(monkeypatch):
+    seen = _spy_teacher(monkeypatch)
+    model = tiny_model()
+    model.bn1, model.bn2 = torch.nn.BatchNorm2d(6, affine=False).eval(), torch.nn.BatchNorm2d(6, affine=False).eval()
+    data = tiny_data(targets=False)
+    with pytest.warns(UserWarning, match="teacher='im'.*none.*teacher='adapted'"):
+        fxsnn.convert(model, data, T=2, method="spatial", config=DISTILL, progress=False)
+    want = fxsnn.calibration.reestimate_bn_stats(model, data, progress=False)
+    torch.testing.assert_close(seen[0].bn1.running_mean, want.bn1.running_mean)
+
+
+def test_im_teacher_reads_the_logits_through_the_users_output(monkeypatch):
+    class Dict(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_model()
+
+        def forward(self, x):
+            return {"features": x.flatten(1), "logits": self.net(x)}
+
+    seen = _spy_teacher(monkeypatch)
+    model = Dict().eval()
+    fxsnn.convert(
+        model,
+        tiny_data(targets=False),
+        T=2,
+        method="spatial",
+        config=DISTILL,
+        output=lambda o: o["logits"],
+        progress=False,
+    )
+    assert changed_keys(state(model), state(seen[0]))
