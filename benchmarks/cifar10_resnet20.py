@@ -187,12 +187,17 @@ def _label_free_only(command, model, train, cal, evaluate, rows, args) -> int:
         print(f"T={T:2d} full         top-1 {100 * rows[('full', T)][0]:6.2f} %  {rows[('full', T)][1]:6.1f} s")
         _label_free(model, train, T, args.seed, evaluate, rows)
     _teacher_rows(model, train, args.seed, evaluate, rows)
-    text = "\n".join(_label_free_table(rows, command)).strip("\n") + "\n"
+    text = label_free_section(rows, command)
     print(text)
     if not args.no_write:
         replace_section(Path(args.out), text, *LABEL_FREE)
         print(f"wrote the label-free section of {args.out}")
     return 0
+
+
+def label_free_section(rows: dict, command: str) -> str:
+    """The label-free section, markers included, as ``--label-free-only`` writes it over the page's."""
+    return "\n".join(_label_free_table(rows, command)).strip("\n") + "\n"
 
 
 def merge_page(text: str, old: str) -> str:
@@ -232,7 +237,8 @@ def _label_free(model, train: TensorDataset, T: int, seed: int, evaluate, rows: 
 
 
 def _teacher_rows(model, train: TensorDataset, seed: int, evaluate, rows: dict) -> None:
-    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice, built from the images as convert builds it."""
+    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice, built from the images the way convert builds
+    it (the shuffling order, drawn from another state of torch's generator, differs from the one inside convert)."""
     loader = DataLoader(TensorDataset(train.tensors[0]), batch_size=128, shuffle=True)
     build = {
         "model": lambda: model,

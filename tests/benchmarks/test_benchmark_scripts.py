@@ -84,7 +84,7 @@ def test_label_free_only_rewrites_only_its_section(tmp_path):
     doc = tmp_path / "results.md"
     doc.write_text(f"# table\n\n{start}\nold rows\n{end}\n\n{mod.NOTES}\nnotes\n")
     rows = {("full", 2): (0.70, 90.0), ("full (distill)", 2): (0.69, 99.0)}
-    mod.replace_section(doc, "\n".join(mod._label_free_table(rows, "cmd")).strip("\n") + "\n", start, end)
+    mod.replace_section(doc, mod.label_free_section(rows, "cmd"), start, end)
     out = doc.read_text()
     assert "old rows" not in out and "| 2 | 70.00 | 69.00 | -1.00 | 90.0 / 99.0 |" in out
     assert out.startswith("# table\n\n" + start) and out.endswith(f"{end}\n\n{mod.NOTES}\nnotes\n")
