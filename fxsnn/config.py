@@ -93,6 +93,12 @@ class ConvertConfig(Config):
         instance_of(self, "stage1", Stage1Config)
         instance_of(self, "stage2", Stage2Config)
 
+    def objectives(self, method: str) -> set[str]:
+        """The ``objective`` of each fine-tuning stage ``method`` runs: Stage 1's for ``spatial`` / ``full``,
+        Stage 2's for ``temporal`` / ``full`` (empty for ``fspc`` / ``fspc_da``, which train nothing)."""
+        out = {self.stage1.objective} if method in ("spatial", "full") else set()
+        return out | ({self.stage2.objective} if method in ("temporal", "full") else set())
+
     @classmethod
     def recipe(cls, name: str = "fxsnn") -> ConvertConfig:
         """The named recipe (:data:`RECIPES`): ``"fxsnn"`` (:data:`FXSNN`) or ``"paper"`` (:data:`PAPER`)."""

@@ -74,9 +74,7 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
 
     ``"im"`` on a model whose BatchNorm layers have no affine terms falls back to ``"adapted"``, with a warning.
     """
-    distils = (method in ("spatial", "full") and cfg.stage1.objective == "distill") or (
-        method in ("temporal", "full") and cfg.stage2.objective == "distill"
-    )
+    distils = "distill" in cfg.objectives(method)
     if not distils or not _has_batchnorm(model) or cfg.teacher == "model":
         return model if distils else None
     timings = run["seconds"]

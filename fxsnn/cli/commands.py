@@ -149,9 +149,12 @@ def _spelling(flags: dict[str, str]):
     return spell
 
 
-def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False, evaluation: bool = False) -> OnDevice:
+def _data(
+    args: argparse.Namespace, path: str, *, shuffle: bool = False, evaluation: bool = False, labels: bool = True
+) -> OnDevice:
     """``path`` through ``load_data`` with the data flags (``--eval-limit`` / ``--eval-random-subset`` for
-    ``--eval-data``); what the loaders detect is printed as a note or warning naming ``path`` and the flag."""
+    ``--eval-data``); what the loaders detect is printed as a note or warning naming ``path`` and the flag.
+    ``labels=False``: a file without labels is accepted (label-free calibration)."""
     from torch.utils.data import DataLoader
 
     from ..io.loaders import InputError, OnDevice, input_channels, load_data
@@ -178,6 +181,7 @@ def _data(args: argparse.Namespace, path: str, *, shuffle: bool = False, evaluat
             channels=input_channels(model) if model is not None else None,
             report=report,
             spell=_spelling(flags),
+            labels=labels,
         )
     except InputError as exc:
         shown = [flags[a] for a in exc.arguments if a in flags]
@@ -218,6 +222,8 @@ def _check_classes(args: argparse.Namespace, loader, source: str, path: str, fla
 
     summary = data_summary(loader)
     args.data_summaries = [*getattr(args, "data_summaries", []), (source, path, summary, flags)]
+    if not summary.labelled:
+        return
     outputs = _model_classes(args, loader)
     expected = max(outputs or 0, summary.label_range)
     if 2 * summary.classes >= expected:
@@ -250,7 +256,8 @@ def _data_lines(args: argparse.Namespace) -> list[str]:
             how = f"the first {s.used} of {s.total} samples ({flags['limit']} {s.used})"
         else:
             how = f"{s.used} of {s.total} samples, a fixed random subset ({flags['limit']} {s.used} {flags['random_subset']})"
-        lines.append(f"{source} {path}: {how}, {s.classes} class{'' if s.classes == 1 else 'es'}")
+        labels = f"{s.classes} class{'' if s.classes == 1 else 'es'}" if s.labelled else "no labels"
+        lines.append(f"{source} {path}: {how}, {labels}")
     return lines
 
 
@@ -345,7 +352,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     joined = _join_process_group(args)
     try:
         model = _model(args)
-        data = _data(args, args.data, shuffle=True)
+        data = _data(args, args.data, shuffle=True, labels="labels" in cfg.objectives(args.method))
         trace_args = {"leaf_modules": args.leaf_module, "concrete_args": parse_kwargs(args.concrete_arg) or None}
         snn = convert(
             model,

@@ -244,21 +244,34 @@ class OnDevice:
             yield tuple(out)
 
 
-def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x`` and ``y`` of an ``.npz`` file (no pickles), checked: same length, not empty, integer 1-D ``y``."""
+def _read_npz(path: str, *, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays ``x`` and ``y`` of an ``.npz`` file (no pickles), checked: same length, not empty, integer 1-D ``y``.
+
+    ``labels=False``: ``y`` may be absent (then ``None``).
+    """
     try:
         with np.load(path, allow_pickle=False) as d:
             keys = sorted(d.files)
-            if "x" not in keys or "y" not in keys:
+            if "x" not in keys or ("y" not in keys and labels):
                 raise InputError(
                     f"data file {path!r} must hold arrays named 'x' (inputs) and 'y' (integer labels); it has "
                     f"{keys or 'no arrays'}. Write one with numpy.savez(path, x=inputs, y=labels)"
+                    + (
+                        " (labels are needed by a stage with objective='labels'; a label-free conversion, "
+                        "stage1.objective=distill and stage2.objective=distill, takes x alone)"
+                        if "x" in keys
+                        else ""
+                    )
                 )
-            x, y = d["x"], d["y"]
+            x, y = d["x"], (d["y"] if "y" in keys else None)
     except InputError:
         raise
     except Exception as exc:  # not a zip, truncated, object arrays
         raise InputError(f"cannot read {path!r} as a numpy .npz file ({type(exc).__name__}: {exc})") from None
+    if y is None:
+        if len(x) == 0:
+            raise InputError(f"data file {path!r} holds no samples")
+        return x, None
     if len(x) != len(y):
         raise InputError(f"data file {path!r}: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
@@ -328,11 +341,11 @@ def _channels_last(shape: tuple[int, ...], nhwc: bool | None, channels: int | No
 
 
 def _npz_tensors(
-    path: str, *, nhwc: bool | None, scale: float | None, channels: int | None, say: _Notes
-) -> tuple[torch.Tensor, torch.Tensor]:
+    path: str, *, nhwc: bool | None, scale: float | None, channels: int | None, say: _Notes, labels: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``x`` as float32 ``[N, C, ...]`` (uint8 divided by 255 unless ``scale`` is given; layout detected unless
-    ``nhwc`` is given) and ``y`` as int64."""
-    x, y = _read_npz(path)
+    ``nhwc`` is given) and ``y`` as int64 (``None`` when absent and not ``labels``)."""
+    x, y = _read_npz(path, labels=labels)
     xt = torch.from_numpy(np.ascontiguousarray(x)).float()
     if not bool(torch.isfinite(xt).all()):
         bad = (
@@ -349,7 +362,7 @@ def _npz_tensors(
     elif x.dtype == np.uint8:
         xt = xt.div_(255)
         say("note", f"x is uint8 (0..255): divided by 255 to [0, 1] ({say.spell('scale', 1.0)} keeps 0..255)")
-    return xt, torch.from_numpy(y.astype(np.int64))
+    return xt, (None if y is None else torch.from_numpy(y.astype(np.int64)))
 
 
 def _image_folder(path: str, image_size: int | None) -> ImageFolder:
@@ -385,10 +398,12 @@ def load_data(
     channels: int | None = None,
     report: Callable[[str, str], None] | None = None,
     spell: Callable[..., str] | None = None,
+    labels: bool = True,
 ) -> DataLoader:
     """A DataLoader of ``(x, y)`` batches from an ``.npz`` file (arrays ``x``, ``y``) or an image folder.
 
     ``.npz``: ``x`` ``[N, ...]`` is used as float32, ``y`` ``[N]`` integer labels; NaN/±Inf in ``x`` are refused.
+    With ``labels=False`` a file without ``y`` is accepted and gives ``(x,)`` batches (label-free calibration).
 
     - layout: ``nhwc=True`` permutes ``[N, H, W, C] → [N, C, H, W]``, ``nhwc=False`` keeps ``x`` as it is;
       ``None`` (default) detects channels-last 4-D ``x``: when ``channels`` (the model's input channels, see
@@ -423,7 +438,9 @@ def load_data(
             _warn_unnormalised(0.0, 1.0, "the images are read as pixels in [0, 1]", say)
     elif path.endswith(".npz"):
         preset = normalize if normalize in NORMALIZE_PRESETS else None
-        ds = _npz_dataset(path, nhwc=nhwc, scale=scale, norm=norm, preset=preset, channels=channels, say=say)
+        ds = _npz_dataset(
+            path, nhwc=nhwc, scale=scale, norm=norm, preset=preset, channels=channels, say=say, labels=labels
+        )
         if norm is None and normalize != "none":
             x = ds.tensors[0]
             _warn_unnormalised(float(x.min()), float(x.max()), "x", say)
@@ -495,8 +512,9 @@ def _npz_dataset(
     preset: str | None,
     channels: int | None,
     say: _Notes,
+    labels: bool = True,
 ) -> TensorDataset:
-    x, y = _npz_tensors(path, nhwc=nhwc, scale=scale, channels=channels, say=say)
+    x, y = _npz_tensors(path, nhwc=nhwc, scale=scale, channels=channels, say=say, labels=labels)
     if norm is not None:
         if x.dim() < 2 or x.shape[1] != len(norm[0]):
             given = f"normalize={preset!r} gives" if preset else "mean/std give"
@@ -506,7 +524,7 @@ def _npz_dataset(
             )
         view = (1, -1) + (1,) * (x.dim() - 2)
         x = (x - norm[0].view(view)) / norm[1].view(view)
-    return TensorDataset(x, y)
+    return TensorDataset(x) if y is None else TensorDataset(x, y)
 
 
 def _first(ds: Dataset, limit: int | None, *, random_subset: bool) -> Dataset:
@@ -539,7 +557,8 @@ class DataSummary:
 
     ``used`` of ``total`` samples, chosen by ``selection`` (``"all"``, ``"first"`` or ``"random"``);
     ``classes``: distinct labels among the used samples; ``label_range``: ``max label + 1`` over the whole
-    source (the used samples and the rest).
+    source (the used samples and the rest); ``labelled``: whether the data has labels at all (both counts are 0
+    when not).
     """
 
     used: int
@@ -547,13 +566,15 @@ class DataSummary:
     selection: str
     classes: int
     label_range: int
+    labelled: bool = True
 
 
-def _labels(ds: Dataset) -> torch.Tensor:
+def _labels(ds: Dataset) -> torch.Tensor | None:
     if isinstance(ds, Subset):
-        return _labels(ds.dataset)[torch.as_tensor(list(ds.indices), dtype=torch.long)]
+        every = _labels(ds.dataset)
+        return None if every is None else every[torch.as_tensor(list(ds.indices), dtype=torch.long)]
     if isinstance(ds, TensorDataset):
-        return ds.tensors[1]
+        return ds.tensors[1] if len(ds.tensors) > 1 else None
     return torch.as_tensor(ds.targets, dtype=torch.long)  # ImageFolder
 
 
@@ -566,5 +587,7 @@ def data_summary(loader: DataLoader) -> DataSummary:
         selection = "all"
     else:
         selection = "first" if list(ds.indices) == list(range(len(ds.indices))) else "random"
+    if every is None:
+        return DataSummary(len(ds), len(source), selection, 0, 0, labelled=False)
     label_range = int(every.max()) + 1 if every.numel() else 0
     return DataSummary(len(used), len(every), selection, int(torch.unique(used).numel()), label_range)

@@ -239,6 +239,30 @@ def test_convert_full_runs_both_stages(files, capsys, tmp_path):
     assert "stage 3 of 3, Stage 2: tune_delta_b epoch 1 of 1" in err  # overall progress in the bars
 
 
+def test_label_free_convert_takes_a_file_without_labels_and_a_labelled_one_is_refused(files, capsys, tmp_path):
+    x = np.load(files / "data.npz")["x"]
+    np.savez(tmp_path / "x_only.npz", x=x)
+    base = ["convert", "--model", SPEC, "--weights", files / "w.pt", "--data", tmp_path / "x_only.npz", "--T", "2"]
+    base += ["--method", "full", "--set", "stage1.epochs=1", "--set", "stage2.holdout=None", "--batch-size", "16"]
+    label_free = ["--set", "stage1.objective=distill", "--set", "stage2.objective=distill"]
+    code, out, err = run([*base, *label_free, "--out", tmp_path / "lf.fxsnn"], capsys)
+    assert code == 0, err
+    assert f"--data {tmp_path / 'x_only.npz'}: all 48 samples, no labels" in out
+    assert (
+        "stage 2 of 3, Stage 1" in err
+        and "teacher (im): im_adapted_teacher epoch 1 of 1" in err
+        and "cover only" not in err
+    )
+    snn = fxsnn.load(tmp_path / "lf.fxsnn", model=tiny_resnet())
+    assert snn.meta["fxsnn.convert"]["stages"]["Stage 1"].steps > 0
+    code, _, err = run([*base, "--out", tmp_path / "labels.fxsnn"], capsys)  # the default objective needs y
+    assert code == 2 and "must hold arrays named 'x'" in err and "stage1.objective=distill" in err
+    assert not (tmp_path / "labels.fxsnn").exists()
+    fspc = ["convert", "--model", SPEC, "--weights", files / "w.pt", "--data", tmp_path / "x_only.npz", "--T", "2"]
+    code, _, err = run([*fspc, "--method", "fspc", "--out", tmp_path / "fspc.fxsnn"], capsys)  # trains nothing
+    assert code == 0, err
+
+
 def test_image_folder_data(capsys, tmp_path, monkeypatch):
     from PIL import Image
 

@@ -121,3 +121,25 @@ def test_on_device_is_reiterable():
     first, second = list(wrapped), list(wrapped)
     assert len(wrapped) == 1 and first[0][0].dtype == torch.float64 and first[0][1].dtype == torch.long
     assert torch.equal(first[0][0], second[0][0])
+
+
+def test_a_file_without_labels_loads_as_input_only_batches_where_labels_are_optional(tmp_path):
+    from fxsnn.io.loaders import InputError, data_summary, load_data
+
+    x = np.random.RandomState(0).randn(10, 3, 4, 4).astype("float32")
+    np.savez(tmp_path / "x.npz", x=x)
+    np.savez(tmp_path / "xy.npz", x=x, y=np.arange(10) % 2)
+    loader = load_data(tmp_path / "x.npz", batch_size=4, labels=False, normalize="none")
+    batches = list(loader)
+    assert [len(b) for b in batches] == [1, 1, 1] and torch.equal(
+        torch.cat([b[0] for b in batches]), torch.from_numpy(x)
+    )
+    s = data_summary(load_data(tmp_path / "x.npz", batch_size=4, labels=False, limit=6, normalize="none"))
+    assert (s.used, s.total, s.selection, s.classes, s.labelled) == (6, 10, "first", 0, False)
+    with_y = list(load_data(tmp_path / "xy.npz", batch_size=4, labels=False, normalize="none"))
+    assert len(with_y[0]) == 2 and data_summary(load_data(tmp_path / "xy.npz", labels=False, normalize="none")).labelled
+    with pytest.raises(InputError, match="must hold arrays named 'x'.*takes x alone"):
+        load_data(tmp_path / "x.npz", normalize="none")  # labels required by default
+    np.savez(tmp_path / "empty.npz", x=x[:0])
+    with pytest.raises(InputError, match="holds no samples"):
+        load_data(tmp_path / "empty.npz", labels=False, normalize="none")
