@@ -68,7 +68,8 @@ class ConvertConfig(Config):
     A model without BatchNorm is its own teacher under every choice; ``"im"`` on BatchNorm layers without
     affine terms falls back to ``"adapted"``, with a warning. On validation at T = 4 (ResNet-20,
     ``docs/results.md``) the label-free conversion came within 0.2 points of the labelled one with the ``"im"``
-    teacher, 0.6 with ``"adapted"`` and 2.65 with ``"model"``.
+    teacher, 0.6 with ``"adapted"`` and 2.65 with ``"model"``. ``teacher_train``: the ``"im"`` teacher's
+    fine-tuning run (:class:`~fxsnn.calibration.config.TrainSpec`; one epoch at 1e-3).
 
     Override any field, nested ones by dotted key (:class:`fxsnn.validation.Config`)::
 
@@ -81,6 +82,7 @@ class ConvertConfig(Config):
     da_momentum: float = 0.99
     output_mode: str = "spike"
     teacher: str = "im"
+    teacher_train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=1, lr=1e-3))
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
@@ -90,6 +92,7 @@ class ConvertConfig(Config):
         _check_momentum(self)
         one_of(self, "output_mode", OUTPUT_MODES)
         one_of(self, "teacher", TEACHERS)
+        instance_of(self, "teacher_train", TrainSpec)
         instance_of(self, "stage1", Stage1Config)
         instance_of(self, "stage2", Stage2Config)
 

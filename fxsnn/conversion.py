@@ -80,7 +80,8 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
     timings = run["seconds"]
     if cfg.teacher == "im" and has_affine_batchnorm(model):
         output = run["head"]["output"]
-        return _timed(timings, "teacher", im_adapted_teacher, model, data, progress=progress, output=output)
+        spec = cfg.teacher_train
+        return _timed(timings, "teacher", im_adapted_teacher, model, data, spec, progress=progress, output=output)
     if cfg.teacher == "im":
         warnings.warn(
             "fxsnn.convert: teacher='im' tunes BatchNorm affine terms, and the model's BatchNorm layers have none; "

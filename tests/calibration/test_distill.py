@@ -304,3 +304,18 @@ def test_im_teacher_reads_the_logits_through_the_users_output(monkeypatch):
         progress=False,
     )
     assert changed_keys(state(model), state(seen[0]))
+
+
+def test_the_im_teachers_run_is_set_by_teacher_train(monkeypatch):
+    from fxsnn import conversion
+
+    specs = []
+    real = conversion.im_adapted_teacher
+    monkeypatch.setattr(
+        conversion, "im_adapted_teacher", lambda m, d, spec, **kw: specs.append(spec) or real(m, d, spec, **kw)
+    )
+    cfg = DISTILL.override("teacher_train.steps=2", "teacher_train.lr=0.01")
+    fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="spatial", config=cfg, progress=False)
+    assert specs == [fxsnn.calibration.TrainSpec(steps=2, lr=0.01)]
+    with pytest.raises(ConfigError, match="teacher_train.*TrainSpec"):
+        fxsnn.ConvertConfig(teacher_train={"epochs": 1})
