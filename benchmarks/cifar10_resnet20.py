@@ -366,7 +366,7 @@ def _label_free_table(rows, command: str) -> list[str]:
     if teachers:
         out += [
             "",
-            "The teachers themselves (top-1 % on the test set; seconds to build): "
+            "The teachers themselves (top-1 % on the test set; seconds to build it and evaluate it there): "
             + "; ".join(f"`{name}` {100 * a:.2f} % ({secs:.1f} s)" for name, (a, secs) in teachers)
             + ".",
         ]
