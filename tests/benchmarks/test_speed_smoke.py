@@ -32,6 +32,29 @@ def test_speed_benchmark_smoke(tmp_path):
     assert "## Conversion stages" in text
 
 
+def test_spike_profile_writes_its_grid_between_its_markers_only(tmp_path):
+    """benchmarks/spike_profile.py (issue 13's profile per T and batch size) rewrites only its own section."""
+    page = ROOT / "docs" / "performance.md"
+    start, end = "<!-- spike-profile:start -->", "<!-- spike-profile:end -->"
+    assert (
+        start in page.read_text()
+        and end in page.read_text()
+        and "python benchmarks/spike_profile.py" in page.read_text()
+    )
+    out = tmp_path / "performance.md"
+    out.write_text(f"head\n{start}\nold\n{end}\ntail\n")
+    _run("benchmarks/spike_profile.py", "--quick", "--serial", "--write", "--out", str(out))
+    text = out.read_text()
+    assert text.startswith("head\n" + start) and text.endswith(end + "\ntail\n") and "old" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| 2 | ")]
+    assert len(rows) == 3, rows  # batch 2 and 4 in the grid, and the serial row at the largest batch
+    for cell in ("Conv2d %", "ParallelIF %", "\n| aten::", "spike ÷ serial"):
+        assert cell in text, cell
+    grid = [[float(c.split()[0].replace(",", "")) for c in r.strip("|").split("|")] for r in rows[:2]]
+    assert all(min(r[5:]) >= 0 and r[5] > 0 and r[7] > 0 for r in grid), grid  # conv and neuron time measured
+    assert all(r[-1] < 10 for r in grid), grid  # the named kinds and the adds cover the network
+
+
 def test_neuron_micro_benchmark_smoke():
     out = _run("benchmarks/neuron_micro.py", "--shape", "4,3,5,5", "--T", "2", "--threads", "1", "--min-time", "0.001")
     assert "ParallelIF spike forward + backward" in out and "ReLU forward" in out
