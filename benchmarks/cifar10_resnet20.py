@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
 from fxsnn.calibration import Stage1Config, TrainSpec
-from fxsnn.calibration.distill import im_adapted_teacher
 from fxsnn.config import METHODS, TEACHERS, ConvertConfig
+from fxsnn.conversion import teacher_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -237,19 +237,16 @@ def _label_free(model, train: TensorDataset, T: int, seed: int, evaluate, rows: 
 
 
 def _teacher_rows(model, train: TensorDataset, seed: int, evaluate, rows: dict) -> None:
-    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice, built from the images the way convert builds
-    it (the shuffling order, drawn from another state of torch's generator, differs from the one inside convert)."""
+    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice, built by convert's own
+    :func:`fxsnn.conversion.teacher_for` from the images (the shuffling order, drawn from another state of torch's
+    generator, differs from the one inside convert)."""
     loader = DataLoader(TensorDataset(train.tensors[0]), batch_size=128, shuffle=True)
-    build = {
-        "model": lambda: model,
-        "adapted": lambda: fxsnn.calibration.reestimate_bn_stats(model, loader, progress=False),
-        "im": lambda: im_adapted_teacher(model, loader, progress=False),
-    }
+    spec = ConvertConfig().teacher_train
     for name in TEACHERS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             t0 = time.perf_counter()
-            teacher = build[name]()
+            teacher = teacher_for(model, loader, name, spec=spec, progress=False)
             rows[(f"teacher {name}", 0)] = (evaluate(teacher), time.perf_counter() - t0)
         print(f"teacher {name!r}: top-1 {100 * rows[(f'teacher {name}', 0)][0]:.2f} %", flush=True)
 

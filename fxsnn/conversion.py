@@ -11,6 +11,7 @@ from typing import Any
 from torch import fx, nn
 
 from .calibration.batches import progress_stage
+from .calibration.config import TrainSpec
 from .calibration.distill import has_affine_batchnorm, im_adapted_teacher
 from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
@@ -25,7 +26,7 @@ from .passes.lower import lower_to_paraif
 from .report.stages import FRONT_END, STAGE1, STAGE2, StageReport, StageReports
 from .validation import check_positive_int
 
-__all__ = ["convert"]
+__all__ = ["convert", "teacher_for"]
 
 
 def _check_arguments(model, T, method: str, seed, config) -> ConvertConfig:
@@ -69,26 +70,44 @@ def _stage_plan(model: nn.Module, method: str) -> dict[str, str | None]:
     }
 
 
+def teacher_for(
+    model: nn.Module, data, teacher: str, *, spec: TrainSpec, output: Callable | None = None, progress: bool = True
+) -> nn.Module:
+    """The ANN named by a :data:`fxsnn.config.TEACHERS` choice, built from ``data`` (input-only batches suffice).
+
+    ``"model"``, or any choice for a model without BatchNorm: ``model`` itself (the stages copy it);
+    ``"adapted"``: :func:`fxsnn.calibration.reestimate_bn_stats`; ``"im"``:
+    :func:`fxsnn.calibration.distill.im_adapted_teacher` with the fine-tuning run ``spec`` and ``output``.
+    """
+    if teacher == "model" or not _has_batchnorm(model):
+        return model
+    if teacher == "adapted":
+        return reestimate_bn_stats(model, data, progress=progress)
+    return im_adapted_teacher(model, data, spec, progress=progress, output=output)
+
+
 def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict, progress: bool):
-    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``), or ``None`` when no stage distils.
+    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``, :func:`teacher_for`), or ``None`` when no
+    stage distils; its building time is ``run["seconds"]["teacher"]``.
 
     ``"im"`` on a model whose BatchNorm layers have no affine terms falls back to ``"adapted"``, with a warning.
     """
-    distils = "distill" in cfg.objectives(method)
-    if not distils or not _has_batchnorm(model) or cfg.teacher == "model":
-        return model if distils else None
-    timings = run["seconds"]
-    if cfg.teacher == "im" and has_affine_batchnorm(model):
-        output = run["head"]["output"]
-        spec = cfg.teacher_train
-        return _timed(timings, "teacher", im_adapted_teacher, model, data, spec, progress=progress, output=output)
-    if cfg.teacher == "im":
+    if "distill" not in cfg.objectives(method):
+        return None
+    choice = cfg.teacher
+    if choice == "im" and _has_batchnorm(model) and not has_affine_batchnorm(model):
         warnings.warn(
             "fxsnn.convert: teacher='im' tunes BatchNorm affine terms, and the model's BatchNorm layers have none; "
             "distilling from the model with its BN statistics re-estimated instead (teacher='adapted')",
             stacklevel=4,
         )
-    return _timed(timings, "teacher", reestimate_bn_stats, model, data, progress=progress)
+        choice = "adapted"
+    if choice == "model" or not _has_batchnorm(model):
+        return model  # nothing to build, nothing timed
+    spec, output = cfg.teacher_train, run["head"]["output"]
+    return _timed(
+        run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, output=output, progress=progress
+    )
 
 
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:

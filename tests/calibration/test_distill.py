@@ -319,3 +319,19 @@ def test_the_im_teachers_run_is_set_by_teacher_train(monkeypatch):
     assert specs == [fxsnn.calibration.TrainSpec(steps=2, lr=0.01)]
     with pytest.raises(ConfigError, match="teacher_train.*TrainSpec"):
         fxsnn.ConvertConfig(teacher_train={"epochs": 1})
+
+
+def test_teacher_for_builds_each_choice_as_convert_does():
+    from fxsnn.conversion import teacher_for
+
+    model, data = tiny_model(), tiny_data(targets=False)
+    spec = fxsnn.ConvertConfig().teacher_train
+    assert teacher_for(model, data, "model", spec=spec) is model
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()  # no BatchNorm
+    assert all(teacher_for(net, data, t, spec=spec) is net for t in fxsnn.config.TEACHERS)
+    adapted = teacher_for(model, data, "adapted", spec=spec, progress=False)
+    want = fxsnn.calibration.reestimate_bn_stats(model, data, progress=False)
+    torch.testing.assert_close(adapted.bn1.running_mean, want.bn1.running_mean)
+    im = teacher_for(model, data, "im", spec=spec, progress=False)
+    changed = changed_keys(state(model), state(im))
+    assert changed and all(k.endswith((".weight", ".bias")) and "bn" in k for k in changed), changed
