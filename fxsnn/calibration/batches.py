@@ -14,7 +14,7 @@ from ..errors import DataError, FxsnnError
 from ..graph.edit import first_tensor
 from .distributed import is_main
 
-__all__ = ["batches", "check_batch", "check_finite", "check_targets", "run_batch", "progress_stage"]
+__all__ = ["batches", "check_batch", "check_finite", "check_targets", "input_of", "run_batch", "progress_stage"]
 
 _STAGE: contextvars.ContextVar[str] = contextvars.ContextVar("fxsnn_progress_stage", default="")
 
@@ -35,12 +35,20 @@ def _description(where: str, desc: str | None) -> str:
     return f"{prefix}: {text}" if prefix else text
 
 
-def _split(batch, index: int, where: str) -> tuple[Tensor, Tensor | None]:
+def input_of(batch) -> Tensor | None:
+    """A batch's input: the tensor itself, or the first element of a tuple / list; ``None`` for any other form
+    (:func:`batches` then names the problem)."""
     if isinstance(batch, Tensor):
-        return batch, None
+        return batch
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        target = batch[1] if len(batch) > 1 else None
-        return batch[0], target
+        return batch[0]
+    return None
+
+
+def _split(batch, index: int, where: str) -> tuple[Tensor, Tensor | None]:
+    x = input_of(batch)
+    if x is not None:
+        return x, (None if isinstance(batch, Tensor) or len(batch) < 2 else batch[1])
     raise DataError(
         f"{where}: batch {index} is a {type(batch).__name__}; each batch must be an input tensor or an "
         "(input, target, ...) tuple whose first element is the input tensor"

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import CalibrationError, DataError
 from . import distributed
-from .batches import check_finite, run_batch
+from .batches import check_finite, input_of, run_batch
 from .config import TrainSpec
 from .finetune import check_reiterable, fine_tune
 from .measure import pick_output
@@ -83,16 +83,6 @@ def im_loss(logits: Tensor, _target: Tensor | None = None) -> Tensor:
     return entropy + (mean * mean.clamp_min(torch.finfo(mean.dtype).tiny).log()).sum()
 
 
-def _input_of(batch) -> Tensor | None:
-    """A batch's input: the tensor itself, or the first element of a tuple / list; ``None`` for anything else
-    (the stage's own batch check then names the problem)."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    return None
-
-
 class _InputsOnly:
     """The re-iterable ``data`` as ``(x, placeholder)`` batches for :func:`fine_tune`, whose loss ignores targets
     (the placeholder, ``[B]`` zeros, only weighs the batch by its size across processes)."""
@@ -105,7 +95,7 @@ class _InputsOnly:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for i, batch in enumerate(self.data):
-            x = _input_of(batch)
+            x = input_of(batch)
             if x is None:
                 yield batch  # fine_tune's batch check names the problem
                 continue
@@ -186,7 +176,7 @@ class Distilled:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for i, batch in enumerate(self.data):
-            x = _input_of(batch)
+            x = input_of(batch)
             if x is None:
                 yield batch  # the stage's batch check names the problem
                 continue
