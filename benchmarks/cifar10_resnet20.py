@@ -132,14 +132,8 @@ def main(argv=None) -> int:
     runs = [(m, "fxsnn") for m in args.methods] + ([] if args.no_paper else [("full", "paper")])
     for T in args.T:
         for method, recipe in runs:
-            t0 = time.perf_counter()
-            config = ConvertConfig.recipe(recipe)
-            snn = fxsnn.convert(model, cal, T=T, method=method, config=config, seed=args.seed, progress=False)
-            secs = time.perf_counter() - t0
-            acc = evaluate(snn)
             key = method if recipe == "fxsnn" else "paper recipe"
-            rows[(key, T)] = (acc, secs)
-            print(f"T={T:2d} {key:12s} top-1 {100 * acc:6.2f} %  conversion {secs:6.1f} s", flush=True)
+            _convert_row(model, cal, T, method, ConvertConfig.recipe(recipe), key, args.seed, evaluate, rows)
         if T in LABEL_FREE_T and "full" in args.methods and not args.no_label_free:
             _label_free(model, train, T, args.seed, evaluate, rows)
         if T == 4 and "full" in args.methods:  # the speed target: one epoch per stage on all 10k images
@@ -150,6 +144,15 @@ def main(argv=None) -> int:
         _teacher_rows(model, train, args.seed, evaluate, rows)
     _write_page(render(command, ann, adapted, adapted_s, rows, args), args)
     return 0
+
+
+def _convert_row(model, cal, T: int, method: str, config, key: str, seed: int, evaluate, rows: dict) -> None:
+    """One conversion, timed on its own (wall clock, data loading included): ``rows[(key, T)] = (top-1, s)``."""
+    t0 = time.perf_counter()
+    snn = fxsnn.convert(model, cal, T=T, method=method, config=config, seed=seed, progress=False)
+    secs = time.perf_counter() - t0
+    rows[(key, T)] = (evaluate(snn), secs)
+    print(f"T={T:2d} {key:12s} top-1 {100 * rows[(key, T)][0]:6.2f} %  conversion {secs:6.1f} s", flush=True)
 
 
 def _write_page(text: str, args) -> None:
@@ -181,10 +184,7 @@ def _ceilings(model, cal, defaults: ConvertConfig, seed: int, evaluate, rows: di
 def _label_free_only(command, model, train, cal, evaluate, rows, args) -> int:
     """``--label-free-only``: the default ``full`` and the other objective's at T = 2, 4, 8; their section only."""
     for T in [T for T in args.T if T in LABEL_FREE_T] or list(LABEL_FREE_T):
-        t0 = time.perf_counter()
-        snn = fxsnn.convert(model, cal, T=T, method="full", config=ConvertConfig(), seed=args.seed, progress=False)
-        rows[("full", T)] = (evaluate(snn), time.perf_counter() - t0)
-        print(f"T={T:2d} full         top-1 {100 * rows[('full', T)][0]:6.2f} %  {rows[('full', T)][1]:6.1f} s")
+        _convert_row(model, cal, T, "full", ConvertConfig(), "full", args.seed, evaluate, rows)
         _label_free(model, train, T, args.seed, evaluate, rows)
     _teacher_rows(model, train, args.seed, evaluate, rows)
     text = label_free_section(rows, command)
@@ -229,11 +229,7 @@ def _label_free(model, train: TensorDataset, T: int, seed: int, evaluate, rows: 
     images = train.tensors[0]
     data = train if other == "labels" else TensorDataset(images)  # (x,) batches: no targets
     loader = DataLoader(data, batch_size=128, shuffle=True)
-    t0 = time.perf_counter()
-    snn = fxsnn.convert(model, loader, T=T, method="full", config=config, seed=seed, progress=False)
-    secs = time.perf_counter() - t0
-    rows[(f"full ({other})", T)] = (evaluate(snn), secs)
-    print(f"T={T:2d} full ({other}) top-1 {100 * rows[(f'full ({other})', T)][0]:6.2f} %  {secs:6.1f} s", flush=True)
+    _convert_row(model, loader, T, "full", config, f"full ({other})", seed, evaluate, rows)
 
 
 def _teacher_rows(model, train: TensorDataset, seed: int, evaluate, rows: dict) -> None:
