@@ -71,7 +71,13 @@ def _stage_plan(model: nn.Module, method: str) -> dict[str, str | None]:
 
 
 def teacher_for(
-    model: nn.Module, data, teacher: str, *, spec: TrainSpec, output: Callable | None = None, progress: bool = True
+    model: nn.Module,
+    data: Iterable,
+    teacher: str,
+    *,
+    spec: TrainSpec,
+    output: Callable | None = None,
+    progress: bool = True,
 ) -> nn.Module:
     """The ANN named by a :data:`fxsnn.config.TEACHERS` choice, built from ``data`` (input-only batches suffice).
 

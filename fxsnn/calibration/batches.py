@@ -35,7 +35,7 @@ def _description(where: str, desc: str | None) -> str:
     return f"{prefix}: {text}" if prefix else text
 
 
-def input_of(batch) -> Tensor | None:
+def input_of(batch: object) -> Tensor | None:
     """A batch's input: the tensor itself, or the first element of a tuple / list; ``None`` for any other form
     (:func:`batches` then names the problem)."""
     if isinstance(batch, Tensor):
