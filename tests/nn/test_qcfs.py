@@ -1,11 +1,15 @@
 """QCFS / DA-QCFS: Eq. 2 and 4 values, straight-through training, and the DA error calibration (Alg. 1)."""
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import fxsnn
+import fxsnn.testing as ft
 from fxsnn.calibration import calibrate_da_
 from fxsnn.nn import DAQCFS, QCFS
+from fxsnn.nn import functional as Fx
 
 
 def test_qcfs_values_follow_eq2():
@@ -84,3 +88,31 @@ def test_calibrate_da_refuses_graphs_without_da_sites_and_bad_momentum():
         fxsnn.calibrate_da(gm, [torch.randn(4, 3)])
     with pytest.raises(ValueError, match="momentum"):
         fxsnn.calibrate_da(fxsnn.passes.to_da_qcfs(gm, levels=2), [torch.randn(4, 3)], momentum=1.0)
+
+
+DTYPES = st.sampled_from([torch.float32, torch.float64])
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), dtype=DTYPES, da=st.booleans())
+def test_frozen_theta_path_gives_the_general_paths_output_and_input_gradient_bit_for_bit(data, dtype, da):
+    """With θ, ψ_DA, φ_DA frozen the QCFS keeps only the mask 0 < q < L for its backward (Stage 1's common case);
+    its output and ∂/∂x equal those of the path that also differentiates θ, the bin edges included."""
+    case = data.draw(ft.neuron_cases(dtype=dtype, da=da))
+    phi = data.draw(st.floats(-0.5, 0.5)) * case.theta if da else None
+    psi = case.psi_da if da else None
+    x = case.x  # [B, C]
+    g = torch.randn(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for train_theta in (False, True):
+        xi = x.clone().requires_grad_(True)
+        theta = case.theta.clone().requires_grad_(train_theta)
+        y = Fx.qcfs(xi, theta, case.T, psi, phi)
+        y.backward(g)
+        outs.append((y.detach(), xi.grad))
+    (y0, g0), (y1, g1) = outs
+    assert torch.equal(y0, y1)
+    assert torch.equal(g0, g1)
+    with torch.no_grad():  # and both equal the QCFS of Eq. 2 / 4 computed by spike_count
+        k = Fx.spike_count(x, case.T, case.theta, case.theta * 0.5, psi)
+        assert torch.equal(y0, Fx.count_to_rate(k, case.T, case.theta if phi is None else case.theta + phi))
