@@ -21,6 +21,7 @@ from .calibration.stage1 import recalibrate_bn, reestimate_bn_stats
 from .calibration.stage2 import tune_delta_b
 from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
+from .graph.tracing import trace
 from .modes import set_mode
 from .passes.lower import lower_to_paraif
 from .report.stages import FRONT_END, STAGE1, STAGE2, StageReport, StageReports
@@ -109,11 +110,21 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
         )
         choice = "adapted"
     if choice == "model" or not _has_batchnorm(model):
-        return model  # nothing to build, nothing timed
-    spec, output = cfg.teacher_train, run["head"]["output"]
-    return _timed(
-        run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, output=output, progress=progress
-    )
+        teacher = model  # nothing to build, nothing timed
+    else:
+        spec, output = cfg.teacher_train, run["head"]["output"]
+        teacher = _timed(
+            run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, output=output, progress=progress
+        )
+    if _matches_features(cfg, method):  # traced as the model is, so that its sites are the student's
+        teacher = trace(teacher, **run["trace"])
+    return teacher
+
+
+def _matches_features(cfg: ConvertConfig, method: str) -> bool:
+    """Whether a stage of ``method`` distils with feature matching (``feature_weight > 0``)."""
+    one = method in ("spatial", "full") and cfg.stage1.feature_weight > 0
+    return one or (method in ("temporal", "full") and cfg.stage2.feature_weight > 0)
 
 
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:

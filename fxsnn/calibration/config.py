@@ -58,6 +58,21 @@ def _check_holdout(cfg) -> None:
         ) from None
 
 
+def _check_objective(cfg) -> None:
+    """``objective``, ``temperature`` and ``feature_weight`` (which needs the ANN, so ``objective="distill"``)."""
+    one_of(cfg, "objective", OBJECTIVES)
+    positive_float(cfg, "temperature")
+    positive_float(cfg, "feature_weight", zero=True)
+    if cfg.feature_weight > 0 and cfg.objective != "distill":
+        raise ConfigError(
+            type(cfg).__name__,
+            "feature_weight",
+            "must be 0 unless objective='distill' (feature matching compares each site with the ANN's activation; "
+            "set objective='distill' too)",
+            cfg.feature_weight,
+        )
+
+
 @dataclass(frozen=True)
 class TrainSpec(Config):
     """Hyper-parameters of one fine-tuning run (:func:`fxsnn.calibration.finetune.fine_tune`; math there).
@@ -115,7 +130,10 @@ class Stage1Config(Config):
     - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning;
     - ``objective``: ``"labels"`` minimises the cross-entropy against the batches' targets; ``"distill"`` the
       KL divergence ``τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` to the ANN's logits ``z_ANN`` at
-      ``temperature`` τ (:mod:`fxsnn.calibration.distill`): input-only batches suffice.
+      ``temperature`` τ (:mod:`fxsnn.calibration.distill`): input-only batches suffice;
+    - ``feature_weight``: λ ≥ 0; with ``objective="distill"`` and λ > 0 the loss adds λ times the mean over the
+      sites of each site's squared error to the ANN's activation there, relative to its energy
+      (:mod:`fxsnn.calibration.features`); 0 (the default) is the KL alone.
     """
 
     _shorthand = "train"
@@ -130,6 +148,7 @@ class Stage1Config(Config):
     restat_after: bool = False
     objective: str = "labels"
     temperature: float = 1.0
+    feature_weight: float = 0.0
 
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)
@@ -140,8 +159,7 @@ class Stage1Config(Config):
         a_bool(self, "train_weights")
         positive_float(self, "weight_lr")
         a_bool(self, "restat_after")
-        one_of(self, "objective", OBJECTIVES)
-        positive_float(self, "temperature")
+        _check_objective(self)
 
 
 def _stage2_train() -> TrainSpec:
@@ -158,7 +176,8 @@ class Stage2Config(Config):
       the surrogate of Appendix C with half-width ``width`` as a fraction of θ_pre (the paper's recipe);
     - ``parameterization``: ``"relative"`` trains ``Δb = θ_pre ⊙ z``, ``"absolute"`` Δb itself (the paper);
     - ``mode``: the execution mode trained in: ``"auto"`` (rate where exact), ``"rate"`` or ``"spike"``;
-    - ``objective``, ``temperature``: as in :class:`Stage1Config` (``"labels"`` or ``"distill"``, τ).
+    - ``objective``, ``temperature``, ``feature_weight``: as in :class:`Stage1Config` (``"labels"`` or
+      ``"distill"``, τ, the feature-matching weight λ).
     """
 
     _shorthand = "train"
@@ -170,6 +189,7 @@ class Stage2Config(Config):
     mode: str = "auto"
     objective: str = "labels"
     temperature: float = 1.0
+    feature_weight: float = 0.0
 
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)
@@ -177,5 +197,4 @@ class Stage2Config(Config):
         one_of(self, "surrogate", SURROGATES)
         one_of(self, "parameterization", PARAMETERIZATIONS)
         one_of(self, "mode", STAGE2_MODES)
-        one_of(self, "objective", OBJECTIVES)
-        positive_float(self, "temperature")
+        _check_objective(self)

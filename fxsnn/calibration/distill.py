@@ -44,7 +44,7 @@ __all__ = [
     "frozen_teacher",
     "im_adapted_teacher",
     "has_affine_batchnorm",
-    "objective_heads",
+    "InputsOnly",
 ]
 
 
@@ -83,9 +83,10 @@ def im_loss(logits: Tensor, _target: Tensor | None = None) -> Tensor:
     return entropy + (mean * mean.clamp_min(torch.finfo(mean.dtype).tiny).log()).sum()
 
 
-class _InputsOnly:
+class InputsOnly:
     """The re-iterable ``data`` as ``(x, placeholder)`` batches for :func:`fine_tune`, whose loss ignores targets
-    (the placeholder, ``[B]`` zeros, only weighs the batch by its size across processes)."""
+    (the placeholder, ``[B]`` zeros, only weighs the batch by its size across processes): the IM teacher's run and
+    feature matching (:mod:`fxsnn.calibration.features`), whose losses read no target."""
 
     def __init__(self, data: Iterable, *, where: str):
         self.data, self.where = data, where
@@ -153,7 +154,7 @@ def im_adapted_teacher(
     for p in params:
         p.requires_grad_(True)
     spec = spec or TrainSpec(epochs=1, lr=1e-3)
-    inputs = _InputsOnly(data, where=where)
+    inputs = InputsOnly(data, where=where)
     fine_tune(teacher, params, inputs, spec, where=where, loss_fn=im_loss, output=output, progress=progress)
     for p in params:
         p.requires_grad_(False)
@@ -184,32 +185,3 @@ class Distilled:
             with torch.no_grad():
                 z = self.output(run_batch(self.teacher, x, where=self.where + " (teacher)", index=i))
             yield x, z.detach()
-
-
-def objective_heads(
-    config: object,
-    data: Iterable,
-    *,
-    teacher: Callable | None,
-    loss_fn: Callable | None,
-    output: Callable | None,
-    where: str,
-) -> tuple[Iterable, dict]:
-    """``(data, heads)`` for a stage's fine-tuning run under ``config.objective``.
-
-    ``"labels"``: the data and ``loss_fn`` / ``output`` as given. ``"distill"``: :class:`Distilled` data and the
-    :func:`kl_loss` at ``config.temperature`` (a user ``loss_fn`` replaces it and receives the teacher's logits as
-    its target; an ``nn.Module`` teacher is copied by :func:`frozen_teacher`). Raises
-    :class:`fxsnn.CalibrationError` when ``"distill"`` has no teacher.
-    """
-    if config.objective == "labels":
-        return data, {"loss_fn": loss_fn, "output": output}
-    if teacher is None:
-        raise CalibrationError(
-            f"{where}: objective='distill' needs the ANN to distil from: pass teacher=<the trained ANN> "
-            "(fxsnn.convert passes the model it converts), or set objective='labels'"
-        )
-    if isinstance(teacher, nn.Module):
-        teacher = frozen_teacher(teacher)
-    heads = {"loss_fn": loss_fn or kl_loss(config.temperature), "output": output}
-    return Distilled(data, teacher, output=output, where=where), heads

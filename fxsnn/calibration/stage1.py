@@ -18,8 +18,8 @@ from ..report.stages import STAGE1, StageReport
 from . import distributed
 from .batches import batches, run_batch
 from .config import BN_MODES, Stage1Config
-from .distill import objective_heads
 from .finetune import check_reiterable, check_trainable_dtype, fine_tune
+from .objectives import objective_heads
 from .state import preserved_state
 
 __all__ = ["recalibrate_bn", "reestimate_bn_stats", "reestimate_bn_stats_", "check_running_stats", "BN_MODES"]
@@ -379,13 +379,16 @@ def recalibrate_bn(
     gm = _check_stage1_input(gm, where=where)
     check_reiterable(data, where=where)
     t0 = time.perf_counter()
-    tune_data, heads = objective_heads(config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where)
+    tune_data, heads, hooks = objective_heads(
+        config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where, student=gm
+    )
     with preserved_state(gm):
         try:
             for p in gm.parameters():
                 p.requires_grad_(False)
             n_batches = _reestimate_(gm, data, progress=progress, where=where)
-            train = _fine_tune_affine(gm, tune_data, config, where=where, progress=progress, heads=heads)
+            with hooks:
+                train = _fine_tune_affine(gm, tune_data, config, where=where, progress=progress, heads=heads)
             if config.restat_after:
                 _reestimate_(gm, data, progress=progress, where=where)
         finally:

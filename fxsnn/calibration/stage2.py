@@ -18,8 +18,8 @@ from ..nn import ParallelIF
 from ..report.stages import STAGE2, StageReport
 from ..validation import check_positive_int
 from .config import PARAMETERIZATIONS, STAGE2_MODES, SURROGATES, Stage2Config
-from .distill import objective_heads
 from .finetune import TrainReport, check_reiterable, fine_tune
+from .objectives import objective_heads
 from .state import preserved_state
 
 __all__ = ["tune_delta_b", "training_mode", "RelativeTo", "SURROGATES", "PARAMETERIZATIONS", "STAGE2_MODES"]
@@ -204,13 +204,16 @@ def tune_delta_b(
     config = (config if config is not None else Stage2Config()).replace(**overrides)
     gm = _check_stage2_input(gm, T, where=where)
     check_reiterable(data, where=where)
-    data, heads = objective_heads(config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where)
     gm = copy_graph_module(gm)
+    data, heads, hooks = objective_heads(
+        config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where, student=gm
+    )
     original_mode = get_mode(gm)
     run_mode, reason = training_mode(gm, config.mode)
     set_mode(gm, run_mode)
     try:
-        report = _train(gm, data, config, where=where, progress=progress, heads=heads)
+        with hooks:
+            report = _train(gm, data, config, where=where, progress=progress, heads=heads)
     finally:
         set_mode(gm, original_mode)
     report.mode, report.mode_reason = run_mode, reason

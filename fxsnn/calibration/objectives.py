@@ -1,0 +1,58 @@
+"""What a stage minimises, from its config's ``objective``: the data, loss and output heads for its fine-tuning run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from ..errors import CalibrationError
+from .distill import Distilled, InputsOnly, frozen_teacher, kl_loss
+from .features import FeatureDistill
+
+__all__ = ["objective_heads"]
+
+
+def objective_heads(
+    config: Any,
+    data: Iterable,
+    *,
+    teacher: Callable | None,
+    loss_fn: Callable | None,
+    output: Callable | None,
+    where: str,
+    student: nn.Module | None = None,
+) -> tuple[Iterable, dict, contextlib.AbstractContextManager]:
+    """``(data, heads, context)`` for a stage's fine-tuning run under ``config.objective``; run it inside ``context``.
+
+    ``"labels"``: the data and ``loss_fn`` / ``output`` as given. ``"distill"``: :class:`Distilled` data and the
+    :func:`kl_loss` at ``config.temperature`` (a user ``loss_fn`` replaces it and receives the teacher's logits as
+    its target; an ``nn.Module`` teacher is copied by :func:`frozen_teacher`). ``"distill"`` with
+    ``config.feature_weight > 0``: input-only data and the :class:`FeatureDistill` loss of ``student`` (the
+    network the stage tunes), whose hooks ``context`` registers and removes; the context is a no-op otherwise.
+    Raises :class:`fxsnn.CalibrationError` when ``"distill"`` has no teacher, and when feature matching is asked
+    for with a ``loss_fn`` of the user's or a teacher that is not an ``nn.Module``.
+    """
+    if config.objective == "labels":
+        return data, {"loss_fn": loss_fn, "output": output}, contextlib.nullcontext()
+    if teacher is None:
+        raise CalibrationError(
+            f"{where}: objective='distill' needs the ANN to distil from: pass teacher=<the trained ANN> "
+            "(fxsnn.convert passes the model it converts), or set objective='labels'"
+        )
+    if getattr(config, "feature_weight", 0) > 0:
+        if loss_fn is not None or not isinstance(teacher, nn.Module) or student is None:
+            raise CalibrationError(
+                f"{where}: feature_weight > 0 computes its own loss from the teacher's activations: pass the teacher "
+                "as an nn.Module and no loss_fn, or set feature_weight=0"
+            )
+        loss = FeatureDistill(
+            student, teacher, temperature=config.temperature, weight=config.feature_weight, output=output, where=where
+        )
+        return InputsOnly(data, where=where), {"loss_fn": loss, "output": output}, loss
+    if isinstance(teacher, nn.Module):
+        teacher = frozen_teacher(teacher)
+    heads = {"loss_fn": loss_fn or kl_loss(config.temperature), "output": output}
+    return Distilled(data, teacher, output=output, where=where), heads, contextlib.nullcontext()
