@@ -13,7 +13,7 @@
 3. Top-1 on all 10,000 images of ``test.npz`` (rate mode, whose spike counts are spike mode's), written into
    docs/results.md between ``<!-- qcfs-backbone:start -->`` and ``<!-- qcfs-backbone:end -->``.
 
-    python benchmarks/qcfs_backbone.py            # about 10 minutes on 2 threads
+    python benchmarks/qcfs_backbone.py            # 15 min with --threads 1 beside other work (2026-12-02)
     python benchmarks/qcfs_backbone.py --quick --out /tmp/r.md   # seconds: tiny data (random if ../shared is absent)
 """
 
