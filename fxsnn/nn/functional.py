@@ -298,13 +298,15 @@ class _QCFSFunction(torch.autograd.Function):
         psi = theta * 0.5
         theta_post = theta if phi_da is None else theta + phi_da
         ctx.levels = levels
-        ctx.mask_only = not any(ctx.needs_input_grad[1:4]) and not has_nonpositive(theta)
+        frozen = not any(ctx.needs_input_grad[1:4])
+        nonpositive = has_nonpositive(theta) if frozen else None  # spike_count's own check, done once
+        ctx.mask_only = frozen and not nonpositive
         if ctx.mask_only:
             q = _iop(potential(x, levels, psi, psi_da), per_channel(theta, x), "div")  # spike_count's q
             inside = (q > 0).logical_and_(q < levels) if ctx.needs_input_grad[0] else None
             ctx.save_for_backward(inside, theta, theta_post)
             return count_to_rate(q.floor_().clamp_(0, levels), levels, theta_post, inplace=True)
-        k = spike_count(x, levels, theta, psi, psi_da)
+        k = spike_count(x, levels, theta, psi, psi_da, nonpositive=nonpositive)
         ctx.save_for_backward(x, theta, psi_da, phi_da, k)
         return count_to_rate(k, levels, theta_post)
 
@@ -314,7 +316,8 @@ class _QCFSFunction(torch.autograd.Function):
             inside, theta, theta_post = ctx.saved_tensors
             if inside is None:
                 return None, None, None, None, None
-            grad_x = (g * per_channel(theta_post / theta, g)).masked_fill_(inside.logical_not_(), 0.0)
+            # ~inside, not logical_not_(): the saved mask must survive for a second backward (retain_graph)
+            grad_x = (g * per_channel(theta_post / theta, g)).masked_fill_(~inside, 0.0)
             return grad_x, None, None, None, None
         x, theta, psi_da, phi_da, k = ctx.saved_tensors
         L = ctx.levels

@@ -108,8 +108,11 @@ def test_frozen_theta_path_gives_the_general_paths_output_and_input_gradient_bit
         xi = x.clone().requires_grad_(True)
         theta = case.theta.clone().requires_grad_(train_theta)
         y = Fx.qcfs(xi, theta, case.T, psi, phi)
-        y.backward(g)
-        outs.append((y.detach(), xi.grad))
+        y.backward(g, retain_graph=True)
+        once = xi.grad.clone()
+        y.backward(g)  # a second backward through the same graph adds the same gradient again
+        assert torch.equal(xi.grad, once + once)
+        outs.append((y.detach(), once))
     (y0, g0), (y1, g1) = outs
     assert torch.equal(y0, y1)
     assert torch.equal(g0, g1)
