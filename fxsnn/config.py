@@ -96,11 +96,16 @@ class ConvertConfig(Config):
         instance_of(self, "stage1", Stage1Config)
         instance_of(self, "stage2", Stage2Config)
 
+    def tuning_stages(self, method: str) -> list[Stage1Config | Stage2Config]:
+        """The config of each fine-tuning stage ``method`` runs: :attr:`stage1` for ``spatial`` / ``full``,
+        :attr:`stage2` for ``temporal`` / ``full`` (none for ``fspc`` / ``fspc_da``, which train nothing)."""
+        return [
+            c for c, runs in ((self.stage1, ("spatial", "full")), (self.stage2, ("temporal", "full"))) if method in runs
+        ]
+
     def objectives(self, method: str) -> set[str]:
-        """The ``objective`` of each fine-tuning stage ``method`` runs: Stage 1's for ``spatial`` / ``full``,
-        Stage 2's for ``temporal`` / ``full`` (empty for ``fspc`` / ``fspc_da``, which train nothing)."""
-        out = {self.stage1.objective} if method in ("spatial", "full") else set()
-        return out | ({self.stage2.objective} if method in ("temporal", "full") else set())
+        """The ``objective`` of each fine-tuning stage ``method`` runs (:meth:`tuning_stages`)."""
+        return {c.objective for c in self.tuning_stages(method)}
 
     @classmethod
     def recipe(cls, name: str = "fxsnn") -> ConvertConfig:

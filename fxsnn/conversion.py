@@ -116,15 +116,9 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
         teacher = _timed(
             run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, output=output, progress=progress
         )
-    if _matches_features(cfg, method):  # traced as the model is, so that its sites are the student's
-        teacher = trace(teacher, **run["trace"])
+    if any(c.feature_weight > 0 for c in cfg.tuning_stages(method)):  # feature matching: traced as the model
+        teacher = trace(teacher, **run["trace"])  # is, so that its sites are the student's
     return teacher
-
-
-def _matches_features(cfg: ConvertConfig, method: str) -> bool:
-    """Whether a stage of ``method`` distils with feature matching (``feature_weight > 0``)."""
-    one = method in ("spatial", "full") and cfg.stage1.feature_weight > 0
-    return one or (method in ("temporal", "full") and cfg.stage2.feature_weight > 0)
 
 
 def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progress: bool) -> fx.GraphModule:

@@ -42,7 +42,7 @@ def objective_heads(
             f"{where}: objective='distill' needs the ANN to distil from: pass teacher=<the trained ANN> "
             "(fxsnn.convert passes the model it converts), or set objective='labels'"
         )
-    if getattr(config, "feature_weight", 0) > 0:
+    if config.feature_weight > 0:
         if loss_fn is not None or not isinstance(teacher, nn.Module) or student is None:
             raise CalibrationError(
                 f"{where}: feature_weight > 0 computes its own loss from the teacher's activations: pass the teacher "
