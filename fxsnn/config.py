@@ -17,6 +17,9 @@ __all__ = ["ConvertConfig", "METHODS", "RECIPES", "FXSNN", "PAPER", "OUTPUT_MODE
 
 #: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
 METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
+#: The methods that run each fine-tuning stage: Stage 1 (:func:`fxsnn.recalibrate_bn`), Stage 2
+#: (:func:`fxsnn.tune_delta_b`); ``fspc`` and ``fspc_da`` train nothing.
+STAGE1_METHODS, STAGE2_METHODS = ("spatial", "full"), ("temporal", "full")
 OUTPUT_MODES = ("spike", "rate", "auto")
 #: The ANN a ``"distill"`` stage distils from: the model as given, a copy with its BN statistics re-estimated
 #: on the calibration data (Eq. 10), or a copy with its BN affine terms adapted to the calibration images by
@@ -99,9 +102,7 @@ class ConvertConfig(Config):
     def tuning_stages(self, method: str) -> list[Stage1Config | Stage2Config]:
         """The config of each fine-tuning stage ``method`` runs: :attr:`stage1` for ``spatial`` / ``full``,
         :attr:`stage2` for ``temporal`` / ``full`` (none for ``fspc`` / ``fspc_da``, which train nothing)."""
-        return [
-            c for c, runs in ((self.stage1, ("spatial", "full")), (self.stage2, ("temporal", "full"))) if method in runs
-        ]
+        return [c for c, runs in ((self.stage1, STAGE1_METHODS), (self.stage2, STAGE2_METHODS)) if method in runs]
 
     def objectives(self, method: str) -> set[str]:
         """The ``objective`` of each fine-tuning stage ``method`` runs (:meth:`tuning_stages`)."""

@@ -19,7 +19,7 @@ from .calibration.front import front_end
 from .calibration.preflight import seeded, validate
 from .calibration.stage1 import recalibrate_bn, reestimate_bn_stats
 from .calibration.stage2 import tune_delta_b
-from .config import FXSNN, METHODS, ConvertConfig, auto_percentile
+from .config import FXSNN, METHODS, STAGE1_METHODS, STAGE2_METHODS, ConvertConfig, auto_percentile
 from .graph.rate import rate_mode_blockers
 from .graph.tracing import trace
 from .modes import set_mode
@@ -63,11 +63,11 @@ def _has_batchnorm(gm: nn.Module) -> bool:
 
 def _stage_plan(model: nn.Module, method: str) -> dict[str, str | None]:
     """Each stage of ``method`` mapped to ``None`` (it runs) or the reason it is skipped."""
-    one = method in ("spatial", "full")
+    one = method in STAGE1_METHODS
     return {
         FRONT_END: None,
         STAGE1: (None if _has_batchnorm(model) else NO_BATCHNORM) if one else f"method {method!r} has no Stage 1",
-        STAGE2: None if method in ("temporal", "full") else f"method {method!r} has no Stage 2",
+        STAGE2: None if method in STAGE2_METHODS else f"method {method!r} has no Stage 2",
     }
 
 
@@ -153,7 +153,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
     reports[FRONT_END] = _front_end_report(gm.meta["fxsnn.front_end"], seconds=time.perf_counter() - t0)
     if gm.meta["fxsnn.front_end"]["theta"] == "model":
         skipped["recorders"] = QCFS_BACKBONE
-    if method in ("spatial", "full") and not _has_batchnorm(gm):
+    if method in STAGE1_METHODS and not _has_batchnorm(gm):
         skipped["stage1"] = plan[STAGE1] = NO_BATCHNORM
         warnings.warn(
             f"fxsnn.convert: Stage 1 (BatchNorm recalibration) skipped: {NO_BATCHNORM}; the other steps of "

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import fx, nn
 
-from ..config import ConvertConfig
+from ..config import STAGE1_METHODS, STAGE2_METHODS, ConvertConfig
 from ..errors import ConversionError, ModeError
 from ..graph.edit import describe_node
 from ..graph.rate import rate_mode_blockers
@@ -40,13 +40,13 @@ def validate(
     in ``output_mode="rate"`` and train in Stage 2's ``mode="rate"``. Returns the hybrid ops (kept analog)."""
     where = "fxsnn.convert"
     check_running_stats(model, where=where)
-    if method in ("spatial", "temporal", "full"):
+    if method in STAGE1_METHODS + STAGE2_METHODS:
         check_trainable_dtype(model, where=where)
     traced = annotate_sites_(_trace(model, leaf_modules, concrete_args))
     if not find_sites(traced):
         raise ConversionError(f"{where}: {no_site_message(traced)}")
     hybrid = check_analog_(traced, allow_analog=allow_analog, where=where)
-    stage2_rate = method in ("temporal", "full") and cfg.stage2.mode == "rate"
+    stage2_rate = method in STAGE2_METHODS and cfg.stage2.mode == "rate"
     if cfg.output_mode != "rate" and not stage2_rate:
         return hybrid
     skeleton = _skeleton(traced, T)
