@@ -6,7 +6,7 @@ from helpers import changed_keys, state, tiny_data, tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
 import fxsnn
-from fxsnn.config import METHODS, PAPER, ConvertConfig
+from fxsnn.config import METHODS, PAPER, ConvertConfig, auto_percentile
 from fxsnn.validation import ConfigError
 
 FAST_CONFIG = ConvertConfig().replace(
@@ -102,6 +102,7 @@ def test_the_defaults_are_the_validated_ones():
         0.99,
         "spike",
     )
+    assert [auto_percentile(T) for T in (1, 2, 4, 8)] == [98.0, 99.0, 99.5, 99.75]  # 100 − 2/T
     assert (s1.train.epochs, s1.train.lr, s1.train.lr_min, s1.train.warmup) == (2, 2e-2, 1e-3, 0.1)
     assert (s1.bn_mode, s1.train_theta, s1.theta_lr, s1.restat_after, s1.train_da) == (
         "eval",

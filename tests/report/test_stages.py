@@ -104,7 +104,8 @@ def test_convert_reports_every_stage_in_order():
     s2 = stages["Stage 2"]
     assert s2.planned_steps == 5 and s2.holdout[0][0] == 0  # 1 of 6 batches held out (10 %)
     text = str(stages)
-    for cell in ("front end", "θ (98th percentile): 4 batches; DA: 4 batches", "BN statistics: 6 batches", "seconds"):
+    theta = f"θ ({auto_percentile(2):g}th percentile): 4 batches; DA: 4 batches"
+    for cell in ("front end", theta, "BN statistics: 6 batches", "seconds"):
         assert cell in text, text
     with pytest.raises(KeyError, match="no stage 'Stage 3'"):
         stages["Stage 3"]
