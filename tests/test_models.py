@@ -35,8 +35,19 @@ def test_cifar_resnets_convert_end_to_end(depth, sites):
 def test_cifar_resnet_state_dict_names_match_the_published_checkpoint_layout():
     names = set(fxsnn.models.cifar_resnet(20).state_dict())
     assert {"conv1.weight", "bn1.running_mean", "layer2.0.conv1.weight", "layer3.2.bn2.bias", "linear.weight"} <= names
-    with pytest.raises(ValueError, match="depth must be one of"):
+    with pytest.raises(ValueError, match="depth must be 6n"):
         fxsnn.models.cifar_resnet(21)
+
+
+@pytest.mark.parametrize("depth", [21, 2, 0, -4, 20.0, True, "20"])
+def test_cifar_resnet_refuses_a_depth_that_is_not_6n_plus_2(depth):
+    with pytest.raises(ValueError, match=r"depth must be 6n \+ 2 for a whole n >= 1"):
+        fxsnn.models.cifar_resnet(depth)
+
+
+def test_cifar_resnet_builds_every_6n_plus_2_depth_with_n_blocks_per_stage():
+    model = fxsnn.models.cifar_resnet(8)
+    assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [1, 1, 1]
 
 
 @pytest.mark.slow

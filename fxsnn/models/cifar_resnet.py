@@ -90,12 +90,15 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 def cifar_resnet(depth: int = 20, *, num_classes: int = 10, weights: str | os.PathLike | None = None) -> CifarResNet:
-    """ResNet-``depth`` for 32×32 images, ``depth`` in {20, 32, 44, 56, 110} (6n + 2).
+    """ResNet-``depth`` for 32×32 images (He et al., 2016, Sec. 4.2): ``depth = 6n + 2`` for a whole ``n ≥ 1``
+    (20, 32, 44, 56, 110, 1202 in the published checkpoints), three stages of ``n`` basic blocks.
 
     ``weights``: a checkpoint path (e.g. ``resnet20-12fca82f.th``) to load.
     """
-    if depth not in (20, 32, 44, 56, 110):
-        raise ValueError(f"cifar_resnet: depth must be one of 20, 32, 44, 56, 110 (6n + 2); got {depth!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"cifar_resnet: depth must be 6n + 2 for a whole n >= 1 (20, 32, 44, 56, 110, 1202); got {depth!r}"
+        )
     n = (depth - 2) // 6
     model = CifarResNet([n, n, n], num_classes=num_classes)
     if weights is not None:
