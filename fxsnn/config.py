@@ -72,8 +72,9 @@ class ConvertConfig(Config):
     affine terms falls back to ``"adapted"``, with a warning. On validation at T = 4 (ResNet-20, τ = 1, the
     previous θ percentile; ``docs/results.md``) the label-free conversion came within 0.2 points of the labelled
     one with the ``"im"`` teacher, 0.6 with ``"adapted"`` and 2.65 with ``"model"``; with ``"im"`` and the default
-    τ = 4 it scored 71.30 / 84.40 / 87.10 % at T = 2 / 4 / 8 against 69.45 / 84.15 / 88.10 % with labels. ``teacher_train``: the ``"im"`` teacher's
-    fine-tuning run (:class:`~fxsnn.calibration.config.TrainSpec`; one epoch at 1e-3).
+    τ = 4 it scored 71.30 / 84.40 / 87.10 % at T = 2 / 4 / 8 against 69.45 / 84.15 / 88.10 % with labels.
+    ``teacher_train``: the ``"im"`` teacher's fine-tuning run (:class:`~fxsnn.calibration.config.TrainSpec`; one
+    epoch at 1e-3).
 
     Override any field, nested ones by dotted key (:class:`fxsnn.validation.Config`)::
 
