@@ -1,5 +1,6 @@
 """The whole data-free chain on real architectures, with random calibration tensors."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import RESNET20, load_cifar, needs_shared_data
@@ -45,9 +46,10 @@ def test_cifar_resnet_refuses_a_depth_that_is_not_6n_plus_2(depth):
         fxsnn.models.cifar_resnet(depth)
 
 
-def test_cifar_resnet_builds_every_6n_plus_2_depth_with_n_blocks_per_stage():
-    model = fxsnn.models.cifar_resnet(8)
-    assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [1, 1, 1]
+@pytest.mark.parametrize("depth, n", [(8, 1), (26, 4), (np.int64(20), 3)])
+def test_cifar_resnet_builds_a_6n_plus_2_depth_with_n_blocks_per_stage(depth, n):
+    model = fxsnn.models.cifar_resnet(depth)
+    assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3)] == [n, n, n]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ what real model code looks like, and what fxsnn must convert.
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import torch
@@ -95,11 +96,11 @@ def cifar_resnet(depth: int = 20, *, num_classes: int = 10, weights: str | os.Pa
 
     ``weights``: a checkpoint path (e.g. ``resnet20-12fca82f.th``) to load.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"cifar_resnet: depth must be 6n + 2 for a whole n >= 1 (20, 32, 44, 56, 110, 1202); got {depth!r}"
         )
-    n = (depth - 2) // 6
+    n = (int(depth) - 2) // 6
     model = CifarResNet([n, n, n], num_classes=num_classes)
     if weights is not None:
         load_checkpoint(model, weights)
