@@ -26,6 +26,14 @@ def test_help(script):
     assert proc.returncode == 0 and "--T" in proc.stdout, proc.stderr
 
 
+def test_teacher_study_lists_its_recipes_and_refuses_an_unknown_one():
+    run = [sys.executable, "benchmarks/teacher_study.py"]
+    proc = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "im-pl-0.3-2" in proc.stdout, proc.stderr
+    proc = subprocess.run([*run, "--recipes", "oracle"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid choice: 'oracle'" in proc.stderr
+
+
 def test_validation_variants_parse_and_bad_ones_are_named():
     parse = _load("validate_defaults").parse_variant
     assert parse("") == {}
