@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from fxsnn.models import cifar_resnet
 from fxsnn.validation import parse_value
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -54,3 +55,15 @@ def parse_overrides(text: str, kind: type, *, where: str) -> dict:
         out[name] = parse_value(value)
     kind().replace(**out)
     return out
+
+
+def held_out_setup(threads: int):
+    """``(model, cal, val)`` for the studies on the held-out split: the shared ResNet-20 in eval mode and
+    :func:`held_out_split`, with ``torch.set_num_threads(threads)``; ``None`` (a "skipped" line printed) when
+    ../shared/data is absent, so that the script can exit cleanly."""
+    if not RESNET20.exists():
+        print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
+        return None
+    torch.set_num_threads(threads)
+    cal, val = held_out_split()
+    return cifar_resnet(20, weights=RESNET20).eval(), cal, val

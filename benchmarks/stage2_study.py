@@ -35,8 +35,7 @@ from fxsnn.config import auto_percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shared_data  # noqa: E402
-from shared_data import RESNET20 as WEIGHTS  # noqa: E402 - one loader for benchmarks and tests
-from shared_data import SHARED, held_out_split  # noqa: E402
+from shared_data import held_out_setup  # noqa: E402 - one loader for benchmarks and tests
 
 #: The study's default Stage 2 variants: the defaults (the STE at 3e-3), other rates, the triangle surrogate (the
 #: defaults before this study: 3e-2), distillation.
@@ -139,12 +138,10 @@ def main(argv=None) -> int:
     stage1 = parse_overrides(args.stage1, Stage1Config)
     for v in variants:
         parse_overrides(v, Stage2Config)
-    if not WEIGHTS.exists():
-        print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
+    setup = held_out_setup(args.threads)
+    if setup is None:
         return 0
-    torch.set_num_threads(args.threads)
-    cal, val = held_out_split()
-    model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
+    model, cal, val = setup
     with torch.no_grad():
         teacher_logits = [model(x) for x, _ in val]
     rows = []

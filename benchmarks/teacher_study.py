@@ -34,8 +34,7 @@ from fxsnn.calibration import TrainSpec, distill
 from fxsnn.calibration.finetune import fine_tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_data import RESNET20 as WEIGHTS  # noqa: E402
-from shared_data import SHARED, held_out_split  # noqa: E402
+from shared_data import held_out_setup  # noqa: E402
 
 PSEUDO_LABEL = {"im-pl-0.3-1": (0.3, 1), "im-pl-0.3-2": (0.3, 2), "im-pl-0.3-3": (0.3, 3), "im-pl-0.3-5": (0.3, 5)}
 PSEUDO_LABEL["im-pl-1.0-2"] = (1.0, 2)
@@ -84,12 +83,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a loaded machine)")
     args = p.parse_args(argv)
-    if not WEIGHTS.exists():
-        print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
+    setup = held_out_setup(args.threads)
+    if setup is None:
         return 0
-    torch.set_num_threads(args.threads)
-    cal, val = held_out_split()
-    model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
+    model, cal, val = setup
     rows = []
     for name in args.recipes:
         torch.manual_seed(args.seed)

@@ -18,15 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from tabulate import tabulate
 
 import fxsnn
 from fxsnn.config import METHODS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_data import RESNET20 as WEIGHTS  # noqa: E402 - one loader for benchmarks and tests
-from shared_data import SHARED, held_out_split, parse_overrides
+from shared_data import held_out_setup, parse_overrides  # noqa: E402 - one loader for benchmarks and tests
 
 
 def parse_variant(text: str) -> dict:
@@ -52,12 +50,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     variants = args.variant if args.variant is not None else ["stage1.train_theta=False", "stage1.train_theta=True"]
     overrides = [parse_variant(v) for v in variants]
-    if not WEIGHTS.exists():
-        print(f"skipped: {SHARED} (CIFAR-10 and the ResNet-20 weights) is absent")
+    setup = held_out_setup(args.threads)
+    if setup is None:
         return 0
-    torch.set_num_threads(args.threads)
-    cal, val = held_out_split()
-    model = fxsnn.models.cifar_resnet(20, weights=WEIGHTS).eval()
+    model, cal, val = setup
     rows = []
     for T in args.T:
         for text, kw in zip(variants, overrides):
