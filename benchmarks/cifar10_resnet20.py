@@ -172,8 +172,11 @@ def _ceilings(model, cal, defaults: ConvertConfig, seed: int, evaluate, rows: di
         # BN only, on the plain ANN (no sites: train_theta / train_da have nothing to tune)
         adapted_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, BN_ONLY, progress=False)
         adapted_s = time.perf_counter() - t0
-        # Stage 1's defaults on the plain ANN: the weights tuned too, as the converted network's are
-        tuned_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, defaults.stage1, progress=False)
+        # Stage 1's defaults on the plain ANN: the weights tuned too, as the converted network's are, and
+        # distilling from the teacher convert builds for them
+        choice = defaults.teacher_choice("spatial")
+        teacher = teacher_for(model, cal, choice, spec=defaults.teacher_spec(choice), progress=False)
+        tuned_net = fxsnn.recalibrate_bn(fxsnn.trace(model), cal, defaults.stage1, progress=False, teacher=teacher)
     adapted = evaluate(adapted_net)
     rows[("tuned ANN", 0)] = (evaluate(tuned_net), 0.0)
     print(f"adapted ANN: {100 * adapted:.2f} % ({adapted_s:.0f} s)", flush=True)
@@ -233,15 +236,16 @@ def _label_free(model, train: TensorDataset, T: int, seed: int, evaluate, rows: 
 
 
 def _teacher_rows(model, train: TensorDataset, seed: int, evaluate, rows: dict) -> None:
-    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice, built by convert's own
-    :func:`fxsnn.conversion.teacher_for` from the images (the shuffling order, drawn from another state of torch's
-    generator, differs from the one inside convert)."""
-    loader = DataLoader(TensorDataset(train.tensors[0]), batch_size=128, shuffle=True)
-    spec = ConvertConfig().teacher_train
-    for name in TEACHERS:
+    """Top-1 on the test set of each ``ConvertConfig.teacher`` choice (``"auto"`` is one of the others), built by
+    convert's own :func:`fxsnn.conversion.teacher_for` from the images (with the labels for ``"labels"``; the
+    shuffling order, drawn from another state of torch's generator, differs from the one inside convert)."""
+    images = DataLoader(TensorDataset(train.tensors[0]), batch_size=128, shuffle=True)
+    labelled = DataLoader(train, batch_size=128, shuffle=True)
+    for name in (t for t in TEACHERS if t != "auto"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             t0 = time.perf_counter()
+            loader, spec = labelled if name == "labels" else images, ConvertConfig().teacher_spec(name)
             teacher = teacher_for(model, loader, name, spec=spec, progress=False)
             rows[(f"teacher {name}", 0)] = (evaluate(teacher), time.perf_counter() - t0)
         print(f"teacher {name!r}: top-1 {100 * rows[(f'teacher {name}', 0)][0]:.2f} %", flush=True)
@@ -289,7 +293,8 @@ def render(command, ann, adapted, adapted_s, rows, args) -> str:
         f"- adapted ANN (BN statistics re-estimated, BN affine terms fine-tuned on train_10k with "
         f"`fxsnn.recalibrate_bn`, three epochs, {adapted_s:.0f} s): **{100 * adapted:.2f} %**",
         "- the ANN after Stage 1's defaults (`fxsnn.recalibrate_bn` with `fxsnn.ConvertConfig().stage1`: BN, then "
-        "BN affine terms and the convolution / linear weights tuned for two epochs, as the converted network's are): "
+        "BN affine terms and the convolution / linear weights tuned for two epochs, half the loss distilled from "
+        "the teacher `fxsnn.convert` builds for them, as the converted network's are): "
         f"**{100 * rows[('tuned ANN', 0)][0]:.2f} %**"
         if ("tuned ANN", 0) in rows
         else "",
@@ -327,6 +332,12 @@ def _result_tables(ann, rows, args, cols, head) -> list[str]:
     return out + _speed_line(rows)
 
 
+def _teacher_of(objective: str) -> str | None:
+    """The teacher ``fxsnn.convert`` builds for ``full`` with both stages' ``objective`` set so, else ``None``."""
+    config = ConvertConfig().override(f"stage1.objective={objective}", f"stage2.objective={objective}")
+    return config.teacher_choice("full") if config.distils("full") else None
+
+
 def _label_free_table(rows, command: str) -> list[str]:
     """``full`` with the default objective against the other one (labels ↔ distill), per T, between markers."""
     keys = sorted(k for k in rows if k[0].startswith("full (") and ("full", k[1]) in rows)
@@ -338,8 +349,9 @@ def _label_free_table(rows, command: str) -> list[str]:
         "",
         LABEL_FREE[0],
         f"Label-free calibration (`{command}`, {datetime.date.today()}): `full` with `stage1.objective` and "
-        f"`stage2.objective` = `{other}` (teacher `{ConvertConfig().teacher!r}`, the default) against the "
-        f"default (`{default}`); the distilling run is given the images only (`TensorDataset(x)`, no targets). "
+        f"`stage2.objective` = `{other}` against the default (`{default}`), each with the teacher the default "
+        f"`teacher='auto'` picks for it (`{_teacher_of(other)!r}` and `{_teacher_of(default)!r}`; "
+        "`None`: no teacher); the distilling run is given the images only (`TensorDataset(x)`, no targets). "
         "Top-1 % and conversion seconds:",
         "",
         f"| T | Full ({default}, default) | Full ({other}) | difference | seconds ({default} / {other}) |",

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from .calibration.config import Stage1Config, Stage2Config, TrainSpec
 from .validation import Config, ConfigError, instance_of, one_of, positive_int
 
-__all__ = ["ConvertConfig", "METHODS", "RECIPES", "FXSNN", "PAPER", "OUTPUT_MODES", "TEACHERS", "auto_percentile"]
+__all__ = [
+    "ConvertConfig",
+    "METHODS",
+    "RECIPES",
+    "FXSNN",
+    "PAPER",
+    "OUTPUT_MODES",
+    "TEACHERS",
+    "DISTILL_WEIGHT",
+    "auto_percentile",
+]
 
 #: The ablation rows of the paper's Table 3 (plus FS-PC†), in pipeline order.
 METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
@@ -21,10 +31,15 @@ METHODS = ("fspc", "fspc_da", "spatial", "temporal", "full")
 #: (:func:`fxsnn.tune_delta_b`); ``fspc`` and ``fspc_da`` train nothing.
 STAGE1_METHODS, STAGE2_METHODS = ("spatial", "full"), ("temporal", "full")
 OUTPUT_MODES = ("spike", "rate", "auto")
-#: The ANN a ``"distill"`` stage distils from: the model as given, a copy with its BN statistics re-estimated
-#: on the calibration data (Eq. 10), or a copy with its BN affine terms adapted to the calibration images by
-#: information maximisation (:func:`fxsnn.calibration.distill.im_adapted_teacher`).
-TEACHERS = ("model", "adapted", "im")
+#: The ANN a distilling stage distils from: ``"auto"`` (``"labels"`` when a stage mixes distillation into a
+#: labelled loss, else ``"im"``), the model as given, a copy with its BN statistics re-estimated on the
+#: calibration data (Eq. 10), a copy with its BN affine terms adapted to the calibration images by information
+#: maximisation (:func:`fxsnn.calibration.distill.im_adapted_teacher`), or with the labels (Stage 1 on the ANN).
+TEACHERS = ("auto", "model", "adapted", "im", "labels")
+#: ``stage1.distill_weight`` of convert's defaults: half of Stage 1's labelled loss is the distillation from the
+#: ``"labels"`` teacher (``docs/results.md``). :class:`~fxsnn.calibration.config.Stage1Config` alone defaults to 0:
+#: :func:`fxsnn.recalibrate_bn` called directly has no teacher unless given one.
+DISTILL_WEIGHT = 0.5
 
 
 def _check_percentile(cfg) -> None:
@@ -58,12 +73,17 @@ class ConvertConfig(Config):
     - ``da_momentum``: α of the DA error calibration (Alg. 1 l. 11, 13).
 
     ``stage1``: :class:`~fxsnn.calibration.config.Stage1Config` of :func:`fxsnn.recalibrate_bn` (``spatial``,
-    ``full``); ``stage2``: :class:`~fxsnn.calibration.config.Stage2Config` of :func:`fxsnn.tune_delta_b`
+    ``full``), by default its own defaults with ``distill_weight`` = :data:`DISTILL_WEIGHT` (0.5: half the loss
+    is the distillation from the ``teacher``); ``stage2``: :class:`~fxsnn.calibration.config.Stage2Config` of :func:`fxsnn.tune_delta_b`
     (``temporal``, ``full``). ``output_mode``: the execution mode of the returned network (``"auto"``: rate
     where exact, else spike).
 
-    ``teacher``: the ANN a stage with ``objective="distill"`` distils from (label-free calibration,
-    :mod:`fxsnn.calibration.distill`): ``"im"`` (the default), a copy whose BatchNorm affine terms are adapted to
+    ``teacher``: the ANN a stage with ``objective="distill"`` or ``distill_weight > 0`` distils from
+    (:mod:`fxsnn.calibration.distill`). ``"auto"`` (the default) is ``"labels"`` when a stage that runs mixes
+    distillation into the labelled loss (``objective="labels"``, ``distill_weight > 0``), else ``"im"``.
+    ``"labels"``: a copy adapted with the labels, Stage 1 run on the ANN with the BatchNorm affine terms only
+    (:func:`fxsnn.recalibrate_bn` with ``train_weights=False``: statistics re-estimated, then γ, β tuned for one
+    epoch of ``stage1.train``'s schedule, 2e-2 → 1e-3 by default); ``"im"``, a copy whose BatchNorm affine terms are adapted to
     the calibration images without labels (one epoch of information maximisation, SHOT's loss:
     :func:`fxsnn.calibration.distill.im_adapted_teacher`); ``"adapted"``, a copy whose BatchNorm statistics are
     re-estimated on the calibration data (Eq. 10, one pass; :func:`fxsnn.calibration.reestimate_bn_stats`), as
@@ -86,9 +106,9 @@ class ConvertConfig(Config):
     calibration_batches: int | None = 20
     da_momentum: float = 0.99
     output_mode: str = "spike"
-    teacher: str = "im"
+    teacher: str = "auto"
     teacher_train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=1, lr=1e-3))
-    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage1: Stage1Config = field(default_factory=lambda: Stage1Config(distill_weight=DISTILL_WEIGHT))
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
     def __post_init__(self):
@@ -109,6 +129,24 @@ class ConvertConfig(Config):
     def objectives(self, method: str) -> set[str]:
         """The ``objective`` of each fine-tuning stage ``method`` runs (:meth:`tuning_stages`)."""
         return {c.objective for c in self.tuning_stages(method)}
+
+    def distils(self, method: str) -> bool:
+        """Whether a fine-tuning stage of ``method`` needs a teacher (``objective="distill"`` or
+        ``distill_weight > 0``)."""
+        return any(c.objective == "distill" or c.distill_weight > 0 for c in self.tuning_stages(method))
+
+    def teacher_choice(self, method: str) -> str:
+        """:attr:`teacher` with ``"auto"`` resolved for ``method``: ``"labels"`` when one of its stages mixes
+        distillation into a labelled loss, else ``"im"``."""
+        if self.teacher != "auto":
+            return self.teacher
+        mixes = any(c.objective == "labels" and c.distill_weight > 0 for c in self.tuning_stages(method))
+        return "labels" if mixes else "im"
+
+    def teacher_spec(self, choice: str) -> TrainSpec:
+        """The fine-tuning run that builds teacher ``choice``: one epoch of :attr:`stage1`'s schedule for
+        ``"labels"``, :attr:`teacher_train` otherwise (the ``"im"`` teacher's; the other choices train nothing)."""
+        return self.stage1.train.replace(epochs=1, steps=None) if choice == "labels" else self.teacher_train
 
     @classmethod
     def recipe(cls, name: str = "fxsnn") -> ConvertConfig:

@@ -11,7 +11,7 @@ from typing import Any
 from torch import fx, nn
 
 from .calibration.batches import progress_stage
-from .calibration.config import TrainSpec
+from .calibration.config import Stage1Config, TrainSpec
 from .calibration.distill import has_affine_batchnorm, im_adapted_teacher
 from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
@@ -76,45 +76,57 @@ def teacher_for(
     data: Iterable,
     teacher: str,
     *,
-    spec: TrainSpec,
+    spec: TrainSpec | None = None,
     output: Callable | None = None,
+    loss_fn: Callable | None = None,
     progress: bool = True,
 ) -> nn.Module:
-    """The ANN named by a :data:`fxsnn.config.TEACHERS` choice, built from ``data`` (input-only batches suffice).
+    """The ANN named by a :data:`fxsnn.config.TEACHERS` choice (``"auto"`` resolved), built from ``data``.
 
     ``"model"``, or any choice for a model without BatchNorm: ``model`` itself (the stages copy it);
     ``"adapted"``: :func:`fxsnn.calibration.reestimate_bn_stats`; ``"im"``:
-    :func:`fxsnn.calibration.distill.im_adapted_teacher` with the fine-tuning run ``spec`` and ``output``.
+    :func:`fxsnn.calibration.distill.im_adapted_teacher` with the fine-tuning run ``spec`` (``None``: one epoch at
+    1e-3) and ``output``; input-only batches suffice for these. ``"labels"``: :func:`fxsnn.recalibrate_bn` on
+    the model with ``train_weights=False`` (BN statistics re-estimated, then γ, β tuned with ``loss_fn``, default
+    the cross-entropy) under ``spec`` (``None``: one epoch of Stage 1's default schedule; :func:`fxsnn.convert`
+    passes one epoch of ``config.stage1.train``); it needs ``(input, target)`` batches.
     """
+    if teacher == "auto":
+        raise ValueError("teacher_for: resolve teacher='auto' first (ConvertConfig.teacher_choice(method))")
     if teacher == "model" or not _has_batchnorm(model):
         return model
     if teacher == "adapted":
         return reestimate_bn_stats(model, data, progress=progress)
+    if teacher == "labels":
+        config = Stage1Config(train_weights=False, train=spec or Stage1Config().train.replace(epochs=1))
+        return recalibrate_bn(model, data, config, progress=progress, loss_fn=loss_fn, output=output)
     return im_adapted_teacher(model, data, spec, progress=progress, output=output)
 
 
 def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict, progress: bool):
-    """The ANN the ``"distill"`` stages distil from (``cfg.teacher``, :func:`teacher_for`), or ``None`` when no
-    stage distils; its building time is ``run["seconds"]["teacher"]``.
+    """The ANN the distilling stages distil from (:meth:`ConvertConfig.teacher_choice`, :func:`teacher_for`), or
+    ``None`` when no stage distils (:meth:`ConvertConfig.distils`); its building time is
+    ``run["seconds"]["teacher"]``.
 
-    ``"im"`` on a model whose BatchNorm layers have no affine terms falls back to ``"adapted"``, with a warning.
+    ``"im"`` or ``"labels"`` on a model whose BatchNorm layers have no affine terms falls back to ``"adapted"``,
+    with a warning.
     """
-    if "distill" not in cfg.objectives(method):
+    if not cfg.distils(method):
         return None
-    choice = cfg.teacher
-    if choice == "im" and _has_batchnorm(model) and not has_affine_batchnorm(model):
+    choice = cfg.teacher_choice(method)
+    if choice in ("im", "labels") and _has_batchnorm(model) and not has_affine_batchnorm(model):
         warnings.warn(
-            "fxsnn.convert: teacher='im' tunes BatchNorm affine terms, and the model's BatchNorm layers have none; "
-            "distilling from the model with its BN statistics re-estimated instead (teacher='adapted')",
+            f"fxsnn.convert: teacher={choice!r} tunes BatchNorm affine terms, and the model's BatchNorm layers have "
+            "none; distilling from the model with its BN statistics re-estimated instead (teacher='adapted')",
             stacklevel=4,
         )
         choice = "adapted"
     if choice == "model" or not _has_batchnorm(model):
         teacher = model  # nothing to build, nothing timed
     else:
-        spec, output = cfg.teacher_train, run["head"]["output"]
+        spec, head = cfg.teacher_spec(choice), run["head"]
         teacher = _timed(
-            run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, output=output, progress=progress
+            run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, progress=progress, **head
         )
     if any(c.feature_weight > 0 for c in cfg.tuning_stages(method)):  # feature matching: traced as the model
         teacher = trace(teacher, **run["trace"])  # is, so that its sites are the student's
@@ -131,7 +143,7 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
         return progress_stage(f"stage {running.index(name) + 1} of {len(running)}, {name}")
 
     check_sharded(data, where="fxsnn.convert")
-    with progress_stage(f"teacher ({cfg.teacher})"):
+    with progress_stage(f"teacher ({cfg.teacher_choice(method)})"):
         teacher = _teacher(model, data, method, cfg, run, progress)
     baseline = method in ("fspc", "fspc_da")
     pct = cfg.theta_percentile if cfg.theta_percentile != "auto" else auto_percentile(T)

@@ -81,8 +81,14 @@ def test_loss_fn_and_output_adaptor_reach_every_stage_and_evaluate():
         return F.cross_entropy(logits, target)
 
     data = _data((3, 6, 6), batch=2)
-    fxsnn.convert(Seg().eval(), data, T=2, config=CFG, progress=False, loss_fn=loss_fn, output=output)
+    no_mix = CFG.override("stage1.distill_weight=0")  # the student's logits only: one output call per loss
+    fxsnn.convert(Seg().eval(), data, T=2, config=no_mix, progress=False, loss_fn=loss_fn, output=output)
     assert calls["loss"] >= 4 and calls["output"] == calls["loss"]  # Stage 1 and Stage 2 steps
+    calls.update(loss=0, output=0)  # the default mix: output also picks the labels teacher's logits
+    fxsnn.convert(Seg().eval(), data, T=2, config=CFG, progress=False, loss_fn=loss_fn, output=output)
+    steps = 3 * 2  # one epoch (2 batches) each: the labels teacher, Stage 1 (CFG) and Stage 2 (no holdout)
+    assert calls["loss"] >= steps and calls["output"] > calls["loss"]
+    calls.update(loss=0, output=0)
     res = fxsnn.evaluate(Seg().eval(), data, progress=False, loss_fn=loss_fn, output=output)
     assert res.samples == 4 and calls["output"] == calls["loss"]
     with pytest.raises(TypeError, match="loss_fn"):

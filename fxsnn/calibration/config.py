@@ -59,7 +59,8 @@ def _check_holdout(cfg) -> None:
 
 
 def _check_objective(cfg) -> None:
-    """``objective``, ``temperature`` and ``feature_weight`` (which needs the ANN, so ``objective="distill"``)."""
+    """``objective``, ``temperature``, ``feature_weight`` (which needs the ANN, so ``objective="distill"``) and
+    ``distill_weight`` (a fraction in [0, 1]: the ANN's share of ``objective="labels"``)."""
     one_of(cfg, "objective", OBJECTIVES)
     positive_float(cfg, "temperature")
     positive_float(cfg, "feature_weight", zero=True)
@@ -71,6 +72,7 @@ def _check_objective(cfg) -> None:
             "set objective='distill' too)",
             cfg.feature_weight,
         )
+    positive_float(cfg, "distill_weight", zero=True, at_most=1.0)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,10 @@ def _stage1_train() -> TrainSpec:
 
 @dataclass(frozen=True)
 class Stage1Config(Config):
-    """Stage 1, :func:`fxsnn.recalibrate_bn` (Algorithm 2). Defaults: fxsnn's recipe (``docs/results.md``).
+    """Stage 1, :func:`fxsnn.recalibrate_bn` (Algorithm 2). Defaults: fxsnn's recipe (``docs/results.md``), but
+    for ``distill_weight``, 0 here (a direct call has no teacher unless given one) and 0.5 in
+    :class:`fxsnn.ConvertConfig`'s default ``stage1`` (:data:`fxsnn.config.DISTILL_WEIGHT`; convert builds the
+    teacher).
 
     - ``train``: the fine-tuning run (two epochs, AdamW ``2e-2 → 1e-3``, 10 % warm-up; no clipping, no hold-out);
     - ``bn_mode``: ``"eval"`` keeps BN on the Eq. 10 statistics while tuning (the network tuned is the network
@@ -134,7 +139,11 @@ class Stage1Config(Config):
       (on validation it beat τ = 1 at T = 2, 4 and 8, ``docs/results.md``);
     - ``feature_weight``: λ ≥ 0; with ``objective="distill"`` and λ > 0 the loss adds λ times the mean over the
       sites of each site's squared error to the ANN's activation there, relative to its energy
-      (:mod:`fxsnn.calibration.features`); 0 (the default) is the KL alone.
+      (:mod:`fxsnn.calibration.features`); 0 (the default) is the KL alone;
+    - ``distill_weight``: α in [0, 1]; with ``objective="labels"`` and α > 0 the loss is
+      ``(1 − α)·CE(z, y) + α·τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` (:func:`fxsnn.calibration.distill.mixed_loss`),
+      the teacher being :attr:`fxsnn.ConvertConfig.teacher`; 0 is the cross-entropy alone. ``objective="distill"``
+      is the distillation alone and ignores it.
     """
 
     _shorthand = "train"
@@ -150,6 +159,7 @@ class Stage1Config(Config):
     objective: str = "labels"
     temperature: float = 4.0
     feature_weight: float = 0.0
+    distill_weight: float = 0.0
 
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)
@@ -177,8 +187,9 @@ class Stage2Config(Config):
       the surrogate of Appendix C with half-width ``width`` as a fraction of θ_pre (the paper's recipe);
     - ``parameterization``: ``"relative"`` trains ``Δb = θ_pre ⊙ z``, ``"absolute"`` Δb itself (the paper);
     - ``mode``: the execution mode trained in: ``"auto"`` (rate where exact), ``"rate"`` or ``"spike"``;
-    - ``objective``, ``temperature``, ``feature_weight``: as in :class:`Stage1Config` (``"labels"`` or
-      ``"distill"``, τ, the feature-matching weight λ).
+    - ``objective``, ``temperature``, ``feature_weight``, ``distill_weight``: as in :class:`Stage1Config`
+      (``"labels"`` or ``"distill"``, τ, the feature-matching weight λ, the distillation share α of a labelled
+      loss).
     """
 
     _shorthand = "train"
@@ -191,6 +202,7 @@ class Stage2Config(Config):
     objective: str = "labels"
     temperature: float = 4.0
     feature_weight: float = 0.0
+    distill_weight: float = 0.0
 
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)

@@ -12,6 +12,13 @@ class axis, averaged over positions). The teacher is the user's ANN, run in eval
 same inputs; it is never modified (:func:`frozen_teacher` copies it). Batches need no targets: a tensor, an
 ``(x,)`` tuple or an ``(x, y, ...)`` tuple (``y`` is ignored).
 
+With ``objective="labels"`` and ``distill_weight`` α > 0 a stage minimises the mix of both (:func:`mixed_loss`)
+
+    L = (1 − α) · CE(z, y) + α · τ² · (1/B) Σ_b KL( softmax(z_ANN,b / τ) ‖ softmax(z_b / τ) )
+
+against the batches' class-index targets ``y`` and a teacher that may itself have been adapted with them
+(``ConvertConfig(teacher="labels")``, the default for this mix).
+
 A teacher can itself be adapted to the calibration images without labels (:func:`im_adapted_teacher`): its
 BatchNorm affine terms γ, β are tuned to minimise the information-maximisation loss of SHOT (Liang et al., 2020)
 
@@ -32,7 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import CalibrationError, DataError
 from . import distributed
-from .batches import check_finite, input_of, run_batch
+from .batches import check_finite, check_targets, input_of, run_batch
 from .config import TrainSpec
 from .finetune import check_reiterable, fine_tune
 from .measure import pick_output
@@ -40,6 +47,7 @@ from .measure import pick_output
 __all__ = [
     "Distilled",
     "kl_loss",
+    "mixed_loss",
     "im_loss",
     "frozen_teacher",
     "im_adapted_teacher",
@@ -66,6 +74,23 @@ def kl_loss(temperature: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
         t = F.log_softmax(teacher_logits.to(logits.device).float() / tau, dim=1)
         kl = (t.exp() * (t - s)).sum(dim=1)  # [B] or [B, H, W]
         return kl.mean() * (tau * tau)
+
+    return loss
+
+
+def mixed_loss(weight: float, temperature: float = 1.0, loss_fn: Callable | None = None) -> Callable:
+    """``loss_fn(logits, packed)`` for :class:`Distilled` batches with ``keep_targets=True``:
+    ``(1 − α)·CE(z, y) + α·τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` with α = ``weight``, τ = ``temperature``.
+
+    ``packed`` ``[B, 1 + classes, ...]`` holds the class index ``y`` in channel 0 and the teacher's logits
+    ``z_ANN`` in the rest (:meth:`Distilled.pack`); ``loss_fn(z, y)``, when given, replaces the cross-entropy.
+    """
+    alpha, kl = float(weight), kl_loss(temperature)
+
+    def loss(logits: Tensor, packed: Tensor) -> Tensor:
+        y, teacher_logits = Distilled.unpack(packed.to(logits.device))
+        ce = loss_fn(logits, y) if loss_fn is not None else F.cross_entropy(logits.float(), y)
+        return (1.0 - alpha) * ce + alpha * kl(logits, teacher_logits)
 
     return loss
 
@@ -166,11 +191,34 @@ class Distilled:
 
     ``teacher(x)`` runs under ``torch.no_grad`` (the teacher is expected in eval mode, see
     :func:`frozen_teacher`); ``output`` picks its logits (default :func:`fxsnn.calibration.measure.pick_output`).
-    Batches are a tensor or a tuple/list whose first element is the input.
+    Batches are a tensor or a tuple/list whose first element is the input. With ``keep_targets`` each batch must
+    be ``(x, y, ...)`` with class-index targets ``y`` (checked as the cross-entropy checks them) and yields
+    ``(x, pack(y, z_ANN))`` for :func:`mixed_loss`.
     """
 
-    def __init__(self, data: Iterable, teacher: Callable, *, output: Callable | None = None, where: str):
+    def __init__(
+        self,
+        data: Iterable,
+        teacher: Callable,
+        *,
+        output: Callable | None = None,
+        where: str,
+        keep_targets: bool = False,
+    ):
         self.data, self.teacher, self.output, self.where = data, teacher, output or pick_output, where
+        self.keep_targets = keep_targets
+
+    @staticmethod
+    def pack(y: Tensor, teacher_logits: Tensor) -> Tensor:
+        """``[B, 1 + classes, ...]``: the class indices ``y`` ``[B, ...]`` as channel 0 (exact in float32 for
+        indices below 2**24), the float32 logits ``[B, classes, ...]`` after it."""
+        z = teacher_logits.float()
+        return torch.cat([y.to(z.device, torch.float32).unsqueeze(1), z], dim=1)
+
+    @staticmethod
+    def unpack(packed: Tensor) -> tuple[Tensor, Tensor]:
+        """``(y, teacher_logits)`` from :meth:`pack`'s tensor; ``y`` as int64."""
+        return packed[:, 0].long(), packed[:, 1:]
 
     def __len__(self) -> int:
         return len(self.data)  # TypeError when unknown, as for the data itself
@@ -182,6 +230,20 @@ class Distilled:
                 yield batch  # the stage's batch check names the problem
                 continue
             check_finite(x, where=self.where, index=i)
+            y = self._targets(batch, i) if self.keep_targets else None
             with torch.no_grad():
-                z = self.output(run_batch(self.teacher, x, where=self.where + " (teacher)", index=i))
-            yield x, z.detach()
+                z = self.output(run_batch(self.teacher, x, where=self.where + " (teacher)", index=i)).detach()
+            if y is None:
+                yield x, z
+            else:
+                yield x, self.pack(check_targets(z, y, where=self.where, index=i), z)
+
+    def _targets(self, batch, i: int) -> Tensor:
+        y = None if isinstance(batch, Tensor) or len(batch) < 2 else batch[1]
+        if not isinstance(y, Tensor):
+            raise DataError(
+                f"{self.where}: batch {i} has no target tensor; distill_weight > 0 mixes the cross-entropy against "
+                "the targets with the distillation: pass (input, target) batches, or set distill_weight=0 "
+                "(objective='distill' needs no targets)"
+            )
+        return y

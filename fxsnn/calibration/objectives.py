@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import CalibrationError
-from .distill import Distilled, InputsOnly, frozen_teacher, kl_loss
+from .distill import Distilled, InputsOnly, frozen_teacher, kl_loss, mixed_loss
 from .features import FeatureDistill
 
 __all__ = ["objective_heads"]
@@ -27,21 +27,34 @@ def objective_heads(
 ) -> tuple[Iterable, dict, contextlib.AbstractContextManager]:
     """``(data, heads, context)`` for a stage's fine-tuning run under ``config.objective``; run it inside ``context``.
 
-    ``"labels"``: the data and ``loss_fn`` / ``output`` as given. ``"distill"``: :class:`Distilled` data and the
+    ``"labels"``: the data and ``loss_fn`` / ``output`` as given; with ``config.distill_weight`` α > 0, the
+    :class:`Distilled` data with its targets kept and the :func:`mixed_loss` ``(1 − α)·CE + α·τ²·KL`` (a user
+    ``loss_fn(z, y)`` replaces the cross-entropy part). ``"distill"``: :class:`Distilled` data and the
     :func:`kl_loss` at ``config.temperature`` (a user ``loss_fn`` replaces it and receives the teacher's logits as
     its target; an ``nn.Module`` teacher is copied by :func:`frozen_teacher`). ``"distill"`` with
     ``config.feature_weight > 0``: input-only data and the :class:`FeatureDistill` loss of ``student`` (the
     network the stage tunes), whose hooks ``context`` registers and removes; the context is a no-op otherwise.
-    Raises :class:`fxsnn.CalibrationError` when ``"distill"`` has no teacher, and when feature matching is asked
+    Raises :class:`fxsnn.CalibrationError` when ``"distill"`` or α > 0 has no teacher, and when feature matching is asked
     for with a ``loss_fn`` of the user's or a teacher that is not an ``nn.Module``.
     """
-    if config.objective == "labels":
+    mixed = config.objective == "labels" and config.distill_weight > 0
+    if config.objective == "labels" and not mixed:
         return data, {"loss_fn": loss_fn, "output": output}, contextlib.nullcontext()
     if teacher is None:
-        raise CalibrationError(
-            f"{where}: objective='distill' needs the ANN to distil from: pass teacher=<the trained ANN> "
-            "(fxsnn.convert passes the model it converts), or set objective='labels'"
+        what, fix = (
+            ("distill_weight > 0", "set distill_weight=0")
+            if mixed
+            else ("objective='distill'", "set objective='labels'")
         )
+        raise CalibrationError(
+            f"{where}: {what} needs the ANN to distil from: pass teacher=<the trained ANN> "
+            f"(fxsnn.convert builds one from the model it converts), or {fix}"
+        )
+    if mixed:
+        if isinstance(teacher, nn.Module):
+            teacher = frozen_teacher(teacher)
+        heads = {"loss_fn": mixed_loss(config.distill_weight, config.temperature, loss_fn), "output": output}
+        return Distilled(data, teacher, output=output, where=where, keep_targets=True), heads, contextlib.nullcontext()
     if config.feature_weight > 0:
         if loss_fn is not None or not isinstance(teacher, nn.Module) or student is None:
             raise CalibrationError(

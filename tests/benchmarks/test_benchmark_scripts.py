@@ -79,7 +79,7 @@ def test_label_free_rows_are_rendered_against_the_default():
     rows = {("full", 4): (0.80, 100.0), ("full (distill)", 4): (0.795, 110.0), ("ANN pass", 0): (0.81, 5.0)}
     text = "\n".join(mod._label_free_table(rows, "python benchmarks/cifar10_resnet20.py --label-free-only"))
     assert "| 4 | 80.00 | 79.50 | -0.50 | 100.0 / 110.0 |" in text
-    assert "20.0 ANN passes" in text and "(teacher `'im'`, the default)" in text
+    assert "20.0 ANN passes" in text and "picks for it (`'im'` and `'labels'`;" in text
     start, end = mod.LABEL_FREE  # the section --label-free-only rewrites alone
     assert text.strip("\n").startswith(start) and text.endswith(end) and "--label-free-only`" in text
 

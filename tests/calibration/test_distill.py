@@ -179,8 +179,9 @@ def test_adapted_teacher_has_the_calibration_statistics_and_the_model_is_untouch
     torch.testing.assert_close(seen[0].bn1.running_mean, want.bn1.running_mean)
     assert not torch.equal(seen[0].bn1.running_mean, model.bn1.running_mean)
     assert not changed_keys(before, state(model))
-    labels = fxsnn.convert(model, tiny_data(), T=2, method="spatial", progress=False)
-    assert "teacher" not in labels.meta["fxsnn.convert"]["seconds"]
+    no_mix = fxsnn.ConvertConfig().override("stage1.distill_weight=0")
+    labels = fxsnn.convert(model, tiny_data(), T=2, method="spatial", config=no_mix, progress=False)
+    assert "teacher" not in labels.meta["fxsnn.convert"]["seconds"]  # the cross-entropy alone: no teacher
 
 
 def test_teacher_choice_is_validated():
@@ -269,18 +270,20 @@ def test_convert_with_the_im_teacher_distils_from_it_on_input_only_batches(monke
     assert not changed_keys(before, state(model))
     changed = changed_keys(before, state(seen[0]))  # the IM teacher: γ, β moved, BN statistics kept
     assert changed and all(k.endswith((".weight", ".bias")) and "bn" in k for k in changed), changed
-    assert DISTILL.teacher == "im"  # the default
+    assert DISTILL.teacher == "auto" and DISTILL.teacher_choice("full") == "im"  # the default, label-free
 
 
-def test_im_teacher_on_batchnorm_without_affine_terms_falls_back_to_the_adapted_one(monkeypatch):
+@pytest.mark.parametrize("choice", ["im", "labels"])
+def test_a_tuned_teacher_on_batchnorm_without_affine_terms_falls_back_to_the_adapted_one(monkeypatch, choice):
     seen = _spy_teacher(monkeypatch)
     model = tiny_model()
     model.bn1, model.bn2 = torch.nn.BatchNorm2d(6, affine=False).eval(), torch.nn.BatchNorm2d(6, affine=False).eval()
-    data = tiny_data(targets=False)
-    with pytest.warns(UserWarning, match="teacher='im'.*none.*teacher='adapted'"):
-        fxsnn.convert(model, data, T=2, method="spatial", config=DISTILL, progress=False)
+    data = tiny_data(targets=choice == "labels")
+    config = DISTILL if choice == "im" else fxsnn.ConvertConfig()  # the default labelled conversion: 'labels'
+    with pytest.warns(UserWarning, match=f"teacher='{choice}'.*none.*teacher='adapted'"):
+        fxsnn.convert(model, data, T=2, method="spatial", config=config, progress=False)
     want = fxsnn.calibration.reestimate_bn_stats(model, data, progress=False)
-    torch.testing.assert_close(seen[0].bn1.running_mean, want.bn1.running_mean)
+    torch.testing.assert_close(seen[-1].bn1.running_mean, want.bn1.running_mean)
 
 
 def test_im_teacher_reads_the_logits_through_the_users_output(monkeypatch):
@@ -317,6 +320,8 @@ def test_the_im_teachers_run_is_set_by_teacher_train(monkeypatch):
     cfg = DISTILL.override("teacher_train.steps=2", "teacher_train.lr=0.01")
     fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="spatial", config=cfg, progress=False)
     assert specs == [fxsnn.calibration.TrainSpec(steps=2, lr=0.01)]
+    fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="spatial", config=DISTILL, progress=False)
+    assert specs[1] == fxsnn.calibration.TrainSpec(epochs=1, lr=1e-3)  # the default
     with pytest.raises(ConfigError, match="teacher_train.*TrainSpec"):
         fxsnn.ConvertConfig(teacher_train={"epochs": 1})
 
@@ -328,10 +333,106 @@ def test_teacher_for_builds_each_choice_as_convert_does():
     spec = fxsnn.ConvertConfig().teacher_train
     assert teacher_for(model, data, "model", spec=spec) is model
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()  # no BatchNorm
-    assert all(teacher_for(net, data, t, spec=spec) is net for t in fxsnn.config.TEACHERS)
+    assert all(teacher_for(net, data, t, spec=spec) is net for t in fxsnn.config.TEACHERS if t != "auto")
+    with pytest.raises(ValueError, match="resolve teacher='auto'"):
+        teacher_for(model, data, "auto", spec=spec)
     adapted = teacher_for(model, data, "adapted", spec=spec, progress=False)
     want = fxsnn.calibration.reestimate_bn_stats(model, data, progress=False)
     torch.testing.assert_close(adapted.bn1.running_mean, want.bn1.running_mean)
     im = teacher_for(model, data, "im", spec=spec, progress=False)
     changed = changed_keys(state(model), state(im))
     assert changed and all(k.endswith((".weight", ".bias")) and "bn" in k for k in changed), changed
+
+
+# ---- the labelled loss with a distillation share (distill_weight α > 0) ----------------------------------------
+
+MIXED = fxsnn.ConvertConfig().override("stage1.distill_weight=0.5")
+
+
+def test_mixed_loss_is_the_alpha_weighted_sum_of_cross_entropy_and_tempered_kl():
+    from fxsnn.calibration.distill import mixed_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, t, y = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
+    packed = Distilled.pack(y, t)
+    for alpha in (0.0, 0.3, 1.0):
+        want = (1 - alpha) * F.cross_entropy(s, y) + alpha * kl_loss(4.0)(s, t)
+        torch.testing.assert_close(mixed_loss(alpha, 4.0)(s, packed), want)
+    ce = mixed_loss(0.0, 4.0)(s, packed)
+    assert float(ce) == float(F.cross_entropy(s, y))  # α = 0: the cross-entropy, to the bit
+    users = mixed_loss(0.25, 2.0, lambda z, target: (z.sum(1) * target).mean())  # a user's loss gets int64 y
+    torch.testing.assert_close(users(s, packed), 0.75 * (s.sum(1) * y).mean() + 0.25 * kl_loss(2.0)(s, t))
+
+
+def test_packed_targets_round_trip_exactly_dense_ones_included():
+    g = torch.Generator().manual_seed(1)
+    y, z = torch.randint(0, 1000, (7,), generator=g), torch.randn(7, 1000, generator=g, dtype=torch.float64)
+    y2, z2 = Distilled.unpack(Distilled.pack(y, z))
+    assert torch.equal(y2, y) and y2.dtype == torch.int64 and torch.equal(z2, z.float())
+    yd, zd = torch.randint(0, 4, (2, 3, 3), generator=g), torch.randn(2, 4, 3, 3, generator=g)
+    y3, z3 = Distilled.unpack(Distilled.pack(yd, zd))
+    assert torch.equal(y3, yd) and torch.equal(z3, zd)
+
+
+def test_mixed_data_keeps_the_targets_and_refuses_batches_without_class_indices():
+    model = tiny_model()
+    data = tiny_data()
+    for (x, packed), (xb, yb) in zip(Distilled(data, model, where="test", keep_targets=True), data):
+        y, z = Distilled.unpack(packed)
+        assert x is xb and torch.equal(y, yb)
+        torch.testing.assert_close(z, model(xb))
+    for bad, match in (
+        (tiny_data(targets=False), "no target tensor.*distill_weight"),
+        ([(x, y.float()) for x, y in data], "float32 targets"),
+        ([(x, y + 3) for x, y in data], "must lie in"),
+    ):
+        with pytest.raises(fxsnn.DataError, match=match):
+            list(Distilled(bad, model, where="test", keep_targets=True))
+
+
+def test_distill_weight_is_a_fraction_for_the_labels_objective_only():
+    assert Stage1Config(distill_weight=1.0).distill_weight == 1.0
+    for bad in (-0.1, 1.5, float("nan"), "0.5", True):
+        with pytest.raises(ConfigError, match="distill_weight"):
+            Stage1Config(distill_weight=bad)
+    label_free = MIXED.override("stage1.objective=distill")  # the distillation alone: α does not apply
+    assert label_free.distils("full") and label_free.teacher_choice("full") == "im"
+    no_mix = fxsnn.ConvertConfig().override("stage1.distill_weight=0")
+    assert not no_mix.distils("full") and MIXED.distils("full") and not MIXED.distils("temporal")
+    assert MIXED.teacher_choice("full") == "labels" and MIXED.teacher_choice("temporal") == "im"
+    assert MIXED.replace(teacher="im").teacher_choice("full") == "im"
+
+
+def test_recalibrate_bn_with_distill_weight_needs_a_teacher():
+    with pytest.raises(fxsnn.CalibrationError, match="distill_weight > 0 needs the ANN.*distill_weight=0"):
+        fxsnn.recalibrate_bn(tiny_da(), tiny_data(), distill_weight=0.5, progress=False)
+
+
+def test_convert_mixing_distillation_builds_the_labelled_teacher_and_leaves_the_model_untouched(monkeypatch):
+    seen = _spy_teacher(monkeypatch)
+    model = tiny_model()
+    model.conv1.weight.requires_grad_(False)  # the user's flags, kept
+    before, flags = state(model), [p.requires_grad for p in model.parameters()]
+    data = tiny_data()
+    snn = fxsnn.convert(model, data, T=2, method="full", config=MIXED, progress=False)
+    assert not changed_keys(before, state(model)) and not model.training
+    assert [p.requires_grad for p in model.parameters()] == flags and all(p.grad is None for p in model.parameters())
+    assert "teacher" in snn.meta["fxsnn.convert"]["seconds"] and snn.meta["fxsnn.stage1"].steps > 0
+    teacher = seen[-1]  # the labels teacher is itself built by Stage 1 (no teacher), then Stage 1 distils from it
+    assert seen[0] is None and isinstance(teacher, torch.nn.Module)
+    want = fxsnn.recalibrate_bn(model, data, train_weights=False, epochs=1, progress=False)
+    assert torch.equal(state(teacher)["bn1.weight"], state(want)["bn1.weight"])  # Stage 1 on the ANN, BN only
+    assert torch.equal(state(teacher)["conv1.weight"], before["conv1.weight"])
+    assert not torch.equal(state(teacher)["bn1.weight"], before["bn1.weight"])
+    with pytest.raises(fxsnn.DataError, match="needs targets"):
+        fxsnn.convert(model, tiny_data(targets=False), T=2, method="full", config=MIXED, progress=False)
+
+
+def test_convert_builds_the_labels_teacher_by_default_and_none_without_distillation():
+    assert fxsnn.ConvertConfig().stage1.distill_weight == fxsnn.config.DISTILL_WEIGHT == 0.5
+    assert Stage1Config().distill_weight == 0  # a direct recalibrate_bn call has no teacher unless given one
+    snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", progress=False)
+    assert "teacher" in snn.meta["fxsnn.convert"]["seconds"]
+    cfg = fxsnn.ConvertConfig().override("stage1.distill_weight=0")
+    snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", config=cfg, progress=False)
+    assert "teacher" not in snn.meta["fxsnn.convert"]["seconds"]
