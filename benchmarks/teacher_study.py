@@ -7,7 +7,8 @@ test set) this trains each recipe on the calibration images and prints its top-1
 
 - ``model``: the ANN as it is; ``im``: ``fxsnn.calibration.distill.im_adapted_teacher`` at the defaults;
 - ``labels-bn``: the BN affine terms tuned with labels for one epoch (``fxsnn.recalibrate_bn``,
-  ``train_weights=False``); ``labels-stage1``: Stage 1's defaults applied to the ANN (weights tuned too);
+  ``train_weights=False``): the ``"labels"`` teacher the labelled conversion distils from by default
+  (``fxsnn.conversion.teacher_for``); ``labels-stage1``: Stage 1's defaults applied to the ANN (weights tuned too);
 - ``im-all-1e-4``, ``im-all-3e-4``: information maximisation on every parameter at that rate, one epoch;
 - ``im-pl-<β>-<epochs>``: information maximisation plus β times the cross-entropy to the teacher's own
   arg-max (SHOT's pseudo-label term, Liang et al., 2020) on the BN affine terms at 1e-3.
@@ -32,6 +33,7 @@ from tabulate import tabulate
 import fxsnn
 from fxsnn.calibration import TrainSpec, distill
 from fxsnn.calibration.finetune import fine_tune
+from fxsnn.conversion import teacher_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import held_out_setup  # noqa: E402
@@ -68,7 +70,7 @@ def build(name: str, model, cal):
     if name == "im":
         return distill.im_adapted_teacher(model, cal, progress=False)
     if name == "labels-bn":
-        return fxsnn.recalibrate_bn(model, cal, train_weights=False, epochs=1, progress=False)
+        return teacher_for(model, cal, "labels", spec=fxsnn.ConvertConfig().teacher_spec("labels"), progress=False)
     if name == "labels-stage1":
         return fxsnn.recalibrate_bn(model, cal, progress=False)
     if name.startswith("im-all-"):

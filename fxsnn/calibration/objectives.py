@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,8 +25,10 @@ def objective_heads(
     output: Callable | None,
     where: str,
     student: nn.Module | None = None,
-) -> tuple[Iterable, dict, contextlib.AbstractContextManager]:
-    """``(data, heads, context)`` for a stage's fine-tuning run under ``config.objective``; run it inside ``context``.
+) -> tuple[Iterable, dict, contextlib.AbstractContextManager, Any]:
+    """``(data, heads, context, config)`` for a stage's fine-tuning run under ``config.objective``; run it inside
+    ``context`` with the returned ``config``, whose explicit ``train.holdout`` batches (an iterable) are wrapped as
+    the data is, so that the held-out loss reads what the training loss reads.
 
     ``"labels"``: the data and ``loss_fn`` / ``output`` as given; with ``config.distill_weight`` α > 0, the
     :class:`Distilled` data with its targets kept and the :func:`mixed_loss` ``(1 − α)·CE + α·τ²·KL`` (a user
@@ -37,9 +40,18 @@ def objective_heads(
     Raises :class:`fxsnn.CalibrationError` when ``"distill"`` or α > 0 has no teacher, and when feature matching is asked
     for with a ``loss_fn`` of the user's or a teacher that is not an ``nn.Module``.
     """
+    wrap, heads, context = _heads(config, teacher=teacher, loss_fn=loss_fn, output=output, where=where, student=student)
+    holdout = config.train.holdout
+    if wrap is not None and holdout is not None and not isinstance(holdout, numbers.Real):
+        config = config.replace(train=config.train.replace(holdout=wrap(holdout)))  # an explicit held-out set
+    return (data if wrap is None else wrap(data)), heads, context, config
+
+
+def _heads(config, *, teacher, loss_fn, output, where: str, student) -> tuple[Callable | None, dict, Any]:
+    """``(wrap, heads, context)``: ``wrap(batches)`` gives the batches the loss reads (``None``: as they are)."""
     mixed = config.objective == "labels" and config.distill_weight > 0
     if config.objective == "labels" and not mixed:
-        return data, {"loss_fn": loss_fn, "output": output}, contextlib.nullcontext()
+        return None, {"loss_fn": loss_fn, "output": output}, contextlib.nullcontext()
     if teacher is None:
         what, fix = (
             ("distill_weight > 0", "set distill_weight=0")
@@ -50,11 +62,6 @@ def objective_heads(
             f"{where}: {what} needs the ANN to distil from: pass teacher=<the trained ANN> "
             f"(fxsnn.convert builds one from the model it converts), or {fix}"
         )
-    if mixed:
-        if isinstance(teacher, nn.Module):
-            teacher = frozen_teacher(teacher)
-        heads = {"loss_fn": mixed_loss(config.distill_weight, config.temperature, loss_fn), "output": output}
-        return Distilled(data, teacher, output=output, where=where, keep_targets=True), heads, contextlib.nullcontext()
     if config.feature_weight > 0:
         if loss_fn is not None or not isinstance(teacher, nn.Module) or student is None:
             raise CalibrationError(
@@ -64,8 +71,15 @@ def objective_heads(
         loss = FeatureDistill(
             student, teacher, temperature=config.temperature, weight=config.feature_weight, output=output, where=where
         )
-        return InputsOnly(data, where=where), {"loss_fn": loss, "output": output}, loss
+        return (lambda d: InputsOnly(d, where=where)), {"loss_fn": loss, "output": output}, loss
     if isinstance(teacher, nn.Module):
         teacher = frozen_teacher(teacher)
-    heads = {"loss_fn": loss_fn or kl_loss(config.temperature), "output": output}
-    return Distilled(data, teacher, output=output, where=where), heads, contextlib.nullcontext()
+    if mixed:
+        loss = mixed_loss(config.distill_weight, config.temperature, loss_fn)
+    else:
+        loss = loss_fn or kl_loss(config.temperature)
+
+    def wrap(d):
+        return Distilled(d, teacher, output=output, where=where, keep_targets=mixed)
+
+    return wrap, {"loss_fn": loss, "output": output}, contextlib.nullcontext()

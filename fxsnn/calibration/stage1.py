@@ -379,7 +379,7 @@ def recalibrate_bn(
     gm = _check_stage1_input(gm, where=where)
     check_reiterable(data, where=where)
     t0 = time.perf_counter()
-    tune_data, heads, hooks = objective_heads(
+    tune_data, heads, hooks, config = objective_heads(
         config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where, student=gm
     )
     with preserved_state(gm):

@@ -205,7 +205,7 @@ def tune_delta_b(
     gm = _check_stage2_input(gm, T, where=where)
     check_reiterable(data, where=where)
     gm = copy_graph_module(gm)
-    data, heads, hooks = objective_heads(
+    data, heads, hooks, config = objective_heads(
         config, data, teacher=teacher, loss_fn=loss_fn, output=output, where=where, student=gm
     )
     original_mode = get_mode(gm)

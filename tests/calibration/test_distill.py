@@ -436,3 +436,22 @@ def test_convert_builds_the_labels_teacher_by_default_and_none_without_distillat
     cfg = fxsnn.ConvertConfig().override("stage1.distill_weight=0")
     snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", config=cfg, progress=False)
     assert "teacher" not in snn.meta["fxsnn.convert"]["seconds"]
+
+
+@pytest.mark.parametrize("objective", [{"objective": "distill"}, {"distill_weight": 0.5}])
+def test_an_explicit_holdout_is_scored_with_the_stages_own_loss(objective):
+    """Held-out batches given as ``(x, y)`` are paired with the teacher's logits as the training batches are."""
+    from fxsnn.calibration.distill import mixed_loss
+
+    data, held, teacher = tiny_data(), tiny_data(n=32, seed=5), tiny_model()
+    kw = dict(teacher=teacher, progress=False, holdout=held, patience=2, **objective)
+    out = fxsnn.recalibrate_bn(tiny_da(), data, **kw).meta["fxsnn.stage1"]
+    loss = kl_loss(4.0) if "objective" in objective else mixed_loss(0.5, 4.0)
+    start = fxsnn.calibration.reestimate_bn_stats(tiny_da(), data, progress=False)  # Stage 1 before its first step
+    with torch.no_grad():
+        target = [teacher(x) if "objective" in objective else Distilled.pack(y, teacher(x)) for x, y in held]
+        want = sum(len(x) * float(loss(start(x), t)) for (x, _), t in zip(held, target)) / 32
+    assert out.holdout[0][0] == 0 and out.holdout[0][1] == pytest.approx(want, rel=1e-5)
+    snn = fxsnn.passes.lower_to_paraif(tiny_da(), T=4)
+    out2 = fxsnn.tune_delta_b(snn, data, **kw).meta["fxsnn.stage2"]
+    assert out2.holdout and all(h == h for _, h in out2.holdout)  # scored, and finite (no NaN)
