@@ -92,7 +92,9 @@ class ConvertConfig(Config):
     affine terms falls back to ``"adapted"``, with a warning. On validation at T = 4 (ResNet-20, τ = 1, the
     previous θ percentile; ``docs/results.md``) the label-free conversion came within 0.2 points of the labelled
     one with the ``"im"`` teacher, 0.6 with ``"adapted"`` and 2.65 with ``"model"``; with ``"im"`` and the default
-    τ = 4 it scored 71.30 / 84.40 / 87.10 % at T = 2 / 4 / 8 against 69.45 / 84.15 / 88.10 % with labels.
+    τ = 4 it scored 71.30 / 84.40 / 87.10 % at T = 2 / 4 / 8 against 69.45 / 84.15 / 88.10 % with labels and
+    the cross-entropy alone; the labelled default since, Stage 1 distilling from ``"labels"`` with α = 0.5, scored
+    73.30 / 84.20 / 89.05 % (another session: 69.50 / 83.90 / 88.55 % without it).
     ``teacher_train``: the ``"im"`` teacher's fine-tuning run (:class:`~fxsnn.calibration.config.TrainSpec`; one
     epoch at 1e-3).
 
