@@ -74,8 +74,9 @@ class ConvertConfig(Config):
 
     ``stage1``: :class:`~fxsnn.calibration.config.Stage1Config` of :func:`fxsnn.recalibrate_bn` (``spatial``,
     ``full``), by default its own defaults with ``distill_weight`` = :data:`DISTILL_WEIGHT` (0.5: half the loss
-    is the distillation from the ``teacher``); ``stage2``: :class:`~fxsnn.calibration.config.Stage2Config` of :func:`fxsnn.tune_delta_b`
-    (``temporal``, ``full``). ``output_mode``: the execution mode of the returned network (``"auto"``: rate
+    is the distillation from the ``teacher``; a ``Stage1Config`` of your own carries its own ``distill_weight``, 0
+    unless you set it, whereas ``override("stage1.<key>=...")`` keeps the default's 0.5); ``stage2``:
+    :class:`~fxsnn.calibration.config.Stage2Config` of :func:`fxsnn.tune_delta_b` (``temporal``, ``full``). ``output_mode``: the execution mode of the returned network (``"auto"``: rate
     where exact, else spike).
 
     ``teacher``: the ANN a stage with ``objective="distill"`` or ``distill_weight > 0`` distils from

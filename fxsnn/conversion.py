@@ -20,6 +20,7 @@ from .calibration.preflight import seeded, validate
 from .calibration.stage1 import recalibrate_bn, reestimate_bn_stats
 from .calibration.stage2 import tune_delta_b
 from .config import FXSNN, METHODS, STAGE1_METHODS, STAGE2_METHODS, ConvertConfig, auto_percentile
+from .errors import DataError
 from .graph.rate import rate_mode_blockers
 from .graph.tracing import trace
 from .modes import set_mode
@@ -79,6 +80,7 @@ def teacher_for(
     spec: TrainSpec | None = None,
     output: Callable | None = None,
     loss_fn: Callable | None = None,
+    trace_args: dict | None = None,
     progress: bool = True,
 ) -> nn.Module:
     """The ANN named by a :data:`fxsnn.config.TEACHERS` choice (``"auto"`` resolved), built from ``data``.
@@ -89,7 +91,9 @@ def teacher_for(
     1e-3) and ``output``; input-only batches suffice for these. ``"labels"``: :func:`fxsnn.recalibrate_bn` on
     the model with ``train_weights=False`` (BN statistics re-estimated, then γ, β tuned with ``loss_fn``, default
     the cross-entropy) under ``spec`` (``None``: one epoch of Stage 1's default schedule; :func:`fxsnn.convert`
-    passes one epoch of ``config.stage1.train``); it needs ``(input, target)`` batches.
+    passes one epoch of ``config.stage1.train``) on the model traced with ``trace_args`` (``leaf_modules``,
+    ``concrete_args`` of :func:`fxsnn.trace`, as :func:`fxsnn.convert` traces it); it needs ``(input, target)``
+    batches and returns a frozen, traced copy.
     """
     if teacher == "auto":
         raise ValueError("teacher_for: resolve teacher='auto' first (ConvertConfig.teacher_choice(method))")
@@ -99,7 +103,8 @@ def teacher_for(
         return reestimate_bn_stats(model, data, progress=progress)
     if teacher == "labels":
         config = Stage1Config(train_weights=False, train=spec or Stage1Config().train.replace(epochs=1))
-        return recalibrate_bn(model, data, config, progress=progress, loss_fn=loss_fn, output=output)
+        traced = trace(model, **(trace_args or {}))
+        return recalibrate_bn(traced, data, config, progress=progress, loss_fn=loss_fn, output=output)
     return im_adapted_teacher(model, data, spec, progress=progress, output=output)
 
 
@@ -125,11 +130,20 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
         teacher = model  # nothing to build, nothing timed
     else:
         spec, head = cfg.teacher_spec(choice), run["head"]
-        teacher = _timed(
-            run["seconds"], "teacher", teacher_for, model, data, choice, spec=spec, progress=progress, **head
-        )
-    if any(c.feature_weight > 0 for c in cfg.tuning_stages(method)):  # feature matching: traced as the model
-        teacher = trace(teacher, **run["trace"])  # is, so that its sites are the student's
+        kw = {"spec": spec, "progress": progress, "trace_args": run["trace"], **head}
+        try:
+            teacher = _timed(run["seconds"], "teacher", teacher_for, model, data, choice, **kw)
+        except DataError as exc:
+            if choice != "labels":
+                raise
+            raise DataError(
+                f"fxsnn.convert: building teacher='labels' (the ANN a labelled stage with distill_weight > 0 distils "
+                f"from) failed: {exc}. Calibration images without labels: set stage1.objective=distill and "
+                "stage2.objective=distill (label-free); with labels but no teacher: stage1.distill_weight=0"
+            ) from exc
+    feature = any(c.feature_weight > 0 for c in cfg.tuning_stages(method))
+    if feature and not isinstance(teacher, fx.GraphModule):  # feature matching: traced as the model is, so
+        teacher = trace(teacher, **run["trace"])  # that its sites are the student's ('labels' already is)
     return teacher
 
 
@@ -262,8 +276,8 @@ def convert(
     ``leaf_modules`` / ``concrete_args``: passed to :func:`fxsnn.trace`; a ``GraphModule`` you traced yourself
     is copied, not traced again. ``loss_fn(output, target)`` / ``output(model_output)``: the stages' loss and
     output adaptor (:func:`fxsnn.calibration.measure.measure`; defaults: the cross-entropy of the logits picked
-    from a tensor, a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense logits).
-    ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
+    from a tensor, a ``{"out": ...}`` dict or a tuple's first element, per pixel for dense logits; under Stage 1's
+    ``distill_weight`` α the ``1 − α`` part, with integer targets). ``allow_analog``: nonlinear ops that are no ReLU-family site (GELU, SiLU, Sigmoid, an opaque leaf, ...:
     :func:`fxsnn.graph.sites.find_hybrid_ops`) are refused, listed in the error; ``True`` keeps them analog in a
     marked hybrid (docs/architecture.md). A QCFS-trained backbone skips the recorders (θ and L are its own).
     A model without BatchNorm has no Stage 1: ``spatial`` and ``full`` skip it with a warning. Under a

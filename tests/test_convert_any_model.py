@@ -141,6 +141,21 @@ def test_convert_takes_leaf_modules_and_concrete_args():
     assert any(n.op == "call_module" and n.target == "block" for n in snn.graph.nodes)
 
 
+def test_the_labels_teacher_is_traced_with_the_users_leaf_modules_and_concrete_args():
+    class BranchyBN(Branchy):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(4).eval()
+
+        def forward(self, x, pool: bool = True):
+            h = self.block(F.relu(self.bn(self.conv(x))))
+            return self.fc(h.mean((2, 3)) if pool else h)
+
+    kw = dict(leaf_modules=["block"], concrete_args={"pool": True}, allow_analog=True, progress=False)
+    snn = fxsnn.convert(BranchyBN().eval(), _data((3, 4, 4)), T=2, config=CFG, **kw)  # Stage 1 distils (α = 0.5)
+    assert "teacher" in snn.meta["fxsnn.convert"]["seconds"] and snn.meta["fxsnn.stage1"].steps > 0
+
+
 def test_a_graph_module_the_user_traced_is_copied_not_traced_again():
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m, name):

@@ -192,8 +192,10 @@ class Distilled:
     ``teacher(x)`` runs under ``torch.no_grad`` (the teacher is expected in eval mode, see
     :func:`frozen_teacher`); ``output`` picks its logits (default :func:`fxsnn.calibration.measure.pick_output`).
     Batches are a tensor or a tuple/list whose first element is the input. With ``keep_targets`` each batch must
-    be ``(x, y, ...)`` with class-index targets ``y`` (checked as the cross-entropy checks them) and yields
-    ``(x, pack(y, z_ANN))`` for :func:`mixed_loss`.
+    be ``(x, y, ...)`` with integer targets ``y`` ``[B]`` (``[B, ...]`` for dense logits) and yields
+    ``(x, pack(y, z_ANN))`` for :func:`mixed_loss`; ``checked`` (for the default cross-entropy) also refuses
+    labels outside ``[0, classes)`` as :func:`~fxsnn.calibration.batches.check_targets` does, while without it
+    (a user's ``loss_fn``) any integer value passes, an ignore index such as 255 or −100 included.
     """
 
     def __init__(
@@ -204,9 +206,10 @@ class Distilled:
         output: Callable | None = None,
         where: str,
         keep_targets: bool = False,
+        checked: bool = True,
     ):
         self.data, self.teacher, self.output, self.where = data, teacher, output or pick_output, where
-        self.keep_targets = keep_targets
+        self.keep_targets, self.checked = keep_targets, checked
 
     @staticmethod
     def pack(y: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -236,7 +239,21 @@ class Distilled:
             if y is None:
                 yield x, z
             else:
-                yield x, self.pack(check_targets(z, y, where=self.where, index=i), z)
+                yield x, self.pack(self._checked(z, y, i), z)
+
+    def _checked(self, z: Tensor, y: Tensor, i: int) -> Tensor:
+        if self.checked:
+            return check_targets(z, y, where=self.where, index=i)
+        want = (z.shape[0], *z.shape[2:])
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or tuple(y.shape) != want:
+            raise DataError(
+                f"{self.where}: batch {i} has {y.dtype} targets of shape {tuple(y.shape)}; distill_weight > 0 carries "
+                f"the targets beside the teacher's logits and takes integer targets of shape {list(want)} (class "
+                "indices, an ignore index allowed): convert them, or set distill_weight=0"
+            )
+        if y.numel() and int(y.abs().max()) >= 2**24:
+            raise DataError(f"{self.where}: batch {i} has a target of magnitude >= 2**24; set distill_weight=0")
+        return y
 
     def _targets(self, batch, i: int) -> Tensor:
         y = None if isinstance(batch, Tensor) or len(batch) < 2 else batch[1]

@@ -80,6 +80,6 @@ def _heads(config, *, teacher, loss_fn, output, where: str, student) -> tuple[Ca
         loss = loss_fn or kl_loss(config.temperature)
 
     def wrap(d):
-        return Distilled(d, teacher, output=output, where=where, keep_targets=mixed)
+        return Distilled(d, teacher, output=output, where=where, keep_targets=mixed, checked=loss_fn is None)
 
     return wrap, {"loss_fn": loss, "output": output}, contextlib.nullcontext()

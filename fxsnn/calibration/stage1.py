@@ -362,7 +362,8 @@ def recalibrate_bn(
     (:func:`fxsnn.calibration.measure.measure`; defaults cover ``{"out": ...}`` dicts, tuples and dense
     ``[B, classes, H, W]`` logits). ``objective="distill"`` (label-free; :mod:`fxsnn.calibration.distill`)
     minimises the KL divergence to ``teacher``'s logits instead (``teacher``: the trained ANN, copied and run
-    in eval mode; required then), and ``data`` may be input-only batches. Modules get back their train/eval
+    in eval mode; required then), and ``data`` may be input-only batches; ``distill_weight`` α > 0 mixes the two
+    (:func:`fxsnn.calibration.distill.mixed_loss`; ``teacher`` required too). Modules get back their train/eval
     flags and parameters their ``requires_grad``. What the stage did — BN re-estimation batches, epochs, steps,
     training and held-out loss, early stopping, seconds — is in ``result.meta["fxsnn.stage1"]``, a
     :class:`fxsnn.report.StageReport`. Raises :class:`fxsnn.ConversionError` for a lowered network or one

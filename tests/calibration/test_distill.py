@@ -428,11 +428,17 @@ def test_convert_mixing_distillation_builds_the_labelled_teacher_and_leaves_the_
         fxsnn.convert(model, tiny_data(targets=False), T=2, method="full", config=MIXED, progress=False)
 
 
-def test_convert_builds_the_labels_teacher_by_default_and_none_without_distillation():
+def test_convert_builds_the_labels_teacher_by_default_and_none_without_distillation(monkeypatch):
+    from fxsnn import conversion
+
     assert fxsnn.ConvertConfig().stage1.distill_weight == fxsnn.config.DISTILL_WEIGHT == 0.5
     assert Stage1Config().distill_weight == 0  # a direct recalibrate_bn call has no teacher unless given one
+    choices, real = [], conversion.teacher_for
+    monkeypatch.setattr(conversion, "teacher_for", lambda m, d, t, **kw: choices.append(t) or real(m, d, t, **kw))
     snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", progress=False)
-    assert "teacher" in snn.meta["fxsnn.convert"]["seconds"]
+    assert choices == ["labels"] and "teacher" in snn.meta["fxsnn.convert"]["seconds"]
+    fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="full", config=DISTILL, progress=False)
+    assert choices == ["labels", "im"]  # label-free: the IM teacher
     cfg = fxsnn.ConvertConfig().override("stage1.distill_weight=0")
     snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", config=cfg, progress=False)
     assert "teacher" not in snn.meta["fxsnn.convert"]["seconds"]
@@ -455,3 +461,27 @@ def test_an_explicit_holdout_is_scored_with_the_stages_own_loss(objective):
     snn = fxsnn.passes.lower_to_paraif(tiny_da(), T=4)
     out2 = fxsnn.tune_delta_b(snn, data, **kw).meta["fxsnn.stage2"]
     assert out2.holdout and all(h == h for _, h in out2.holdout)  # scored, and finite (no NaN)
+
+
+def test_a_users_loss_gets_the_targets_as_they_are_an_ignore_index_included():
+    seen = []
+
+    def loss_fn(z, y):
+        seen.append(y)
+        return F.cross_entropy(z, y, ignore_index=255)
+
+    data = [(x, torch.where(y == 0, 255, y)) for x, y in tiny_data()]  # class 0 ignored
+    fxsnn.convert(tiny_model(), data, T=2, method="spatial", loss_fn=loss_fn, progress=False)
+    assert seen and all(y.dtype == torch.int64 for y in seen) and any((y == 255).any() for y in seen)
+    soft = [
+        (x, F.one_hot(y, 3).float()) for x, y in tiny_data()
+    ]  # probabilities: the user's loss takes them, the packing not
+    with pytest.raises(fxsnn.DataError, match="distill_weight > 0 carries the targets.*distill_weight=0"):
+        fxsnn.convert(tiny_model(), soft, T=2, method="spatial", loss_fn=F.cross_entropy, progress=False)
+    cfg = fxsnn.ConvertConfig().override("stage1.distill_weight=0")  # the fix the message names
+    fxsnn.convert(tiny_model(), soft, T=2, method="spatial", config=cfg, loss_fn=F.cross_entropy, progress=False)
+
+
+def test_the_labels_teacher_on_images_without_labels_says_what_to_set():
+    with pytest.raises(fxsnn.DataError, match="teacher='labels'.*needs targets.*stage1.objective=distill"):
+        fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="full", progress=False)
