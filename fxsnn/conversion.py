@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import time
 import warnings
@@ -126,6 +127,7 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
             stacklevel=4,
         )
         choice = "adapted"
+    run["teacher"] = choice if _has_batchnorm(model) else "model"
     if choice == "model" or not _has_batchnorm(model):
         teacher = model  # nothing to build, nothing timed
     else:
@@ -191,17 +193,30 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
             gm = _timed(
                 timings, "stage1", recalibrate_bn, gm, data, cfg.stage1, progress=progress, teacher=teacher, **head
             )
-        reports[STAGE1] = gm.meta["fxsnn.stage1"]
+        reports[STAGE1] = gm.meta["fxsnn.stage1"] = _with_teacher_note(gm.meta["fxsnn.stage1"], cfg.stage1, run)
     snn = lower_to_paraif(gm, T=T, mode="spike")
     if plan[STAGE2] is None:
         with stage(STAGE2):
             snn = _timed(
                 timings, "stage2", tune_delta_b, snn, data, cfg.stage2, T=T, progress=progress, teacher=teacher, **head
             )
-        reports[STAGE2] = snn.meta["fxsnn.stage2"]
+        reports[STAGE2] = snn.meta["fxsnn.stage2"] = _with_teacher_note(snn.meta["fxsnn.stage2"], cfg.stage2, run)
     for name, why in plan.items():
         reports.setdefault(name, StageReport.skipped(name, why))
     return snn
+
+
+def _with_teacher_note(report: StageReport, config, run: dict) -> StageReport:
+    """``report`` with a note of the teacher its stage distilled from (and the seconds building it took)."""
+    share = 1.0 if config.objective == "distill" else config.distill_weight
+    if share == 0 or run.get("teacher") is None:
+        return report
+    first = "teacher" in run["seconds"] and not run.setdefault("teacher noted", False)
+    built = f", built in {run['seconds']['teacher']:.1f} s" if first else ""  # said once: it is built once
+    run["teacher noted"] = True
+    what = "distilled" if share == 1 else f"{share:g} of the loss distilled"
+    note = f"{what} from teacher {run['teacher']!r}{built}"
+    return dataclasses.replace(report, note=f"{report.note}; {note}" if report.note else note)
 
 
 def _finish(snn: fx.GraphModule, cfg: ConvertConfig, run: dict, summary: dict) -> fx.GraphModule:

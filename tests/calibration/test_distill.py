@@ -437,8 +437,14 @@ def test_convert_builds_the_labels_teacher_by_default_and_none_without_distillat
     monkeypatch.setattr(conversion, "teacher_for", lambda m, d, t, **kw: choices.append(t) or real(m, d, t, **kw))
     snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", progress=False)
     assert choices == ["labels"] and "teacher" in snn.meta["fxsnn.convert"]["seconds"]
-    fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="full", config=DISTILL, progress=False)
+    stages = snn.meta["fxsnn.convert"]["stages"]  # the report says which stage distilled, from what
+    assert stages["Stage 1"].note.startswith("0.5 of the loss distilled from teacher 'labels', built in ")
+    assert "teacher" not in (stages["Stage 2"].note or "")
+    snn = fxsnn.convert(tiny_model(), tiny_data(targets=False), T=2, method="full", config=DISTILL, progress=False)
     assert choices == ["labels", "im"]  # label-free: the IM teacher
+    stages = snn.meta["fxsnn.convert"]["stages"]
+    assert "distilled from teacher 'im', built in" in stages["Stage 1"].note
+    assert stages["Stage 2"].note == "distilled from teacher 'im'"  # built once, said once
     cfg = fxsnn.ConvertConfig().override("stage1.distill_weight=0")
     snn = fxsnn.convert(tiny_model(), tiny_data(), T=2, method="full", config=cfg, progress=False)
     assert "teacher" not in snn.meta["fxsnn.convert"]["seconds"]
