@@ -30,11 +30,12 @@ METHODS_EXPLAINED = {
     "calibration set, QCFS with L = T, no training",
     "fspc_da": "fspc with DA-QCFS and its error calibration (Algorithm 1, stage II), no training",
     "spatial": "the front end (θ at a percentile, DA-QCFS, error calibration) + Stage 1 (BatchNorm statistics "
-    "re-estimated, its affine terms and θ tuned)",
+    "re-estimated, its affine terms and the weights tuned, half the loss distilled from the ANN adapted with the "
+    "labels)",
     "temporal": "the front end + Stage 2 (a per-channel bias Δb of every neuron trained with a surrogate gradient)",
     "full": "fxsnn's calibration: the front end (θ at a percentile, DA-QCFS, error calibration) + Stage 1 "
-    "(BatchNorm re-estimated, its affine terms and θ tuned) + Stage 2 (a per-channel Δb trained, early-stopped "
-    "on held-out batches)",
+    "(BatchNorm re-estimated, its affine terms and the weights tuned, half the loss distilled from the ANN adapted "
+    "with the labels) + Stage 2 (a per-channel Δb trained, early-stopped on held-out batches)",
 }
 
 

@@ -42,6 +42,7 @@ def test_distilled_data_pairs_each_input_with_the_teachers_logits(form):
 @pytest.mark.parametrize("method", ["spatial", "temporal", "full"])
 @pytest.mark.parametrize("form", ["tuple", "tensor"])
 def test_convert_with_distillation_needs_no_targets_and_leaves_the_teacher_untouched(method, form):
+    assert DISTILL.stage1.distill_weight == 0.5  # kept from the defaults, and ignored by objective='distill'
     model = tiny_model()
     before = state(model)
     data = tiny_data(targets=False)
