@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 
-from .calibration.config import Stage1Config, Stage2Config, TrainSpec
+from .calibration.config import Stage1Config, Stage2Config, TrainSpec, distill_share, mixes_labels
 from .validation import Config, ConfigError, instance_of, one_of, positive_int
 
 __all__ = [
@@ -136,15 +136,14 @@ class ConvertConfig(Config):
     def distils(self, method: str) -> bool:
         """Whether a fine-tuning stage of ``method`` needs a teacher (``objective="distill"`` or
         ``distill_weight > 0``)."""
-        return any(c.objective == "distill" or c.distill_weight > 0 for c in self.tuning_stages(method))
+        return any(distill_share(c) > 0 for c in self.tuning_stages(method))
 
     def teacher_choice(self, method: str) -> str:
         """:attr:`teacher` with ``"auto"`` resolved for ``method``: ``"labels"`` when one of its stages mixes
         distillation into a labelled loss, else ``"im"``."""
         if self.teacher != "auto":
             return self.teacher
-        mixes = any(c.objective == "labels" and c.distill_weight > 0 for c in self.tuning_stages(method))
-        return "labels" if mixes else "im"
+        return "labels" if any(mixes_labels(c) for c in self.tuning_stages(method)) else "im"
 
     def teacher_spec(self, choice: str) -> TrainSpec:
         """The fine-tuning run that builds teacher ``choice``: one epoch of :attr:`stage1`'s schedule for

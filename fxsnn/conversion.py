@@ -12,7 +12,7 @@ from typing import Any
 from torch import fx, nn
 
 from .calibration.batches import progress_stage
-from .calibration.config import Stage1Config, TrainSpec
+from .calibration.config import Stage1Config, TrainSpec, distill_share
 from .calibration.distill import has_affine_batchnorm, im_adapted_teacher
 from .calibration.distributed import check_sharded
 from .calibration.finetune import check_reiterable
@@ -103,7 +103,7 @@ def teacher_for(
     if teacher == "adapted":
         return reestimate_bn_stats(model, data, progress=progress)
     if teacher == "labels":
-        config = Stage1Config(train_weights=False, train=spec or Stage1Config().train.replace(epochs=1))
+        config = Stage1Config(train_weights=False, train=spec or FXSNN.teacher_spec("labels"))
         traced = trace(model, **(trace_args or {}))
         return recalibrate_bn(traced, data, config, progress=progress, loss_fn=loss_fn, output=output)
     return im_adapted_teacher(model, data, spec, progress=progress, output=output)
@@ -119,16 +119,16 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
     """
     if not cfg.distils(method):
         return None
-    choice = cfg.teacher_choice(method)
-    if choice in ("im", "labels") and _has_batchnorm(model) and not has_affine_batchnorm(model):
+    choice = cfg.teacher_choice(method) if _has_batchnorm(model) else "model"  # without BN: the model itself
+    if choice in ("im", "labels") and not has_affine_batchnorm(model):
         warnings.warn(
             f"fxsnn.convert: teacher={choice!r} tunes BatchNorm affine terms, and the model's BatchNorm layers have "
             "none; distilling from the model with its BN statistics re-estimated instead (teacher='adapted')",
             stacklevel=4,
         )
         choice = "adapted"
-    run["teacher"] = choice if _has_batchnorm(model) else "model"
-    if choice == "model" or not _has_batchnorm(model):
+    run["teacher"] = choice
+    if choice == "model":
         teacher = model  # nothing to build, nothing timed
     else:
         spec, head = cfg.teacher_spec(choice), run["head"]
@@ -143,6 +143,7 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
                 f"from) failed: {exc}. Calibration images without labels: set stage1.objective=distill and "
                 "stage2.objective=distill (label-free); with labels but no teacher: stage1.distill_weight=0"
             ) from exc
+        run["teacher built"] = f", built in {run['seconds']['teacher']:.1f} s"  # said by the first stage using it
     feature = any(c.feature_weight > 0 for c in cfg.tuning_stages(method))
     if feature and not isinstance(teacher, fx.GraphModule):  # feature matching: traced as the model is, so
         teacher = trace(teacher, **run["trace"])  # that its sites are the student's ('labels' already is)
@@ -208,14 +209,11 @@ def _run(model, data, T: int, method: str, cfg: ConvertConfig, run: dict, progre
 
 def _with_teacher_note(report: StageReport, config, run: dict) -> StageReport:
     """``report`` with a note of the teacher its stage distilled from (and the seconds building it took)."""
-    share = 1.0 if config.objective == "distill" else config.distill_weight
+    share = distill_share(config)
     if share == 0 or run.get("teacher") is None:
         return report
-    first = "teacher" in run["seconds"] and not run.setdefault("teacher noted", False)
-    built = f", built in {run['seconds']['teacher']:.1f} s" if first else ""  # said once: it is built once
-    run["teacher noted"] = True
     what = "distilled" if share == 1 else f"{share:g} of the loss distilled"
-    note = f"{what} from teacher {run['teacher']!r}{built}"
+    note = f"{what} from teacher {run['teacher']!r}{run.pop('teacher built', '')}"  # built once, said once
     return dataclasses.replace(report, note=f"{report.note}; {note}" if report.note else note)
 
 

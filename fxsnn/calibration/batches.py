@@ -14,7 +14,16 @@ from ..errors import DataError, FxsnnError
 from ..graph.edit import first_tensor
 from .distributed import is_main
 
-__all__ = ["batches", "check_batch", "check_finite", "check_targets", "input_of", "run_batch", "progress_stage"]
+__all__ = [
+    "batches",
+    "check_batch",
+    "check_finite",
+    "check_targets",
+    "input_of",
+    "target_of",
+    "run_batch",
+    "progress_stage",
+]
 
 _STAGE: contextvars.ContextVar[str] = contextvars.ContextVar("fxsnn_progress_stage", default="")
 
@@ -45,10 +54,16 @@ def input_of(batch: object) -> Tensor | None:
     return None
 
 
+def target_of(batch: object) -> object:
+    """A batch's target: the second element of a tuple / list (whatever it is), ``None`` for a bare tensor or a
+    one-element batch."""
+    return None if isinstance(batch, Tensor) or len(batch) < 2 else batch[1]
+
+
 def _split(batch, index: int, where: str) -> tuple[Tensor, Tensor | None]:
     x = input_of(batch)
     if x is not None:
-        return x, (None if isinstance(batch, Tensor) or len(batch) < 2 else batch[1])
+        return x, target_of(batch)
     raise DataError(
         f"{where}: batch {index} is a {type(batch).__name__}; each batch must be an input tensor or an "
         "(input, target, ...) tuple whose first element is the input tensor"
@@ -134,12 +149,12 @@ def check_finite(x: Tensor, *, where: str, index: int, site: str = "the input") 
     )
 
 
-def check_targets(logits: Tensor, y: Tensor, *, where: str, index: int) -> Tensor:
+def check_targets(logits: Tensor, y: Tensor, *, where: str, index: int, in_range: bool = True) -> Tensor:
     """``y`` on the logits' device, checked as class indices for ``logits`` ``[B, C]`` (or dense ``[B, C, ...]``
     with ``y`` ``[B, ...]``); else :class:`fxsnn.DataError`.
 
-    Refused: float (or bool) targets, a shape other than ``[B]`` (``[B, ...]`` for dense logits), the ignore
-    index −100 and any label outside ``[0, C)``.
+    Refused: float (or bool) targets, a shape other than ``[B]`` (``[B, ...]`` for dense logits) and, with
+    ``in_range``, the ignore index −100 and any label outside ``[0, C)``.
     """
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise DataError(
@@ -163,6 +178,8 @@ def check_targets(logits: Tensor, y: Tensor, *, where: str, index: int) -> Tenso
             f"targets must be {what}"
         )
     y = y.to(logits.device)
+    if not in_range:
+        return y
     classes = logits.shape[1]
     bad = (y < 0) | (y >= classes)
     if bool(bad.any()):

@@ -32,6 +32,8 @@ __all__ = [
     "PARAMETERIZATIONS",
     "STAGE2_MODES",
     "OBJECTIVES",
+    "distill_share",
+    "mixes_labels",
 ]
 
 BN_MODES = ("eval", "train")
@@ -56,6 +58,17 @@ def _check_holdout(cfg) -> None:
             "must be None, a fraction in (0, 1), a number of batches >= 1, or an iterable of (input, target) batches",
             h,
         ) from None
+
+
+def distill_share(cfg: Stage1Config | Stage2Config) -> float:
+    """The share of a stage config's loss that is distillation from the ANN: 1 for ``objective="distill"``,
+    ``distill_weight`` for ``objective="labels"`` (0: no teacher needed)."""
+    return 1.0 if cfg.objective == "distill" else float(cfg.distill_weight)
+
+
+def mixes_labels(cfg: Stage1Config | Stage2Config) -> bool:
+    """Whether a stage config mixes distillation into its labelled loss (``objective="labels"``, α > 0)."""
+    return cfg.objective == "labels" and cfg.distill_weight > 0
 
 
 def _check_objective(cfg) -> None:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import CalibrationError, DataError
 from . import distributed
-from .batches import check_finite, check_targets, input_of, run_batch
+from .batches import check_finite, check_targets, input_of, run_batch, target_of
 from .config import TrainSpec
 from .finetune import check_reiterable, fine_tune
 from .measure import pick_output
@@ -244,19 +244,19 @@ class Distilled:
     def _checked(self, z: Tensor, y: Tensor, i: int) -> Tensor:
         if self.checked:
             return check_targets(z, y, where=self.where, index=i)
-        want = (z.shape[0], *z.shape[2:])
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or tuple(y.shape) != want:
+        try:  # a user's loss: its own targets' values, but a layout the packing can carry
+            y = check_targets(z, y, where=self.where, index=i, in_range=False)
+        except DataError as exc:
             raise DataError(
-                f"{self.where}: batch {i} has {y.dtype} targets of shape {tuple(y.shape)}; distill_weight > 0 carries "
-                f"the targets beside the teacher's logits and takes integer targets of shape {list(want)} (class "
-                "indices, an ignore index allowed): convert them, or set distill_weight=0"
-            )
+                f"{exc}. distill_weight > 0 carries the targets beside the teacher's logits, as integers (an "
+                "ignore index allowed): convert them, or set distill_weight=0"
+            ) from None
         if y.numel() and int(y.abs().max()) >= 2**24:
             raise DataError(f"{self.where}: batch {i} has a target of magnitude >= 2**24; set distill_weight=0")
         return y
 
     def _targets(self, batch, i: int) -> Tensor:
-        y = None if isinstance(batch, Tensor) or len(batch) < 2 else batch[1]
+        y = target_of(batch)
         if not isinstance(y, Tensor):
             raise DataError(
                 f"{self.where}: batch {i} has no target tensor; distill_weight > 0 mixes the cross-entropy against "

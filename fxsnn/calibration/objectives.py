@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import CalibrationError
+from .config import distill_share, mixes_labels
 from .distill import Distilled, InputsOnly, frozen_teacher, kl_loss, mixed_loss
 from .features import FeatureDistill
 
@@ -49,8 +50,8 @@ def objective_heads(
 
 def _heads(config, *, teacher, loss_fn, output, where: str, student) -> tuple[Callable | None, dict, Any]:
     """``(wrap, heads, context)``: ``wrap(batches)`` gives the batches the loss reads (``None``: as they are)."""
-    mixed = config.objective == "labels" and config.distill_weight > 0
-    if config.objective == "labels" and not mixed:
+    mixed = mixes_labels(config)
+    if distill_share(config) == 0:
         return None, {"loss_fn": loss_fn, "output": output}, contextlib.nullcontext()
     if teacher is None:
         what, fix = (
