@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import fx, nn
 
-from .calibration.batches import progress_stage
+from .calibration.batches import Head, progress_stage
 from .calibration.config import Stage1Config, TrainSpec, distill_share
 from .calibration.distill import has_affine_batchnorm, im_adapted_teacher
 from .calibration.distributed import check_sharded
@@ -82,6 +82,7 @@ def teacher_for(
     output: Callable | None = None,
     loss_fn: Callable | None = None,
     trace_args: dict | None = None,
+    stat_batches: int | None = None,
     progress: bool = True,
 ) -> nn.Module:
     """The ANN named by a :data:`fxsnn.config.TEACHERS` choice (``"auto"`` resolved), built from ``data``.
@@ -94,16 +95,20 @@ def teacher_for(
     the cross-entropy) under ``spec`` (``None``: one epoch of Stage 1's default schedule; :func:`fxsnn.convert`
     passes one epoch of ``config.stage1.train``) on the model traced with ``trace_args`` (``leaf_modules``,
     ``concrete_args`` of :func:`fxsnn.trace`, as :func:`fxsnn.convert` traces it); it needs ``(input, target)``
-    batches and returns a frozen, traced copy.
+    batches and returns a frozen, traced copy. ``stat_batches``: the ``"adapted"`` and ``"labels"`` teachers'
+    BN statistics (Eq. 10) are taken over at most this many leading batches (``None``: all;
+    :func:`fxsnn.convert` passes ``config.stage1.stat_batches``, as the student's Stage 1 takes them).
     """
     if teacher == "auto":
         raise ValueError("teacher_for: resolve teacher='auto' first (ConvertConfig.teacher_choice(method))")
     if teacher == "model" or not _has_batchnorm(model):
         return model
     if teacher == "adapted":
-        return reestimate_bn_stats(model, data, progress=progress)
+        return reestimate_bn_stats(model, Head(data, stat_batches), progress=progress)
     if teacher == "labels":
-        config = Stage1Config(train_weights=False, train=spec or FXSNN.teacher_spec("labels"))
+        config = Stage1Config(
+            train_weights=False, train=spec or FXSNN.teacher_spec("labels"), stat_batches=stat_batches
+        )
         traced = trace(model, **(trace_args or {}))
         return recalibrate_bn(traced, data, config, progress=progress, loss_fn=loss_fn, output=output)
     return im_adapted_teacher(model, data, spec, progress=progress, output=output)
@@ -132,7 +137,8 @@ def _teacher(model: nn.Module, data, method: str, cfg: ConvertConfig, run: dict,
         teacher = model  # nothing to build, nothing timed
     else:
         spec, head = cfg.teacher_spec(choice), run["head"]
-        kw = {"spec": spec, "progress": progress, "trace_args": run["trace"], **head}
+        kw = {"spec": spec, "progress": progress, "trace_args": run["trace"], "stat_batches": cfg.stage1.stat_batches}
+        kw.update(head)
         try:
             teacher = _timed(run["seconds"], "teacher", teacher_for, model, data, choice, **kw)
         except DataError as exc:

@@ -15,6 +15,7 @@ from ..graph.edit import first_tensor
 from .distributed import is_main
 
 __all__ = [
+    "Head",
     "batches",
     "check_batch",
     "check_finite",
@@ -217,3 +218,24 @@ def run_batch(model: nn.Module, x: Tensor, *, where: str, index: int) -> object:
             f"{where}: batch {index} of shape {tuple(x.shape)} does not fit the model ({type(exc).__name__}: {exc}); "
             "check the input shape (channels, image size) against what the model was built for"
         ) from exc
+
+
+class Head:
+    """The first ``n`` batches of a re-iterable ``data`` (all of them for ``n=None``), itself re-iterable;
+    ``count`` is the number of batches the latest pass has yielded."""
+
+    def __init__(self, data: Iterable, n: int | None):
+        self.data, self.n = data, n
+        self.count = 0
+
+    def __iter__(self):
+        self.count = 0
+        for i, batch in enumerate(self.data):
+            if self.n is not None and i >= self.n:
+                return
+            self.count += 1
+            yield batch
+
+    def __len__(self):
+        n = len(self.data)  # TypeError when unknown: the bar then has no total
+        return n if self.n is None else min(n, self.n)

@@ -145,6 +145,8 @@ class Stage1Config(Config):
     - ``train_weights``: also tune every other parameter (the convolution and linear weights and biases) with
       Adam steps of ``weight_lr`` (default ``1e-3``, times the schedule's factor) — beyond Algorithm 2, which
       tunes only γ, β (the paper's recipe keeps it off);
+    - ``stat_batches``: Eq. 10's statistics are accumulated over at most this many batches from the start of the
+      data (``None``: all of them); the fine-tuning always uses all the data;
     - ``restat_after``: re-estimate the BN statistics (Eq. 10) once more after tuning;
     - ``objective``: ``"labels"`` minimises the cross-entropy against the batches' targets; ``"distill"`` the
       KL divergence ``τ²·KL(softmax(z_ANN/τ) ‖ softmax(z/τ))`` to the ANN's logits ``z_ANN`` at
@@ -168,6 +170,7 @@ class Stage1Config(Config):
     train_da: bool = False
     train_weights: bool = True
     weight_lr: float = 1e-3
+    stat_batches: int | None = None
     restat_after: bool = False
     objective: str = "labels"
     temperature: float = 4.0
@@ -177,6 +180,7 @@ class Stage1Config(Config):
     def __post_init__(self):
         instance_of(self, "train", TrainSpec)
         one_of(self, "bn_mode", BN_MODES)
+        positive_int(self, "stat_batches", optional=True)
         a_bool(self, "train_theta")
         positive_float(self, "theta_lr", optional=True)
         a_bool(self, "train_da")

@@ -14,30 +14,10 @@ from ..graph.tracing import trace
 from ..passes.qcfs import adopt_qcfs, to_da_qcfs, to_qcfs
 from ..passes.recorders import insert_recorders
 from ..validation import check_positive_int
+from .batches import Head
 from .ranges import calibrate_, calibrate_da_
 
-__all__ = ["front_end", "Head", "qcfs_backbone"]
-
-
-class Head:
-    """The first ``n`` batches of a re-iterable ``data`` (all of them for ``n=None``), itself re-iterable;
-    ``count`` is the number of batches the latest pass has yielded."""
-
-    def __init__(self, data: Iterable, n: int | None):
-        self.data, self.n = data, n
-        self.count = 0
-
-    def __iter__(self):
-        self.count = 0
-        for i, batch in enumerate(self.data):
-            if self.n is not None and i >= self.n:
-                return
-            self.count += 1
-            yield batch
-
-    def __len__(self):
-        n = len(self.data)  # TypeError when unknown: the bar then has no total
-        return n if self.n is None else min(n, self.n)
+__all__ = ["front_end", "qcfs_backbone"]
 
 
 def qcfs_backbone(gm: fx.GraphModule) -> bool:

@@ -16,7 +16,7 @@ from ..graph.sites import find_sites
 from ..nn import DAQCFS, QCFS, ParallelIF
 from ..report.stages import STAGE1, StageReport
 from . import distributed
-from .batches import batches, run_batch
+from .batches import Head, batches, run_batch
 from .config import BN_MODES, Stage1Config
 from .finetune import check_reiterable, check_trainable_dtype, fine_tune
 from .objectives import objective_heads
@@ -341,7 +341,7 @@ def recalibrate_bn(
     (``recalibrate_bn(da, loader, epochs=1, train_theta=False)``; ``epochs`` is ``train.epochs``).
 
     1. **Statistics** (Eq. 10): :func:`reestimate_bn_stats_` — cumulative mean/variance of each BN input over
-       ``data`` under the DA-QCFS forward.
+       ``data`` (its first ``stat_batches`` batches when that is set) under the DA-QCFS forward.
     2. **Affine fine-tune**: all non-BN parameters frozen (unless ``train_weights``); the BN affine terms
        ``γ, β`` ``[C]`` (and, with ``train_theta``, each site's θ ``[C]``, trained relative to its start — see
        :mod:`fxsnn.calibration.finetune` — and kept ≥ ``THETA_FLOOR``·θ₀) minimise the cross-entropy with AdamW
@@ -387,18 +387,24 @@ def recalibrate_bn(
         try:
             for p in gm.parameters():
                 p.requires_grad_(False)
-            n_batches = _reestimate_(gm, data, progress=progress, where=where)
+            stat_data = Head(data, config.stat_batches)
+            n_batches = _reestimate_(gm, stat_data, progress=progress, where=where)
             with hooks:
                 train = _fine_tune_affine(gm, tune_data, config, where=where, progress=progress, heads=heads)
             if config.restat_after:
-                _reestimate_(gm, data, progress=progress, where=where)
+                _reestimate_(gm, stat_data, progress=progress, where=where)
         finally:
-            for m in gm.modules():
-                if isinstance(m, DAQCFS):
-                    m.psi_da.requires_grad_(False)
-                    m.phi_da.requires_grad_(False)
+            _freeze_da_shifts(gm)
     gm.meta["fxsnn.stage1"] = _report(train, config, seconds=time.perf_counter() - t0, batches=n_batches)
     return gm
+
+
+def _freeze_da_shifts(gm: nn.Module) -> None:
+    """Every DA-QCFS site's ψ_DA, φ_DA back to ``requires_grad=False`` (``train_da`` turns them on)."""
+    for m in gm.modules():
+        if isinstance(m, DAQCFS):
+            m.psi_da.requires_grad_(False)
+            m.phi_da.requires_grad_(False)
 
 
 def _report(train, config: Stage1Config, *, seconds: float, batches: int) -> StageReport:

@@ -345,6 +345,29 @@ def test_teacher_for_builds_each_choice_as_convert_does():
     assert changed and all(k.endswith((".weight", ".bias")) and "bn" in k for k in changed), changed
 
 
+def test_the_teachers_bn_statistics_take_stage1s_stat_batches(monkeypatch):
+    from fxsnn import conversion
+    from fxsnn.conversion import teacher_for
+
+    model, data = tiny_model(), tiny_data()  # 6 batches
+    head = fxsnn.calibration.reestimate_bn_stats(model, data[:2], progress=False)
+    adapted = teacher_for(model, data, "adapted", stat_batches=2, progress=False)
+    assert torch.equal(adapted.bn2.running_var, head.bn2.running_var)
+    spec = fxsnn.calibration.TrainSpec(steps=1, lr=1e-3)
+    labels = teacher_for(model, data, "labels", spec=spec, stat_batches=2, progress=False)
+    assert labels.meta["fxsnn.stage1"].batches == 2
+    assert teacher_for(model, data, "labels", spec=spec, progress=False).meta["fxsnn.stage1"].batches == 6
+    seen, real = [], conversion.teacher_for
+    monkeypatch.setattr(
+        conversion, "teacher_for", lambda m, d, t, **kw: seen.append(kw["stat_batches"]) or real(m, d, t, **kw)
+    )
+    for n in (3, None):
+        cfg = fxsnn.ConvertConfig().replace(**{"stage1.stat_batches": n, "stage1.train.steps": 1})
+        snn = fxsnn.convert(model, data, T=2, method="spatial", config=cfg, progress=False)
+        assert snn.meta["fxsnn.convert"]["stages"]["Stage 1"].batches == (n or 6)
+    assert seen == [3, None]  # the teacher is built as the student's Stage 1 re-estimates
+
+
 # ---- the labelled loss with a distillation share (distill_weight α > 0) ----------------------------------------
 
 MIXED = fxsnn.ConvertConfig().override("stage1.distill_weight=0.5")

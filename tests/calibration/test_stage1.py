@@ -93,6 +93,25 @@ def test_bn_stats_are_the_cumulative_eq10_moments_whatever_the_batching():
     torch.testing.assert_close(a.bn1.running_var, b.bn1.running_var)
 
 
+def test_stat_batches_takes_eq10_over_the_leading_batches_and_tunes_on_all_of_them():
+    data = tiny_data(n=96, batch=16)  # 6 batches
+    da = tiny_da()
+    head = fxsnn.calibration.reestimate_bn_stats(da, data[:2], progress=False)
+    for kw in (dict(stat_batches=2), dict(stat_batches=2, restat_after=True)):
+        out = fxsnn.recalibrate_bn(da, data, lr=1e-2, progress=False, **BARE, **kw)
+        report = out.meta["fxsnn.stage1"]
+        assert report.batches == 2 and report.steps == 6, report  # the statistics on 2 batches, tuning on all 6
+        if not kw.get("restat_after"):  # BN in eval mode: tuning leaves the statistics as Eq. 10 gave them
+            for name in ("bn1", "bn2"):
+                bn, ref = getattr(out, name), getattr(head, name)
+                assert torch.equal(bn.running_mean, ref.running_mean) and torch.equal(bn.running_var, ref.running_var)
+    every = fxsnn.recalibrate_bn(da, data, lr=1e-2, progress=False, stat_batches=99, **BARE)
+    assert every.meta["fxsnn.stage1"].batches == 6  # more than there are: all of them
+    everything = fxsnn.calibration.reestimate_bn_stats(da, data, progress=False)
+    assert torch.equal(every.bn2.running_var, everything.bn2.running_var)
+    assert not torch.equal(everything.bn2.running_var, head.bn2.running_var)  # the two differ: the test can fail
+
+
 def test_eval_bn_mode_keeps_the_eq10_statistics_and_train_mode_moves_them():
     data = tiny_data()
     da = tiny_da()
@@ -158,7 +177,18 @@ def test_lowered_network_and_network_without_bn_are_refused():
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(bn_mode="batch"), dict(lr=0), dict(epochs=0), dict(warmup=1.5), dict(theta_lr=-1), dict(weight_lr=0)]
+    "kw",
+    [
+        dict(bn_mode="batch"),
+        dict(lr=0),
+        dict(epochs=0),
+        dict(warmup=1.5),
+        dict(theta_lr=-1),
+        dict(weight_lr=0),
+        dict(stat_batches=0),
+        dict(stat_batches=2.5),
+        dict(stat_batches=True),
+    ],
 )
 def test_bad_options_name_the_accepted_range(kw):
     data = tiny_data()
