@@ -8,7 +8,9 @@ test set) this trains each recipe on the calibration images and prints its top-1
 - ``model``: the ANN as it is; ``im``: ``fxsnn.calibration.distill.im_adapted_teacher`` at the defaults;
 - ``labels-bn``: the BN affine terms tuned with labels for one epoch (``fxsnn.recalibrate_bn``,
   ``train_weights=False``): the ``"labels"`` teacher the labelled conversion distils from by default
-  (``fxsnn.conversion.teacher_for``); ``labels-stage1``: Stage 1's defaults applied to the ANN (weights tuned too);
+  (``fxsnn.conversion.teacher_for``); ``labels-bn-2``: the same for two epochs of that schedule;
+  ``labels-weights``: one epoch of that schedule with the convolution / linear weights tuned too
+  (``train_weights=True``); ``labels-stage1``: Stage 1's defaults applied to the ANN (weights tuned, two epochs);
 - ``im-all-1e-4``, ``im-all-3e-4``: information maximisation on every parameter at that rate, one epoch;
 - ``im-pl-<β>-<epochs>``: information maximisation plus β times the cross-entropy to the teacher's own
   arg-max (SHOT's pseudo-label term, Liang et al., 2020) on the BN affine terms at 1e-3.
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 import fxsnn
-from fxsnn.calibration import TrainSpec, distill
+from fxsnn.calibration import Stage1Config, TrainSpec, distill
 from fxsnn.calibration.finetune import fine_tune
 from fxsnn.conversion import teacher_for
 
@@ -40,7 +42,17 @@ from shared_data import held_out_setup  # noqa: E402
 
 PSEUDO_LABEL = {"im-pl-0.3-1": (0.3, 1), "im-pl-0.3-2": (0.3, 2), "im-pl-0.3-3": (0.3, 3), "im-pl-0.3-5": (0.3, 5)}
 PSEUDO_LABEL["im-pl-1.0-2"] = (1.0, 2)
-RECIPES = ["model", "im", "labels-bn", "labels-stage1", "im-all-1e-4", "im-all-3e-4", *PSEUDO_LABEL]
+RECIPES = [
+    "model",
+    "im",
+    "labels-bn",
+    "labels-bn-2",
+    "labels-weights",
+    "labels-stage1",
+    "im-all-1e-4",
+    "im-all-3e-4",
+    *PSEUDO_LABEL,
+]
 
 
 def information_maximised(model, cal, *, lr: float, epochs: int, every_parameter: bool, beta: float = 0.0):
@@ -69,8 +81,13 @@ def build(name: str, model, cal):
         return model
     if name == "im":
         return distill.im_adapted_teacher(model, cal, progress=False)
-    if name == "labels-bn":
-        return teacher_for(model, cal, "labels", spec=fxsnn.ConvertConfig().teacher_spec("labels"), progress=False)
+    if name in ("labels-bn", "labels-bn-2"):
+        spec = fxsnn.ConvertConfig().teacher_spec("labels")
+        spec = spec.replace(epochs=2) if name == "labels-bn-2" else spec
+        return teacher_for(model, cal, "labels", spec=spec, progress=False)
+    if name == "labels-weights":
+        config = Stage1Config(train_weights=True, train=fxsnn.ConvertConfig().teacher_spec("labels"))
+        return fxsnn.recalibrate_bn(model, cal, config, progress=False)
     if name == "labels-stage1":
         return fxsnn.recalibrate_bn(model, cal, progress=False)
     if name.startswith("im-all-"):
